@@ -1,0 +1,108 @@
+"""`oasis`: the command line. It parses and dispatches; the work lives in
+`jobs.*` and `pipelines.*`."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+
+DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
+allocates promotion capacity per (market, surface) and publishes versioned
+snapshots (Parquet + manifest) and warehouse tables (DuckDB or BigQuery)."""
+
+
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def _add_run(sub):
+    p = sub.add_parser(
+        "run", help="process logs up to --date and publish scores for the next day",
+        description="Process logs up to day D and publish the score snapshot for D+1. Arguments "
+                    "not listed here are passed to Apache Beam as pipeline options "
+                    "(e.g. --runner DataflowRunner --project P --region R --temp_location gs://...).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--date", type=_date, required=True, help="last day of logs (YYYY-MM-DD); scores are for the day after")
+    p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
+    p.add_argument("--output", required=True, help="output root: local folder or gs://bucket/prefix")
+    p.add_argument("--config", default=None, help="TOML file overriding the defaults (see `oasis config`)")
+    p.add_argument("--warehouse", default=None,
+                   help="bq://PROJECT.DATASET, or a .duckdb path; default OUTPUT/warehouse.duckdb")
+    p.add_argument("--force", action="store_true", help="publish again even if the same inputs, config and code "
+                   "were already published for this date")
+    p.add_argument("--method", choices=["exact", "dual"], default="exact", help="allocation solver")
+    p.set_defaults(func=_cmd_run, beam=True)
+
+
+def _cmd_run(args, beam_args) -> int:
+    from jobs import daily, summary
+
+    req = daily.RunRequest(as_of=args.date, input_root=args.input, output_root=args.output,
+                           config_path=args.config, warehouse=args.warehouse, beam_args=beam_args,
+                           force=args.force, method=args.method)
+    result = daily.run(req, progress=lambda s: print(s, file=sys.stderr, flush=True))
+    wh = args.warehouse or f"{args.output.rstrip('/')}/warehouse.duckdb"
+    print(summary.render(result, args.output, wh))
+    return 0
+
+
+def _add_sample(sub):
+    from jobs import sample
+
+    p = sub.add_parser("sample", help="generate a realistic synthetic world in the input contract",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sample.add_arguments(p)
+    p.set_defaults(func=lambda args, _: sample.main(args), beam=False)
+
+
+def _add_config(sub):
+    p = sub.add_parser("config", help="print the default config (every parameter, documented)")
+    p.set_defaults(func=_cmd_config, beam=False)
+
+
+def _cmd_config(args, _) -> int:
+    from pipelines.config import defaults_toml
+
+    print(defaults_toml())
+    return 0
+
+
+COMMANDS = [_add_run, _add_sample, _add_config]
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="oasis", description=DESCRIPTION)
+    ap.add_argument("--log-level", default="WARNING", help="python logging level")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.errors import explain_error
+
+    ap = parser()
+    args, rest = ap.parse_known_args(argv)
+    if rest and not getattr(args, "beam", False):
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, rest)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one place turns failures into a message and exit code
+        message = explain_error(e)
+        if message is None:
+            raise
+        print(f"oasis: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

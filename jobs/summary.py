@@ -1,0 +1,45 @@
+"""The short summary a run prints: what was read, what was dropped, who is
+eligible and why not, how much capacity each (market, surface) uses."""
+from __future__ import annotations
+
+from collections import Counter
+
+
+def render(result, output_root: str, warehouse_uri: str) -> str:
+    m = result.manifest
+    metrics = m.get("metrics", {})
+    lines = []
+    if result.status == "already_published":
+        lines.append(f"Snapshot {m['snapshot_id']} for {m['score_date']} is already published "
+                     "with the same inputs, config and code; nothing to do.")
+        lines.append(f"  snapshot: {result.snapshot_dir}")
+        return "\n".join(lines)
+    read = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("rows_read/")}
+    lines.append(f"OASIS snapshot {m['snapshot_id']}  score date {m['score_date']}  "
+                 f"(logs up to {m['as_of']}, {result.seconds:.1f} s)")
+    lines.append(f"  rows read:        " + ", ".join(f"{k} {v:,}" for k, v in sorted(read.items())))
+    dupes = sum(v for k, v in metrics.items() if k.startswith("duplicates_removed/"))
+    lines.append(f"  dead-lettered:    {m['dead_letter_count']:,}   repeated events dropped: {dupes:,}")
+    days = m["inputs"]
+    lines.append(f"  aggregates:       built {len(days['built_days'])} day(s), reused {len(days['stored_days'])}"
+                 + (f", missing window days: {', '.join(days['missing_window_days'])}"
+                    if days["missing_window_days"] else ""))
+    reasons = Counter({k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("ineligible/")})
+    lines.append(f"  enrolled rows:    {metrics.get('rows_eligible', 0):,} eligible, "
+                 f"{metrics.get('rows_ineligible', 0):,} ineligible")
+    for reason, n in reasons.most_common():
+        lines.append(f"      {reason:<22} {n:,}")
+    cap = result.tables["capacity"].to_pandas() if "capacity" in result.tables else None
+    if cap is not None and len(cap):
+        lines.append("  capacity used (planned / capacity):")
+        for row in cap.sort_values(["market", "surface"]).itertuples():
+            share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
+            lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
+                         f"{row.capacity:>12,.1f}  {share:6.1%}")
+    failed = [c["name"] for c in m["validation"] if not c["passed"]]
+    lines.append(f"  validation:       {'all passed' if not failed else 'FAILED ' + ', '.join(failed)}")
+    lines.append(f"  snapshot:         {result.snapshot_dir}")
+    lines.append(f"  LATEST:           {'moved here' if result.latest_moved else 'unchanged (newer snapshot exists)'}")
+    lines.append(f"  warehouse:        {warehouse_uri}")
+    lines.append(f"  dead letters:     {m['dead_letters']}")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""The input contract (DESIGN §3) as vectorised checks over Arrow tables.
+
+`check_engagement` and `check_enrollments` split a batch into the rows that
+keep the contract and dead letters carrying the first rule each row breaks.
+Pure functions: the Beam transforms and `oasis validate` both call them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES
+from schemas import schema_mismatches
+
+MARKET_PATTERN = r"^[A-Z]{2}$"
+
+
+class InputFileError(RuntimeError):
+    """An input file that cannot be read or whose schema breaks the contract."""
+
+
+def conform_batch(table: pa.Table, contract, source_file: str) -> pa.Table:
+    """Select the contract's columns and cast them to the contract's types, or
+    raise InputFileError naming the file."""
+    problems = schema_mismatches(contract.arrow(), table.schema)
+    if problems:
+        raise InputFileError(f"{source_file}: schema does not match the {contract.name} contract: "
+                             + "; ".join(problems))
+    cols = []
+    for f in contract.arrow():
+        col = table.column(f.name)
+        if col.type != f.type:
+            col = col.cast(f.type)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=pa.schema([pa.field(f.name, f.type) for f in contract.arrow()]))
+
+
+def _reasons(rules: list[tuple[str, pa.Array]], n: int) -> pa.Array:
+    """The first rule broken per row (rules in priority order), null when none."""
+    reason = pa.nulls(n, pa.string())
+    for name, broken in reversed(rules):
+        broken = pc.fill_null(broken, True)
+        reason = pc.if_else(broken, pa.scalar(name), reason)
+    return reason
+
+
+def _null_rules(table: pa.Table, contract) -> list[tuple[str, pa.Array]]:
+    rules = []
+    for f in contract.fields:
+        if not f.nullable:
+            rules.append((f"null_{f.name}", pc.is_null(table.column(f.name))))
+    return rules
+
+
+def _empty(col) -> pa.Array:
+    return pc.equal(pc.utf8_length(col), 0)
+
+
+def check_engagement(table: pa.Table, day: dt.date, slack_hours: float) -> tuple[pa.Table, pa.Array]:
+    """(reason per row, null when the row keeps the contract) for one day's events."""
+    n = table.num_rows
+    lo = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) - dt.timedelta(hours=slack_hours)
+    hi = lo + dt.timedelta(days=1, hours=2 * slack_hours)
+    ts = table.column("event_ts")
+    rules = _null_rules(table, ENGAGEMENT) + [
+        ("empty_event_id", _empty(table.column("event_id"))),
+        ("empty_user_id", _empty(table.column("user_id"))),
+        ("empty_track_id", _empty(table.column("track_id"))),
+        ("malformed_market", pc.invert(pc.match_substring_regex(table.column("market"), MARKET_PATTERN))),
+        ("unknown_surface", pc.invert(pc.is_in(table.column("surface"), pa.array(ALL_SURFACES)))),
+        ("negative_ms_played", pc.less(table.column("ms_played"), 0)),
+        ("nonpositive_duration_ms", pc.less_equal(table.column("duration_ms"), 0)),
+        ("event_ts_outside_partition", pc.or_(pc.less(ts, pa.scalar(lo, ts.type)),
+                                              pc.greater_equal(ts, pa.scalar(hi, ts.type)))),
+        ("promoted_without_campaign", pc.and_(table.column("promoted"),
+                                              pc.is_null(table.column("campaign_id")))),
+    ]
+    return _reasons(rules, n)
+
+
+def check_enrollments(table: pa.Table) -> pa.Array:
+    n = table.num_rows
+    surfaces = table.column("surfaces")
+    if isinstance(surfaces, pa.ChunkedArray):
+        surfaces = surfaces.combine_chunks()
+    flat_ok = pc.is_in(pc.list_flatten(surfaces), pa.array(PROMOTION_SURFACES))
+    parents = pc.list_parent_indices(surfaces).to_numpy(zero_copy_only=False)
+    bad_surface = np.zeros(n, dtype=bool)
+    bad_parents = parents[~flat_ok.to_numpy(zero_copy_only=False)]
+    bad_surface[bad_parents] = True
+    rate = table.column("commission_rate")
+    rules = _null_rules(table, ENROLLMENTS) + [
+        ("empty_campaign_id", _empty(table.column("campaign_id"))),
+        ("empty_track_id", _empty(table.column("track_id"))),
+        ("malformed_market", pc.invert(pc.match_substring_regex(table.column("market"), MARKET_PATTERN))),
+        ("no_surfaces", pc.equal(pc.list_value_length(surfaces), 0)),
+        ("unknown_surface", pa.array(bad_surface)),
+        ("flight_ends_before_start", pc.greater(table.column("start_date"), table.column("end_date"))),
+        ("commission_rate_out_of_range", pc.or_(pc.less_equal(rate, 0.0), pc.greater_equal(rate, 1.0))),
+        ("unknown_status", pc.invert(pc.is_in(table.column("status"), pa.array(ENROLLMENT_STATUSES)))),
+    ]
+    return _reasons(rules, n)
+
+
+def split_good_bad(table: pa.Table, reasons: pa.Array, *, day: dt.date, source: str,
+                   source_file: str) -> tuple[pa.Table, pa.Table]:
+    """(rows keeping the contract, dead-letter rows). JSON is built only for the
+    bad rows, which are few."""
+    ok = pc.is_null(reasons)
+    good = table.filter(ok)
+    if good.num_rows == table.num_rows:
+        return good, DEAD_LETTERS.empty()
+    bad_mask = pc.invert(ok)
+    bad_rows = table.filter(bad_mask).to_pylist()
+    bad_reasons = reasons.filter(bad_mask)
+    dead = pa.table({
+        "dt": pa.array([day] * len(bad_rows), pa.date32()),
+        "source": pa.array([source] * len(bad_rows), pa.string()),
+        "source_file": pa.array([source_file] * len(bad_rows), pa.string()),
+        "reason": bad_reasons.cast(pa.string()),
+        "row_json": pa.array([json.dumps(r, default=str, sort_keys=True) for r in bad_rows], pa.string()),
+    }, schema=DEAD_LETTERS.arrow())
+    return good, dead
+
+
+def latest_enrollments(table: pa.Table) -> pa.Table:
+    """The latest row per (campaign_id, track_id, market) by updated_at; ties broken
+    by the remaining columns so the result does not depend on input order."""
+    if table.num_rows == 0:
+        return table
+    keys = list(ENROLLMENTS.key)
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]
+                            + [("updated_at", "descending"), ("status", "ascending"),
+                               ("start_date", "descending")])
+    t = table.take(order)
+    key_strs = pc.binary_join_element_wise(*[t.column(k) for k in keys], "\x1f")
+    prev = pa.concat_arrays([pa.array([None], pa.string()), key_strs.combine_chunks().slice(0, t.num_rows - 1)])
+    first = pc.fill_null(pc.not_equal(key_strs.combine_chunks(), prev), True)
+    return t.filter(first)

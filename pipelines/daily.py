@@ -1,0 +1,108 @@
+"""The daily pipeline: `build(pipeline, plan)` wires the composites for one
+run. It parses nothing and discovers nothing; `jobs.plan` decides which files
+to read and where to write, and `jobs.daily` runs and publishes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+
+from pipelines import storage
+from pipelines.config import Config
+from pipelines.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments,
+                                  ReadInputBatches, ReadStoredAggregates, ScoreMarkets, WriteParquetParts,
+                                  concat_dead_letters)
+from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
+
+
+@dataclass
+class BuildDay:
+    """A day whose aggregates this run builds from raw events."""
+    day: dt.date
+    engagement_files: list[str]
+    enrolled_tracks: list[str] | None  # that day's export's tracks; None: keep all
+    aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
+
+
+@dataclass
+class StoredDay:
+    day: dt.date
+    track_files: list[str]
+    totals_files: list[str]
+
+
+@dataclass
+class RunPlan:
+    as_of: dt.date
+    cfg: Config
+    snapshot_id: str
+    enrollment_files: list[str]
+    build_days: list[BuildDay]
+    stored_days: list[StoredDay]
+    observed_days: list[dt.date]
+    snapshot_dir: str  # where this run's tables are written (not yet published)
+    dead_letter_dir: str
+    shards: int = 16
+    method: str = "exact"
+    batch_rows: int = 262_144
+    missing_days: list[dt.date] = field(default_factory=list)
+
+    @property
+    def score_date(self) -> dt.date:
+        return self.as_of + dt.timedelta(days=1)
+
+
+def build(p: beam.Pipeline, plan: RunPlan) -> dict:
+    """Wire the daily job into `p`; returns the output PCollections by name."""
+    cfg = plan.cfg
+    enroll = (p
+              | "ReadEnrollments" >> ReadInputBatches(plan.enrollment_files, ENROLLMENTS, "enrollments",
+                                                      plan.batch_rows)
+              | "CheckEnrollments" >> CheckContract("enrollments", plan.as_of, cfg.event_ts_slack_hours))
+    latest = enroll.good | "LatestEnrollments" >> LatestEnrollments()
+    dead = [enroll.dead]
+
+    track_parts, totals = [], []
+    for bd in plan.build_days:
+        tag = bd.day.isoformat()
+        checked = (p
+                   | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
+                                                                   "engagement", plan.batch_rows)
+                   | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours))
+        dead.append(checked.dead)
+        daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
+            bd.day, plan.shards, bd.enrolled_tracks)
+        _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
+        _ = (daily["totals"]
+             | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t))
+             | f"WriteTotals[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "totals")))
+        track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
+        totals.append(daily["totals"])
+
+    stored_tracks = [f for sd in plan.stored_days for f in sd.track_files]
+    stored_totals = [f for sd in plan.stored_days for f in sd.totals_files]
+    track_parts.append(p | "ReadStoredAggregates" >> ReadStoredAggregates(stored_tracks, DAILY_AGGREGATES))
+    totals.append(p | "ReadStoredTotals" >> ReadStoredAggregates(stored_totals, SURFACE_TOTALS))
+
+    aggregates = tuple(track_parts) | "FlattenAggregates" >> beam.Flatten()
+    all_totals = tuple(totals) | "FlattenTotals" >> beam.Flatten()
+
+    scored = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals} | "ScoreMarkets" >> ScoreMarkets(
+        plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method)
+
+    written = {}
+    for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
+                        ("capacity", scored["capacity"])):
+        written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name))
+
+    _ = (tuple(dead)
+         | "FlattenDeadLetters" >> beam.Flatten()
+         | "CollectDeadLetters" >> beam.combiners.ToList()
+         | "SortDeadLetters" >> beam.Map(concat_dead_letters)
+         | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
+         | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t))
+         | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
+    return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
+            "written": written, "latest_enrollments": latest}

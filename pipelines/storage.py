@@ -1,0 +1,297 @@
+"""One storage layer for the whole job: local folders and gs:// URIs.
+
+Data goes through `pyarrow.fs` (random access for Parquet, streaming writes).
+The two operations that need stronger guarantees than a plain write use the
+backend's own primitive:
+
+* `create_only(uri, data)`: exclusive create. Locally `open(..., "xb")` on a
+  temporary name plus `os.link` (fails if the target exists); on GCS an upload
+  with `if_generation_match=0`.
+* `replace_pointer(uri, data, expected)`: compare-and-swap of a small pointer
+  file. Locally an exclusive lock file around read-compare-rename; on GCS an
+  upload with `if_generation_match=<generation read>`.
+
+`STORAGE_EMULATOR_HOST` is honoured (anonymous access to the emulator);
+otherwise Application Default Credentials apply.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+
+class AlreadyExists(Exception):
+    """create_only found the object already there."""
+
+
+class PointerMoved(Exception):
+    """replace_pointer found the pointer changed since it was read."""
+
+
+def is_gcs(uri: str) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def join(root: str, *parts: str) -> str:
+    root = str(root)
+    if is_gcs(root):
+        return "gs://" + posixpath.join(root[5:].rstrip("/"), *parts)
+    return os.path.join(root, *parts)
+
+
+def emulator_host() -> str | None:
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    return host.rstrip("/") if host else None
+
+
+@functools.lru_cache(maxsize=None)
+def _gcs_fs(host: str | None) -> pafs.FileSystem:
+    if host:
+        scheme = "https" if host.startswith("https://") else "http"
+        endpoint = host.split("://", 1)[-1]
+        return pafs.GcsFileSystem(anonymous=True, endpoint_override=endpoint, scheme=scheme,
+                                  retry_time_limit=__import__("datetime").timedelta(seconds=10))
+    return pafs.GcsFileSystem()
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a local path or gs:// URI."""
+    uri = str(uri)
+    if is_gcs(uri):
+        return _gcs_fs(emulator_host()), uri[5:]
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+@functools.lru_cache(maxsize=None)
+def _gcs_client(host: str | None):
+    from google.cloud import storage
+
+    if host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test-project"),
+                              credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": host})
+    return storage.Client()
+
+
+def _blob(uri: str):
+    bucket, _, name = uri[5:].partition("/")
+    return _gcs_client(emulator_host()).bucket(bucket).blob(name)
+
+
+# ------------------------------------------------------------------ reads ---
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def open_input(uri: str):
+    """A random-access file (what pyarrow.parquet.ParquetFile wants)."""
+    fs, path = filesystem(uri)
+    return fs.open_input_file(path)
+
+
+def list_files(prefix: str, suffix: str = "") -> list[str]:
+    """Every file under `prefix` (recursively), sorted, as URIs of the same form."""
+    fs, path = filesystem(prefix)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+    return [("gs://" + p) if is_gcs(prefix) else p for p in files]
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the immediate sub-folders of `uri`, sorted."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos
+                  if i.type == pafs.FileType.Directory)
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).size
+
+
+# ----------------------------------------------------------------- writes ---
+def open_output(uri: str):
+    fs, path = filesystem(uri)
+    if not is_gcs(uri):
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+    return fs.open_output_stream(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file. Locally via a temporary file and a rename, so a reader
+    never sees half of it; a GCS object appears whole on upload."""
+    if is_gcs(uri):
+        _blob(uri).upload_from_string(data)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, uri)
+
+
+def create_only(uri: str, data: bytes) -> None:
+    """Create `uri` with `data`, or raise AlreadyExists. Never overwrites."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            _blob(uri).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            raise AlreadyExists(uri) from None
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, uri)  # atomic, and fails when the target exists
+    except FileExistsError:
+        raise AlreadyExists(uri) from None
+    finally:
+        os.unlink(tmp)
+
+
+def delete_tree(uri: str) -> None:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def delete_file(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+# ---------------------------------------------------------------- pointer ---
+@dataclass(frozen=True)
+class Pointer:
+    content: str | None  # None: no pointer yet
+    token: object  # what replace_pointer must see unchanged (GCS generation or local content)
+
+
+def read_pointer(uri: str) -> Pointer:
+    if is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.reload()
+        except Exception as e:  # NotFound
+            if type(e).__name__ == "NotFound":
+                return Pointer(None, 0)
+            raise
+        return Pointer(blob.download_as_bytes(if_generation_match=blob.generation).decode().strip(),
+                       blob.generation)
+    try:
+        with open(uri, "rb") as f:
+            content = f.read().decode().strip()
+    except FileNotFoundError:
+        return Pointer(None, None)
+    return Pointer(content, content)
+
+
+def replace_pointer(uri: str, content: str, expected: Pointer, lock_timeout_s: float = 30.0) -> None:
+    """Set the pointer to `content` if it still is what `expected` read, else raise
+    PointerMoved. On GCS the generation precondition makes it atomic; locally an
+    exclusive lock file serialises writers and the swap is a rename."""
+    data = (content + "\n").encode()
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            _blob(uri).upload_from_string(data, if_generation_match=expected.token)
+        except PreconditionFailed:
+            raise PointerMoved(uri) from None
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    with local_lock(uri + ".lock", lock_timeout_s):
+        current = read_pointer(uri)
+        if current.content != expected.content:
+            raise PointerMoved(f"{uri} now points to {current.content}, expected {expected.content}")
+        write_bytes(uri, data)
+
+
+class local_lock:
+    """An exclusive lock file (O_CREAT|O_EXCL). A lock older than `stale_s` was
+    left by a killed process and is broken."""
+
+    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float = 120.0):
+        self.path, self.timeout_s, self.stale_s = path, timeout_s, stale_s
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                try:
+                    if time.time() - os.path.getmtime(self.path) > self.stale_s:
+                        os.unlink(self.path)
+                        continue
+                except FileNotFoundError:
+                    continue
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not take lock {self.path}")
+                time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+# ------------------------------------------------------------ fingerprint ---
+def fingerprint(uri: str) -> str:
+    """A content fingerprint of one file: sha256 of its bytes locally; on GCS the
+    server-computed crc32c and md5 (no download)."""
+    if is_gcs(uri):
+        blob = _blob(uri)
+        blob.reload()
+        return f"gcs:crc32c={blob.crc32c},md5={blob.md5_hash},size={blob.size}"
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(uri, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()

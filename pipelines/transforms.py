@@ -1,0 +1,336 @@
+"""Beam composites of the daily job. Elements are Arrow tables (record batches
+of up to `batch_rows` rows), never single events: per-element Python is ~30x
+slower than working on batches (NOTES.md).
+
+  ReadInputBatches      file URIs -> (order key, contract-conformed batch)
+  CheckContract         batches -> good batches + dead letters (tagged outputs)
+  LatestEnrollments     enrollment batches -> one table, latest row per key
+  AggregateDailySignals one day's events -> per (track, market, surface) aggregates + surface totals
+  ReadStoredAggregates  aggregate files -> tables
+  ScoreMarkets          aggregates + totals + enrollments -> scores, delivery, capacity per market
+  WriteParquetParts     (part name, table) -> one Parquet file per part
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from pipelines import arrow_ops, contract, storage
+from pipelines.config import Config
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENGAGEMENT,
+                     ENROLLMENTS, PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
+
+NAMESPACE = "oasis"
+log = logging.getLogger(__name__)
+
+ENGAGEMENT_COLUMNS = ["event_id", "event_ts", "user_id", "track_id", "market", "surface", "ms_played",
+                      "duration_ms", "skipped", "saved", "promoted", "campaign_id"]
+
+
+def counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+# ------------------------------------------------------------------ read ---
+class ReadParquetBatchesFn(beam.DoFn):
+    """(file index, URI) -> ((file index, batch index), conformed Arrow table)."""
+
+    def __init__(self, contract_table, batch_rows: int, metric: str):
+        self.contract_table = contract_table
+        self.batch_rows = batch_rows
+        self.metric = metric
+
+    def setup(self):
+        self.rows = counter(f"rows_read/{self.metric}")
+
+    def process(self, element):
+        file_index, uri = element
+        try:
+            f = pq.ParquetFile(storage.open_input(uri))
+        except Exception as e:
+            raise contract.InputFileError(f"{uri}: cannot be read as Parquet: {e}") from e
+        columns = [n for n in self.contract_table.names if n in f.schema_arrow.names]
+        for i, batch in enumerate(f.iter_batches(batch_size=self.batch_rows, columns=columns)):
+            table = contract.conform_batch(pa.Table.from_batches([batch]), self.contract_table, uri)
+            self.rows.inc(table.num_rows)
+            yield (file_index, i, uri), table
+
+
+class ReadInputBatches(beam.PTransform):
+    def __init__(self, files: list[str], contract_table, metric: str, batch_rows: int = 262_144):
+        super().__init__()
+        self.files, self.contract_table, self.metric, self.batch_rows = files, contract_table, metric, batch_rows
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadBatches" >> beam.ParDo(ReadParquetBatchesFn(self.contract_table, self.batch_rows,
+                                                                     self.metric)))
+
+
+# ----------------------------------------------------------------- check ---
+class CheckContractFn(beam.DoFn):
+    DEAD = "dead"
+
+    def __init__(self, source: str, day: dt.date, slack_hours: float):
+        self.source, self.day, self.slack_hours = source, day, slack_hours
+
+    def setup(self):
+        self.dead_count = counter(f"dead_lettered/{self.source}/{self.day.isoformat()}")
+        self.read_count = counter(f"checked/{self.source}/{self.day.isoformat()}")
+
+    def process(self, element):
+        (file_index, batch_index, uri), table = element
+        if self.source == "engagement":
+            reasons = contract.check_engagement(table, self.day, self.slack_hours)
+        else:
+            reasons = contract.check_enrollments(table)
+        good, dead = contract.split_good_bad(table, reasons, day=self.day, source=self.source,
+                                             source_file=uri)
+        self.read_count.inc(table.num_rows)
+        if dead.num_rows:
+            self.dead_count.inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput(self.DEAD, dead)
+        yield (file_index, batch_index), good
+
+
+class CheckContract(beam.PTransform):
+    """Tagged outputs: `good` ((order key), table) and `dead` (dead-letter tables)."""
+
+    def __init__(self, source: str, day: dt.date, slack_hours: float):
+        super().__init__()
+        self.source, self.day, self.slack_hours = source, day, slack_hours
+
+    def expand(self, batches):
+        return batches | "CheckRows" >> beam.ParDo(
+            CheckContractFn(self.source, self.day, self.slack_hours)).with_outputs(
+                CheckContractFn.DEAD, main="good")
+
+
+def _concat_latest(tables):
+    return contract.latest_enrollments(arrow_ops.concat(list(tables), ENROLLMENTS.arrow()))
+
+
+class LatestEnrollments(beam.PTransform):
+    """Good enrollment batches -> a single table with the latest row per key."""
+
+    def expand(self, good):
+        return (good
+                | "DropOrder" >> beam.Values()
+                | "CollectExport" >> beam.combiners.ToList()
+                | "KeepLatestPerKey" >> beam.Map(_concat_latest))
+
+
+# ------------------------------------------------------------- aggregate ---
+def shard_events(element, shards: int):
+    """Project one batch to promotion surfaces and the columns the aggregates
+    need, and split it by a stable hash of track_id (duplicates of an event
+    share its track, so each shard can drop repeated event_ids on its own)."""
+    order, table = element
+    table = table.filter(pc.is_in(table.column("surface"), pa.array(PROMOTION_SURFACES)))
+    table = table.select(["event_id", "user_id", "track_id", "market", "surface", "ms_played",
+                          "skipped", "saved", "promoted"])
+    if table.num_rows == 0:
+        return
+    for shard, part in arrow_ops.split_by_array(table, arrow_ops.stable_shard(table.column("track_id"), shards)):
+        yield shard, (order, part)
+
+
+class AggregateShardFn(beam.DoFn):
+    """One shard of one day's events -> (track aggregates, surface totals)."""
+    TOTALS = "totals"
+
+    def __init__(self, day: dt.date, enrolled_tracks: list[str] | None):
+        self.day = day
+        self.enrolled_tracks = enrolled_tracks
+
+    def setup(self):
+        self.dupes = counter(f"duplicates_removed/{self.day.isoformat()}")
+        self.tracks = pa.array(sorted(self.enrolled_tracks)) if self.enrolled_tracks is not None else None
+
+    def process(self, element):
+        shard, parts = element
+        parts = sorted(parts, key=lambda p: p[0])  # file order: "first seen" is deterministic
+        table = arrow_ops.concat([t for _, t in parts])
+        deduped = arrow_ops.first_per_key(table, "event_id")
+        self.dupes.inc(table.num_rows - deduped.num_rows)
+        flags = {
+            "skips": pc.cast(deduped.column("skipped"), pa.int64()),
+            "saves": pc.cast(deduped.column("saved"), pa.int64()),
+            "promoted_plays": pc.cast(deduped.column("promoted"), pa.int64()),
+        }
+        t = deduped.append_column("skips", flags["skips"]).append_column("saves", flags["saves"]) \
+            .append_column("promoted_plays", flags["promoted_plays"])
+        totals = t.group_by(["market", "surface"], use_threads=False).aggregate(
+            [("event_id", "count"), ("skips", "sum"), ("saves", "sum"), ("promoted_plays", "sum")])
+        yield beam.pvalue.TaggedOutput(self.TOTALS, totals.rename_columns(
+            ["market", "surface", "plays", "skips", "saves", "promoted_plays"]))
+        if self.tracks is not None:
+            t = t.filter(pc.is_in(t.column("track_id"), self.tracks))
+        if t.num_rows == 0:
+            return
+        agg = t.group_by(["track_id", "market", "surface"], use_threads=False).aggregate([
+            ("event_id", "count"), ("user_id", "count_distinct"), ("skips", "sum"), ("saves", "sum"),
+            ("promoted_plays", "sum"), ("ms_played", "sum")])
+        agg = agg.rename_columns(["track_id", "market", "surface", "plays", "listeners", "skips", "saves",
+                                  "promoted_plays", "ms_played"])
+        agg = agg.append_column("dt", pa.array([self.day] * agg.num_rows, pa.date32()))
+        agg = DAILY_AGGREGATES.conform(agg)
+        yield f"part-{shard:05d}", agg.sort_by([("track_id", "ascending"), ("market", "ascending"),
+                                                 ("surface", "ascending")])
+
+
+def _sum_totals(tables, day):
+    t = arrow_ops.concat(list(tables), pa.schema([
+        ("market", pa.string()), ("surface", pa.string()), ("plays", pa.int64()), ("skips", pa.int64()),
+        ("saves", pa.int64()), ("promoted_plays", pa.int64())]))
+    t = t.group_by(["market", "surface"], use_threads=False).aggregate(
+        [("plays", "sum"), ("skips", "sum"), ("saves", "sum"), ("promoted_plays", "sum")])
+    t = t.rename_columns(["market", "surface", "plays", "skips", "saves", "promoted_plays"])
+    t = t.append_column("dt", pa.array([day] * t.num_rows, pa.date32()))
+    return SURFACE_TOTALS.conform(t).sort_by([("market", "ascending"), ("surface", "ascending")])
+
+
+class AggregateDailySignals(beam.PTransform):
+    """One day's good events -> tagged `tracks` ((part name, aggregate table)) and
+    `totals` (one surface_totals table)."""
+
+    def __init__(self, day: dt.date, shards: int, enrolled_tracks: list[str] | None):
+        super().__init__()
+        self.day, self.shards, self.enrolled_tracks = day, shards, enrolled_tracks
+
+    def expand(self, good):
+        out = (good
+               | "ShardByTrack" >> beam.FlatMap(shard_events, self.shards)
+               | "GroupShards" >> beam.GroupByKey()
+               | "AggregateShards" >> beam.ParDo(AggregateShardFn(self.day, self.enrolled_tracks))
+               .with_outputs(AggregateShardFn.TOTALS, main="tracks"))
+        totals = (out.totals
+                  | "CollectTotals" >> beam.combiners.ToList()
+                  | "SumTotals" >> beam.Map(_sum_totals, self.day))
+        return {"tracks": out.tracks, "totals": totals}
+
+
+# ---------------------------------------------------------------- stored ---
+def _read_whole(uri: str, contract_table) -> pa.Table:
+    return contract.conform_batch(pq.read_table(storage.open_input(uri)), contract_table, uri)
+
+
+class ReadStoredAggregates(beam.PTransform):
+    def __init__(self, files: list[str], contract_table):
+        super().__init__()
+        self.files, self.contract_table = files, contract_table
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(self.files)
+                | "ReadFiles" >> beam.Map(_read_whole, self.contract_table))
+
+
+# ----------------------------------------------------------------- score ---
+def _by_market(table: pa.Table):
+    for (market,), part in arrow_ops.split_by(table, ["market"]):
+        yield market, part
+
+
+class ScoreMarketFn(beam.DoFn):
+    DELIVERY, CAPACITY = "delivery", "capacity"
+
+    def __init__(self, as_of: dt.date, cfg: Config, observed_days: list[dt.date], snapshot_id: str,
+                 method: str):
+        self.as_of, self.cfg, self.observed_days = as_of, cfg, observed_days
+        self.snapshot_id, self.method = snapshot_id, method
+
+    def setup(self):
+        self.eligible = counter("rows_eligible")
+        self.ineligible = counter("rows_ineligible")
+
+    def process(self, element):
+        from pipelines import scoring
+
+        market, groups = element
+        enrolled = arrow_ops.concat(list(groups["enrollments"]), ENROLLMENTS.arrow())
+        if enrolled.num_rows == 0:
+            return  # engagement for a market with no enrollment: nothing to score
+        aggs = arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()).to_pandas()
+        totals = arrow_ops.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()).to_pandas()
+        result = scoring.score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
+                                      self.as_of, self.cfg, method=self.method)
+        n_elig = int(result.scores["eligible"].sum())
+        self.eligible.inc(n_elig)
+        self.ineligible.inc(len(result.scores) - n_elig)
+        for reason, n in result.scores["reason"].value_counts().items():
+            counter(f"ineligible/{reason}").inc(int(n))
+        score_date = self.as_of + dt.timedelta(days=1)
+        name = f"part-{market}"
+        yield name, _finish(result.scores, PROMOTION_SCORES, score_date, self.snapshot_id)
+        yield beam.pvalue.TaggedOutput(self.DELIVERY, (name, _finish(result.delivery, CAMPAIGN_DELIVERY,
+                                                                     score_date, self.snapshot_id)))
+        yield beam.pvalue.TaggedOutput(self.CAPACITY, (name, _finish(result.capacity, CAPACITY,
+                                                                     score_date, self.snapshot_id)))
+
+
+def _finish(df, table, score_date: dt.date, snapshot_id: str) -> pa.Table:
+    df = df.assign(score_date=score_date, snapshot_id=snapshot_id)
+    arrow = pa.Table.from_pandas(df[table.names], schema=table.arrow(), preserve_index=False)
+    arrow = arrow.replace_schema_metadata(None)
+    return arrow.sort_by([(k, "ascending") for k in table.key])
+
+
+class ScoreMarkets(beam.PTransform):
+    """Join aggregates, totals and enrollments by market, then score and
+    allocate each market. Outputs tagged `scores`, `delivery`, `capacity`, each
+    of (part name, table)."""
+
+    def __init__(self, as_of, cfg, observed_days, snapshot_id, method="exact"):
+        super().__init__()
+        self.args = (as_of, cfg, observed_days, snapshot_id, method)
+
+    def expand(self, inputs):
+        keyed = {
+            "enrollments": inputs["enrollments"] | "KeyEnrollments" >> beam.FlatMap(_by_market),
+            "aggregates": inputs["aggregates"] | "KeyAggregates" >> beam.FlatMap(_by_market),
+            "totals": inputs["totals"] | "KeyTotals" >> beam.FlatMap(_by_market),
+        }
+        out = (keyed
+               | "JoinByMarket" >> beam.CoGroupByKey()
+               | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args)).with_outputs(
+                   ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, main="scores"))
+        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity}
+
+
+# ----------------------------------------------------------------- write ---
+class WriteParquetPartFn(beam.DoFn):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def process(self, element):
+        name, table = element
+        uri = storage.join(self.folder, f"{name}.parquet")
+        with storage.open_output(uri) as f:
+            pq.write_table(table, f, compression="zstd")
+        yield uri, table.num_rows
+
+
+class WriteParquetParts(beam.PTransform):
+    """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows)."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def expand(self, parts):
+        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder))
+
+
+def concat_dead_letters(tables):
+    t = arrow_ops.concat(list(tables), DEAD_LETTERS.arrow())
+    return t.sort_by([("source_file", "ascending"), ("reason", "ascending"), ("row_json", "ascending")])

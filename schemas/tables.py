@@ -1,0 +1,202 @@
+"""Every table of the product, declared once (DESIGN §3 inputs, §5 outputs).
+
+The contract columns come first in each output table; a few extra columns
+(marked "extra" in their doc) carry what `oasis explain` and analysts need to
+see why a number is what it is.
+"""
+from schemas.core import Field as F
+from schemas.core import Table
+
+PROMOTION_SURFACES = ("radio", "autoplay", "mixes")
+ALL_SURFACES = PROMOTION_SURFACES + ("search", "playlist", "library", "other")
+ENROLLMENT_STATUSES = ("active", "paused", "cancelled")
+
+# ---------------------------------------------------------------- inputs ---
+ENROLLMENTS = Table(
+    "enrollments",
+    (
+        F("campaign_id", "string", doc="one licensor's campaign for one month"),
+        F("track_id", "string", doc="enrolled track"),
+        F("artist_id", "string", doc="primary artist"),
+        F("licensor_id", "string", doc="label or distributor"),
+        F("market", "string", doc="ISO 3166-1 alpha-2, upper case; one row per market"),
+        F("surfaces", "list<string>", doc="subset of radio, autoplay, mixes"),
+        F("start_date", "date", doc="first day of the flight, inclusive"),
+        F("end_date", "date", doc="last day of the flight, inclusive"),
+        F("commission_rate", "double", doc="in (0, 1), typically 0.30"),
+        F("release_date", "date", doc="earliest release of the track"),
+        F("status", "string", doc="active, paused or cancelled"),
+        F("updated_at", "timestamp", doc="the latest row per (campaign_id, track_id, market) wins"),
+    ),
+    doc="The campaign system's full export of enrollments as of one day.",
+    key=("campaign_id", "track_id", "market"),
+)
+
+ENGAGEMENT = Table(
+    "engagement",
+    (
+        F("event_id", "string", doc="unique; a repeated event_id counts once"),
+        F("event_ts", "timestamp", doc="when the play started"),
+        F("user_id", "string", doc="pseudonymous listener id"),
+        F("track_id", "string"),
+        F("market", "string", doc="ISO 3166-1 alpha-2, upper case"),
+        F("surface", "string", doc="radio, autoplay, mixes, search, playlist, library, other"),
+        F("ms_played", "int64", doc=">= 0"),
+        F("duration_ms", "int64", doc="> 0"),
+        F("skipped", "bool", doc="skipped before 30 s"),
+        F("saved", "bool", doc="saved to the library from this play"),
+        F("promoted", "bool", doc="this play came from a promotion boost"),
+        F("campaign_id", "string", nullable=True, doc="set when promoted"),
+    ),
+    doc="One UTC day of play events.",
+    key=("event_id",),
+)
+
+# --------------------------------------------------------- intermediate ---
+DAILY_AGGREGATES = Table(
+    "daily_aggregates",
+    (
+        F("dt", "date", doc="the UTC day of the events"),
+        F("track_id", "string"),
+        F("market", "string"),
+        F("surface", "string", doc="a promotion surface"),
+        F("plays", "int64", doc="distinct events"),
+        F("listeners", "int64", doc="distinct listeners that day"),
+        F("skips", "int64"),
+        F("saves", "int64"),
+        F("promoted_plays", "int64"),
+        F("ms_played", "int64"),
+    ),
+    doc="Per (track, market, promotion surface, day) signals of tracks in that day's enrollment export.",
+    key=("dt", "track_id", "market", "surface"),
+)
+
+SURFACE_TOTALS = Table(
+    "surface_totals",
+    (
+        F("dt", "date"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("plays", "int64", doc="all tracks, distinct events"),
+        F("skips", "int64"),
+        F("saves", "int64"),
+        F("promoted_plays", "int64"),
+    ),
+    doc="Per (market, promotion surface, day) totals over all tracks: baselines and supply.",
+    key=("dt", "market", "surface"),
+)
+
+DEAD_LETTERS = Table(
+    "dead_letters",
+    (
+        F("dt", "date", doc="the input partition"),
+        F("source", "string", doc="enrollments or engagement"),
+        F("source_file", "string"),
+        F("reason", "string", doc="the first contract rule the row breaks"),
+        F("row_json", "string", doc="the raw input row"),
+    ),
+    doc="Input rows that break the contract, with the reason. Lives under the output root only.",
+)
+
+# --------------------------------------------------------------- outputs ---
+PROMOTION_SCORES = Table(
+    "promotion_scores",
+    (
+        F("score_date", "date"),
+        F("snapshot_id", "string"),
+        F("track_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("campaign_id", "string"),
+        F("artist_id", "string"),
+        F("licensor_id", "string"),
+        F("eligible", "bool"),
+        F("reason", "string", nullable=True, doc="why not eligible; null when eligible"),
+        F("plays", "int64", doc="plays on this surface in the window"),
+        F("skip_rate", "double", doc="skip rate shrunk toward the (market, surface) baseline"),
+        F("save_rate", "double", doc="save rate shrunk toward the (market, surface) baseline"),
+        F("value", "double", doc="v = save lift - lambda * skip lift"),
+        F("supply_forecast", "double", doc="E: forecast organic plays for the score date"),
+        F("max_promoted_plays", "double", doc="rho * E (0 when ineligible)"),
+        F("planned_promoted_plays", "double", doc="x: the allocation"),
+        F("boost_probability", "double", doc="x / E"),
+        F("score", "double", doc="x / (rho * E), in [0, 1]"),
+        F("skips", "int64", doc="extra: skips in the window"),
+        F("saves", "int64", doc="extra: saves in the window"),
+        F("weighted_plays", "double", doc="extra: decay-weighted plays used by the estimates"),
+        F("release_date", "date", doc="extra: from the enrollment"),
+    ),
+    doc="One row per enrolled (track, market, promotion surface), eligible or not.",
+    key=("score_date", "track_id", "market", "surface"),
+)
+
+CAMPAIGN_DELIVERY = Table(
+    "campaign_delivery",
+    (
+        F("score_date", "date"),
+        F("snapshot_id", "string"),
+        F("campaign_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("flight_start", "date"),
+        F("flight_end", "date"),
+        F("delivered_to_date", "double", doc="promoted plays delivered since flight start"),
+        F("floor", "double", doc="F_c: the day's fair-delivery floor"),
+        F("planned", "double", doc="sum of x over the campaign's tracks"),
+        F("shortfall", "double", doc="u_c = max(0, floor - planned)"),
+        F("pacing_multiplier", "double", doc=">1 when behind pace, <1 when ahead"),
+        F("licensor_id", "string", doc="extra"),
+        F("eligible_tracks", "int64", doc="extra"),
+        F("max_boost", "double", doc="extra: sum of rho * E over eligible tracks"),
+    ),
+    doc="Per (campaign, market, promotion surface): floor, plan and pacing.",
+    key=("score_date", "campaign_id", "market", "surface"),
+)
+
+CAPACITY = Table(
+    "capacity",
+    (
+        F("score_date", "date"),
+        F("snapshot_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("total_forecast", "double", doc="S: forecast total plays"),
+        F("promoted_share_cap", "double", doc="kappa"),
+        F("capacity", "double", doc="K = kappa * S"),
+        F("artist_cap", "double", doc="phi * K"),
+        F("licensor_cap", "double", doc="psi * K"),
+        F("shortfall_penalty", "double", doc="p"),
+        F("planned_total", "double", doc="sum of x"),
+        F("shadow_price", "double", doc="dual value of the capacity constraint"),
+        F("baseline_skip_rate", "double", doc="extra"),
+        F("baseline_save_rate", "double", doc="extra"),
+        F("prior_strength_skip", "double", doc="extra: beta prior alpha+beta for skips"),
+        F("prior_strength_save", "double", doc="extra: beta prior alpha+beta for saves"),
+        F("candidates", "int64", doc="extra: enrolled rows"),
+        F("eligible_rows", "int64", doc="extra"),
+    ),
+    doc="Per (market, promotion surface): the LP's capacity and its shadow price.",
+    key=("score_date", "market", "surface"),
+)
+
+SNAPSHOTS = Table(
+    "snapshots",
+    (
+        F("snapshot_id", "string"),
+        F("score_date", "date"),
+        F("created_at", "timestamp"),
+        F("code_version", "string"),
+        F("run_fingerprint", "string", doc="sha256 of inputs, config and code"),
+        F("promotion_scores_rows", "int64"),
+        F("campaign_delivery_rows", "int64"),
+        F("capacity_rows", "int64"),
+        F("manifest_uri", "string"),
+    ),
+    doc="Registry of the snapshots loaded into the warehouse.",
+    key=("snapshot_id",),
+)
+
+INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
+OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY)}
+ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
+                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, SNAPSHOTS)}

@@ -1,0 +1,37 @@
+"""OASIS promotion-score pipeline.
+
+setup.py is also what ships the code to remote Beam workers (``--setup_file``),
+so keep runtime dependencies here and pinned to ranges the worker image accepts.
+"""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "apache-beam[gcp]>=2.77,<2.78",
+    "pyarrow>=17,<26",
+    "numpy>=1.26,<2.5",
+    "pandas>=2.2,<2.4",
+    "scipy>=1.13,<2",
+    "duckdb>=1.1,<2",
+    "luigi>=3.5,<4",
+    "google-cloud-storage>=2.16,<4",
+    "google-cloud-bigquery>=3.20,<4",
+    "matplotlib>=3.8,<4",
+]
+
+TEST = [
+    "pytest>=8,<10",
+    "hypothesis>=6.100,<7",
+    "db-dtypes>=1.2,<2",
+]
+
+setup(
+    name="oasis-scores",
+    version="0.1.0",
+    description="Daily music-promotion allocation scores: Beam pipeline, snapshots, warehouse.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*", "jobs", "jobs.*"]),
+    package_data={"pipelines": ["*.toml"]},
+    install_requires=RUNTIME,
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["oasis=jobs.cli:main"]},
+)
