@@ -15,6 +15,8 @@ def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
         if schema is None:
             raise ValueError("concat of nothing needs a schema")
         return schema.empty_table()
+    if schema is not None:  # nullability may differ between producers; the contract decides
+        tables = [t.select(schema.names).cast(schema) if t.schema != schema else t for t in tables]
     return pa.concat_tables(tables, promote_options="none").combine_chunks()
 
 

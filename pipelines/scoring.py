@@ -165,22 +165,33 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
                           dtype=bool)
     age_days = np.array([(score_date - r).days for r in rows["release_date"]], dtype=np.int64)
 
+    # --- baselines and prior strengths per surface -----------------------
+    prior = {}
+    for surface in PROMOTION_SURFACES:
+        r = rows[rows["surface"] == surface]
+        base_plays = float(tot["w_plays"].get(surface, 0.0))
+        mu_skip = float(tot["w_skips"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
+        mu_save = float(tot["w_saves"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
+        prior[surface] = dict(
+            base_plays=base_plays, mu_skip=mu_skip, mu_save=mu_save,
+            k_skip=prior_strength(r["w_skips"].to_numpy(), r["w_plays"].to_numpy(), mu_skip,
+                                  cfg.min_prior_strength, cfg.max_prior_strength),
+            k_save=prior_strength(r["w_saves"].to_numpy(), r["w_plays"].to_numpy(), mu_save,
+                                  cfg.min_prior_strength, cfg.max_prior_strength))
+    disliked_in_market = _disliked_in_market(rows, prior, cfg)
+
     out_scores, out_delivery, out_capacity = [], [], []
     for surface in PROMOTION_SURFACES:
         m = (rows["surface"] == surface).to_numpy()
         r = rows.loc[m].reset_index(drop=True)
-        base_plays = float(tot["w_plays"].get(surface, 0.0))
-        mu_skip = float(tot["w_skips"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
-        mu_save = float(tot["w_saves"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
-        k_skip = prior_strength(r["w_skips"].to_numpy(), r["w_plays"].to_numpy(), mu_skip,
-                                cfg.min_prior_strength, cfg.max_prior_strength)
-        k_save = prior_strength(r["w_saves"].to_numpy(), r["w_plays"].to_numpy(), mu_save,
-                                cfg.min_prior_strength, cfg.max_prior_strength)
+        base_plays, mu_skip, mu_save, k_skip, k_save = (prior[surface][k] for k in (
+            "base_plays", "mu_skip", "mu_save", "k_skip", "k_save"))
         skip_rate = shrink(r["w_skips"], r["w_plays"], mu_skip, k_skip)
         save_rate = shrink(r["w_saves"], r["w_plays"], mu_save, k_save)
         value = (save_rate - mu_save) - cfg.skip_penalty * (skip_rate - mu_skip)
-        disliked = prob_above(r["w_skips"], r["w_plays"], mu_skip, k_skip,
-                              mu_skip + cfg.guardrail_delta) > cfg.guardrail_confidence
+        disliked = (prob_above(r["w_skips"], r["w_plays"], mu_skip, k_skip,
+                               mu_skip + cfg.guardrail_delta) > cfg.guardrail_confidence)
+        disliked = disliked | r["track_id"].map(disliked_in_market).fillna(False).to_numpy(dtype=bool)
         supply = r["w_organic"].to_numpy() / weight_sum if weight_sum > 0 else np.zeros(len(r))
         supply = np.maximum(supply, 0.0)
         total_forecast = base_plays / weight_sum if weight_sum > 0 else 0.0
@@ -246,6 +257,23 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
                 else pd.DataFrame({c: [] for c in delivery_cols}))
     return MarketResult(pd.concat(out_scores, ignore_index=True), delivery,
                         pd.concat(out_capacity, ignore_index=True))
+
+
+def _disliked_in_market(rows: pd.DataFrame, prior: dict, cfg: Config) -> pd.Series:
+    """Guardrail on the evidence of all promotion surfaces of a track in the
+    market: dislike is a property of the track, and pooling gives the test power
+    on tracks whose plays are spread thin. Observed skips are compared with the
+    play-weighted mix of the surfaces' baselines. Returns a bool per track_id."""
+    r = rows[["track_id", "surface", "w_plays", "w_skips"]].copy()
+    r["mu"] = r["surface"].map({s: p["mu_skip"] for s, p in prior.items()})
+    r["k"] = r["surface"].map({s: p["k_skip"] for s, p in prior.items()})
+    r["mu_plays"] = r["mu"] * r["w_plays"]
+    g = r.groupby("track_id", sort=True).agg(w_plays=("w_plays", "sum"), w_skips=("w_skips", "sum"),
+                                             mu_plays=("mu_plays", "sum"), k=("k", "min"))
+    mu = np.where(g["w_plays"] > 0, g["mu_plays"] / g["w_plays"].where(g["w_plays"] > 0, 1.0), 0.0)
+    probs = np.array([prob_above(s, n, b, k, b + cfg.guardrail_delta) if 0 < b < 1 else 0.0
+                      for s, n, b, k in zip(g["w_skips"], g["w_plays"], mu, g["k"])], dtype=float)
+    return pd.Series(probs > cfg.guardrail_confidence, index=g.index)
 
 
 def _campaign_floors(r: pd.DataFrame, eligible: np.ndarray, upper: np.ndarray, aggregates: pd.DataFrame,

@@ -257,11 +257,15 @@ class ScoreMarketFn(beam.DoFn):
         from pipelines import scoring
 
         market, groups = element
-        enrolled = arrow_ops.concat(list(groups["enrollments"]), ENROLLMENTS.arrow())
+        # Sorted by key: the shuffle delivers parts in any order, and float sums
+        # must not depend on it (same inputs -> identical tables).
+        enrolled = _sorted(arrow_ops.concat(list(groups["enrollments"]), ENROLLMENTS.arrow()), ENROLLMENTS)
         if enrolled.num_rows == 0:
             return  # engagement for a market with no enrollment: nothing to score
-        aggs = arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()).to_pandas()
-        totals = arrow_ops.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()).to_pandas()
+        aggs = _sorted(arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()),
+                       DAILY_AGGREGATES).to_pandas()
+        totals = _sorted(arrow_ops.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
+                         SURFACE_TOTALS).to_pandas()
         result = scoring.score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
                                       self.as_of, self.cfg, method=self.method)
         n_elig = int(result.scores["eligible"].sum())
@@ -276,6 +280,10 @@ class ScoreMarketFn(beam.DoFn):
                                                                      score_date, self.snapshot_id)))
         yield beam.pvalue.TaggedOutput(self.CAPACITY, (name, _finish(result.capacity, CAPACITY,
                                                                      score_date, self.snapshot_id)))
+
+
+def _sorted(t: pa.Table, contract_table) -> pa.Table:
+    return t.sort_by([(k, "ascending") for k in contract_table.key])
 
 
 def _finish(df, table, score_date: dt.date, snapshot_id: str) -> pa.Table:
