@@ -254,14 +254,16 @@ class ScoreMarketFn(beam.DoFn):
         self.ineligible = counter("rows_ineligible")
 
     def process(self, element):
-        from pipelines import scoring
-
         market, groups = element
         # Sorted by key: the shuffle delivers parts in any order, and float sums
         # must not depend on it (same inputs -> identical tables).
         enrolled = _sorted(arrow_ops.concat(list(groups["enrollments"]), ENROLLMENTS.arrow()), ENROLLMENTS)
-        if enrolled.num_rows == 0:
-            return  # engagement for a market with no enrollment: nothing to score
+        if enrolled.num_rows:  # engagement for a market with no enrollment: nothing to score
+            yield from self._score(market, enrolled, groups)
+
+    def _score(self, market, enrolled, groups):
+        from pipelines import scoring
+
         aggs = _sorted(arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()),
                        DAILY_AGGREGATES).to_pandas()
         totals = _sorted(arrow_ops.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
