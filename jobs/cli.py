@@ -72,6 +72,8 @@ def _cmd_config(args, _) -> int:
 
 
 COMMANDS = [_add_run, _add_sample, _add_config]
+# Modules that add their own subcommand with `register(subparsers)`.
+COMMAND_MODULES: list[str] = []
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +82,10 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return ap
 
 

@@ -19,7 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs import publish, validation
+from jobs import faults, publish, validation
 from jobs.plan import aggregates_root, make_plan
 from jobs.warehouse import open_warehouse, registry_row
 from pipelines import daily, storage
@@ -174,6 +174,8 @@ def run(req: RunRequest, progress=print) -> RunResult:
         _write_marker(req.output_root, bd, inputs)
 
     tables_meta, tables = publish.describe_tables(plan.snapshot_dir)
+    faults.checkpoint("after_data")
+    previous = publish.previous_snapshot(req.output_root, score_date)  # (folder, manifest) or None
     checks = validation.check_snapshot(tables)
     failed = validation.failed(checks)
     if failed:
@@ -206,11 +208,18 @@ def run(req: RunRequest, progress=print) -> RunResult:
         "dead_letters": plan.dead_letter_dir,
         "beam_options": [a for a in req.beam_args if "key" not in a.lower() and "token" not in a.lower()],
     }
+    # REPORT HOOK: the run report is written here, before the manifest, so the
+    # manifest can list it with its sha256.
     manifest_uri = publish.write_manifest(plan.snapshot_dir, manifest)
     progress(f"manifest written: {manifest_uri}")
+    faults.checkpoint("after_manifest")
+    faults.checkpoint("before_warehouse")
     warehouse.publish(score_date, tables, registry_row(manifest, manifest_uri))
     progress(f"warehouse loaded: {warehouse.uri}")
+    faults.checkpoint("after_warehouse")
+    faults.checkpoint("before_pointer")
     moved = publish.move_latest(req.output_root, score_date, plan.snapshot_id) if req.move_latest else False
+    faults.checkpoint("after_pointer")
     return RunResult("published", manifest, plan.snapshot_dir, moved, time.monotonic() - started, tables)
 
 

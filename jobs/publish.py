@@ -148,3 +148,10 @@ def move_latest(output_root: str, score_date: dt.date, snapshot_id: str, *, allo
 def snapshot_dir_of(output_root: str, manifest: dict) -> str:
     return storage.join(snapshots_root(output_root), f"score_date={manifest['score_date']}",
                         manifest["snapshot_id"])
+
+
+def previous_snapshot(output_root: str, before: dt.date) -> tuple[str, dict] | None:
+    """The newest published snapshot with a score date before `before` (what
+    gates and the report compare against), or None."""
+    earlier = [fm for fm in list_manifests(output_root) if fm[1]["score_date"] < before.isoformat()]
+    return earlier[-1] if earlier else None

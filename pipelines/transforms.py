@@ -157,6 +157,9 @@ class AggregateShardFn(beam.DoFn):
         self.tracks = pa.array(sorted(self.enrolled_tracks)) if self.enrolled_tracks is not None else None
 
     def process(self, element):
+        from jobs import faults
+
+        faults.checkpoint("aggregating")
         shard, parts = element
         parts = sorted(parts, key=lambda p: p[0])  # file order: "first seen" is deterministic
         table = arrow_ops.concat([t for _, t in parts])

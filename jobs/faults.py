@@ -1,0 +1,25 @@
+"""Named stages of a run, where a fault-injection test can kill the process.
+
+`OASIS_KILL_AT=<stage>` makes the process SIGKILL itself when it reaches that
+stage (the real CLI, no mock): the tests then check what a reader sees. Unset,
+a checkpoint costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+STAGES = (
+    "aggregating",       # inside the Beam pipeline, while a day's events are aggregated
+    "after_data",        # snapshot data files written, no manifest yet
+    "after_manifest",    # manifest written, warehouse not loaded
+    "before_warehouse",
+    "after_warehouse",   # warehouse loaded, LATEST not moved
+    "before_pointer",
+    "after_pointer",
+)
+
+
+def checkpoint(stage: str) -> None:
+    if os.environ.get("OASIS_KILL_AT") == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
