@@ -42,6 +42,28 @@ def window_days(as_of: dt.date, window: int) -> list[dt.date]:
     return [as_of - dt.timedelta(days=i) for i in range(window - 1, -1, -1)]
 
 
+EPOCH = dt.date(1970, 1, 1)
+
+
+def daynum(d: dt.date) -> int:
+    return (d - EPOCH).days
+
+
+def daynums(s: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01 of a column of dates: comparisons and group-bys on
+    int64 stay in numpy, where object dates fall back to per-row Python."""
+    if len(s) == 0:
+        return np.zeros(0, dtype=np.int64)
+    values = s.to_numpy()
+    if not np.issubdtype(values.dtype, np.datetime64):
+        values = pd.to_datetime(s).to_numpy()
+    return values.astype("datetime64[D]").astype(np.int64)
+
+
+def dates(nums) -> list[dt.date]:
+    return np.asarray(nums, dtype=np.int64).astype("datetime64[D]").astype(object).tolist()
+
+
 # ----------------------------------------------------------- estimation ---
 def prior_strength(successes: np.ndarray, trials: np.ndarray, baseline: float,
                    lo: float, hi: float) -> float:
@@ -74,19 +96,21 @@ def prob_above(successes, trials, baseline: float, strength: float, threshold: f
     b = (1 - baseline) * strength + np.asarray(trials, dtype=float) - np.asarray(successes, dtype=float)
     a = np.maximum(a, 1e-9)
     b = np.maximum(b, 1e-9)
-    if threshold >= 1.0:
-        return np.zeros_like(a)
-    return stats.beta.sf(threshold, a, b)
+    threshold = np.asarray(threshold, dtype=float)
+    return np.where(threshold >= 1.0, 0.0, stats.beta.sf(np.minimum(threshold, 1.0), a, b))
 
 
-def pacing_multiplier(delivered: float, base: float, flight_days: int, remaining_days: int,
-                      lo: float, hi: float) -> float:
+def pacing_multiplier(delivered, base, flight_days, remaining_days, lo: float, hi: float):
     """> 1 when behind pace, < 1 when ahead: the daily rate needed to reach the
-    flight's target (base per day) over the remaining days, relative to base."""
-    if base <= 0 or remaining_days <= 0:
-        return 1.0
-    needed = (base * flight_days - delivered) / remaining_days
-    return float(np.clip(needed / base, lo, hi))
+    flight's target (base per day) over the remaining days, relative to base.
+    Works on scalars and on arrays (one value per campaign)."""
+    delivered, base = np.asarray(delivered, float), np.asarray(base, float)
+    flight_days, remaining = np.asarray(flight_days, float), np.asarray(remaining_days, float)
+    defined = (base > 0) & (remaining > 0)
+    safe_base = np.where(defined, base, 1.0)
+    needed = (base * flight_days - delivered) / np.where(defined, remaining, 1.0)
+    mult = np.where(defined, np.clip(needed / safe_base, lo, hi), 1.0)
+    return float(mult) if mult.ndim == 0 else mult
 
 
 # ------------------------------------------------------------ selection ---
@@ -94,8 +118,9 @@ def choose_enrollments(enrolled: pd.DataFrame, score_date: dt.date) -> pd.DataFr
     """One enrollment row per (track, market): a row whose campaign is active on
     the score date first, then the latest flight, then the campaign id."""
     e = enrolled.copy()
-    e["_live"] = ((e["status"] == "active") & (e["start_date"] <= score_date)
-                  & (e["end_date"] >= score_date))
+    today = daynum(score_date)
+    e["_live"] = ((e["status"] == "active").to_numpy() & (daynums(e["start_date"]) <= today)
+                  & (daynums(e["end_date"]) >= today))
     e = e.sort_values(["track_id", "market", "_live", "start_date", "campaign_id"],
                       ascending=[True, True, False, False, True], kind="mergesort")
     return e.drop_duplicates(["track_id", "market"], keep="first").drop(columns="_live")
@@ -129,14 +154,22 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     observed = sorted(set(observed_days) & set(window))
     weights = day_weights(observed, as_of, cfg.half_life_days)
     weight_sum = float(weights.sum()) if len(weights) else 0.0
+    observed_nums = np.array([daynum(d) for d in observed], dtype=np.int64)
+    as_of_num, today = daynum(as_of), daynum(score_date)
+
+    def weight_of(day_numbers: np.ndarray) -> np.ndarray:
+        return np.power(0.5, (as_of_num - day_numbers) / cfg.half_life_days)
+
+    aggregates = aggregates.assign(_dt=daynums(aggregates["dt"]))
+    totals = totals.assign(_dt=daynums(totals["dt"]))
 
     chosen = choose_enrollments(enrolled, score_date)
     rows = chosen.loc[chosen.index.repeat(len(PROMOTION_SURFACES))].reset_index(drop=True)
     rows["surface"] = list(PROMOTION_SURFACES) * len(chosen)
 
     # --- signals over the window -----------------------------------------
-    agg = aggregates[aggregates["dt"].isin(observed)].copy()
-    agg["w"] = agg["dt"].map(weights).astype(float)
+    agg = aggregates[np.isin(aggregates["_dt"].to_numpy(), observed_nums)].copy()
+    agg["w"] = weight_of(agg["_dt"].to_numpy())
     agg["organic"] = agg["plays"] - agg["promoted_plays"]
     for c in ("plays", "skips", "saves", "organic"):
         agg[f"w_{c}"] = agg["w"] * agg[c]
@@ -152,18 +185,19 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         rows[c] = rows[c].fillna(0.0).astype(float)
     promo_plays = rows.groupby("track_id")["plays"].transform("sum")
 
-    tot = totals[totals["dt"].isin(observed)].copy()
-    tot["w"] = tot["dt"].map(weights).astype(float)
+    tot = totals[np.isin(totals["_dt"].to_numpy(), observed_nums)].copy()
+    tot["w"] = weight_of(tot["_dt"].to_numpy())
     for c in ("plays", "skips", "saves"):
         tot[f"w_{c}"] = tot["w"] * tot[c]
     tot = tot.groupby("surface")[["w_plays", "w_skips", "w_saves"]].sum()
 
     # --- reasons independent of the surface's estimates -----------------
     status = rows["status"].to_numpy()
-    live_flight = ((rows["start_date"] <= score_date) & (rows["end_date"] >= score_date)).to_numpy()
+    rows["_start"], rows["_end"] = daynums(rows["start_date"]), daynums(rows["end_date"])
+    live_flight = (rows["_start"].to_numpy() <= today) & (rows["_end"].to_numpy() >= today)
     on_surface = np.array([s in list(surfs) for s, surfs in zip(rows["surface"], rows["surfaces"])],
                           dtype=bool)
-    age_days = np.array([(score_date - r).days for r in rows["release_date"]], dtype=np.int64)
+    age_days = today - daynums(rows["release_date"])
 
     # --- baselines and prior strengths per surface -----------------------
     prior = {}
@@ -212,7 +246,7 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         upper = np.where(eligible, cfg.track_boost_cap * supply, 0.0)
 
         # --- campaigns: floors with pacing -------------------------------
-        camp = _campaign_floors(r, eligible, upper, aggregates, surface, as_of, score_date,
+        camp = _campaign_floors(r, eligible, upper, aggregates, surface, as_of_num, today,
                                 on_surface[m], cfg)
         K = cfg.promoted_share_cap * total_forecast
         vmax = float(np.max(np.abs(value[eligible]))) if eligible.any() else 0.0
@@ -270,49 +304,49 @@ def _disliked_in_market(rows: pd.DataFrame, prior: dict, cfg: Config) -> pd.Seri
     r["mu_plays"] = r["mu"] * r["w_plays"]
     g = r.groupby("track_id", sort=True).agg(w_plays=("w_plays", "sum"), w_skips=("w_skips", "sum"),
                                              mu_plays=("mu_plays", "sum"), k=("k", "min"))
-    mu = np.where(g["w_plays"] > 0, g["mu_plays"] / g["w_plays"].where(g["w_plays"] > 0, 1.0), 0.0)
-    probs = np.array([prob_above(s, n, b, k, b + cfg.guardrail_delta) if 0 < b < 1 else 0.0
-                      for s, n, b, k in zip(g["w_skips"], g["w_plays"], mu, g["k"])], dtype=float)
+    n = g["w_plays"].to_numpy()
+    mu = np.where(n > 0, g["mu_plays"].to_numpy() / np.where(n > 0, n, 1.0), 0.0)
+    defined = (mu > 0) & (mu < 1) & (mu + cfg.guardrail_delta < 1)
+    probs = np.zeros(len(g))
+    if defined.any():
+        probs[defined] = prob_above(g["w_skips"].to_numpy()[defined], n[defined], mu[defined],
+                                    g["k"].to_numpy()[defined], mu[defined] + cfg.guardrail_delta)
     return pd.Series(probs > cfg.guardrail_confidence, index=g.index)
 
 
 def _campaign_floors(r: pd.DataFrame, eligible: np.ndarray, upper: np.ndarray, aggregates: pd.DataFrame,
-                     surface: str, as_of: dt.date, score_date: dt.date, on_surface: np.ndarray,
+                     surface: str, as_of_num: int, today: int, on_surface: np.ndarray,
                      cfg: Config) -> pd.DataFrame:
     """Per campaign live on the score date with tracks enrolled on this surface:
-    delivered to date, maximal boost, pacing multiplier and floor."""
-    live = ((r["start_date"] <= score_date) & (r["end_date"] >= score_date)).to_numpy() & on_surface
+    delivered to date, maximal boost, pacing multiplier and floor. Dates are day
+    numbers here (`daynums`); `r` has `_start` and `_end`, `aggregates` has `_dt`."""
+    live = (r["_start"].to_numpy() <= today) & (r["_end"].to_numpy() >= today) & on_surface
+    columns = ["campaign_id", "flight_start", "flight_end", "licensor_id", "delivered_to_date",
+               "eligible_tracks", "max_boost", "pacing_multiplier", "floor"]
     if not live.any():
-        return pd.DataFrame(columns=["campaign_id", "flight_start", "flight_end", "licensor_id",
-                                     "delivered_to_date", "eligible_tracks", "max_boost",
-                                     "pacing_multiplier", "floor"])
-    rl = r.loc[live, ["campaign_id", "track_id", "start_date", "end_date", "licensor_id"]].copy()
+        return pd.DataFrame(columns=columns)
+    rl = r.loc[live, ["campaign_id", "track_id", "_start", "_end", "licensor_id"]].copy()
     rl["ub"] = upper[live]
-    rl["elig"] = eligible[live]
+    rl["elig"] = eligible[live].astype(np.int64)
     # promoted plays of each track on this surface since its flight started
-    a = aggregates[(aggregates["surface"] == surface)][["track_id", "dt", "promoted_plays"]]
-    a = a.merge(rl[["track_id", "start_date"]], on="track_id")
-    a = a[(a["dt"] >= a["start_date"]) & (a["dt"] <= as_of)]
+    a = aggregates.loc[aggregates["surface"].to_numpy() == surface, ["track_id", "_dt", "promoted_plays"]]
+    a = a.merge(rl[["track_id", "_start"]], on="track_id")
+    a = a[(a["_dt"] >= a["_start"]) & (a["_dt"] <= as_of_num)]
     delivered = a.groupby("track_id")["promoted_plays"].sum()
     rl["delivered"] = rl["track_id"].map(delivered).fillna(0.0).astype(float)
     camp = rl.groupby("campaign_id", sort=True).agg(
-        flight_start=("start_date", "min"), flight_end=("end_date", "max"),
-        licensor_id=("licensor_id", "first"), delivered_to_date=("delivered", "sum"),
-        eligible_tracks=("elig", "sum"), max_boost=("ub", "sum"),
+        _start=("_start", "min"), _end=("_end", "max"), licensor_id=("licensor_id", "first"),
+        delivered_to_date=("delivered", "sum"), eligible_tracks=("elig", "sum"), max_boost=("ub", "sum"),
     ).reset_index()
-    floors, pacing = [], []
-    for row in camp.itertuples(index=False):  # one per campaign, not per event
-        base = cfg.floor_fraction * row.max_boost
-        flight_days = (row.flight_end - row.flight_start).days + 1
-        remaining = (row.flight_end - score_date).days + 1
-        mult = pacing_multiplier(row.delivered_to_date, base, flight_days, remaining,
-                                 cfg.pacing_min, cfg.pacing_max)
-        pacing.append(mult)
-        floors.append(min(base * mult, row.max_boost))
-    camp["pacing_multiplier"] = pacing
-    camp["floor"] = floors
+    base = cfg.floor_fraction * camp["max_boost"].to_numpy()
+    mult = pacing_multiplier(camp["delivered_to_date"].to_numpy(), base,
+                             camp["_end"].to_numpy() - camp["_start"].to_numpy() + 1,
+                             camp["_end"].to_numpy() - today + 1, cfg.pacing_min, cfg.pacing_max)
+    camp["pacing_multiplier"] = np.atleast_1d(mult)
+    camp["floor"] = np.minimum(base * camp["pacing_multiplier"].to_numpy(), camp["max_boost"].to_numpy())
+    camp["flight_start"], camp["flight_end"] = dates(camp["_start"]), dates(camp["_end"])
     camp["eligible_tracks"] = camp["eligible_tracks"].astype("int64")
-    return camp
+    return camp[columns]
 
 
 def _build_problem(r: pd.DataFrame, value, upper, camp: pd.DataFrame, K: float, cfg: Config,
