@@ -133,9 +133,11 @@ def latest_enrollments(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return table
     keys = list(ENROLLMENTS.key)
-    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]
-                            + [("updated_at", "descending"), ("status", "ascending"),
-                               ("start_date", "descending")])
+    rest = [n for n in ENROLLMENTS.names if n not in keys and n not in ("updated_at", "surfaces")]
+    sortable = table.append_column("_surfaces", pc.binary_join(table.column("surfaces"), ","))
+    order = pc.sort_indices(sortable, sort_keys=[(k, "ascending") for k in keys]
+                            + [("updated_at", "descending")] + [(n, "ascending") for n in rest]
+                            + [("_surfaces", "ascending")])
     t = table.take(order)
     key_strs = pc.binary_join_element_wise(*[t.column(k) for k in keys], "\x1f")
     prev = pa.concat_arrays([pa.array([None], pa.string()), key_strs.combine_chunks().slice(0, t.num_rows - 1)])

@@ -76,10 +76,14 @@ class Table:
 
     def beam_row_type(self) -> type:
         """A NamedTuple usable as a Beam schema'd row type (`with_output_types`)."""
+        # Beam's schema type for a timestamp is its own Timestamp (micros_instant);
+        # datetime.datetime would become an opaque, nullable pickled Any field.
+        from apache_beam.utils.timestamp import Timestamp
+
         cls_name = "".join(p.capitalize() for p in self.name.split("_")) + "Row"
         annotations = []
         for f in self.fields:
-            py = _TYPES[f.type][3]
+            py = Timestamp if f.type == "timestamp" else _TYPES[f.type][3]
             annotations.append((f.name, typing.Optional[py] if f.nullable else py))
         row_type = typing.NamedTuple(cls_name, annotations)
         return row_type

@@ -1,0 +1,188 @@
+"""The table declarations: their three derived forms agree with each other, and
+the inputs/outputs match the contract text of DESIGN §3 and §5."""
+import datetime as dt
+import typing
+
+import pyarrow as pa
+import pytest
+from apache_beam.typehints import schemas as beam_schemas
+from apache_beam.utils.timestamp import Timestamp
+
+import schemas
+from schemas import ALL
+
+# An independent statement of how each Arrow type must appear in BigQuery and as
+# a Beam row annotation (not imported from schemas.core, so a wrong entry there
+# is caught here).
+ARROW_TO_BQ = {
+    pa.string(): ("STRING", str),
+    pa.bool_(): ("BOOLEAN", bool),
+    pa.int64(): ("INTEGER", int),
+    pa.float64(): ("FLOAT", float),
+    pa.date32(): ("DATE", dt.date),
+    pa.timestamp("us", tz="UTC"): ("TIMESTAMP", Timestamp),
+}
+
+TABLES = sorted(ALL)
+
+
+def _unwrap_optional(annotation):
+    """(inner type, is_optional)."""
+    if typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        assert len(args) == 1, annotation
+        return args[0], True
+    return annotation, False
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_derived_forms_have_the_same_columns_in_order(name):
+    table = ALL[name]
+    assert table.name == name
+    assert len(set(table.names)) == len(table.names), "duplicate column names"
+    assert table.arrow().names == table.names
+    assert [c["name"] for c in table.bigquery()] == table.names
+    row_type = table.beam_row_type()
+    assert list(row_type._fields) == table.names
+    assert list(typing.get_type_hints(row_type)) == table.names
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_derived_forms_agree_on_type_and_nullability(name):
+    table = ALL[name]
+    hints = typing.get_type_hints(table.beam_row_type())
+    for af, bq, decl in zip(table.arrow(), table.bigquery(), table.fields):
+        inner, optional = _unwrap_optional(hints[af.name])
+        assert af.nullable == decl.nullable, af.name
+        assert optional == decl.nullable, af.name
+        if pa.types.is_list(af.type):
+            assert af.type.value_type == pa.string(), af.name
+            assert (bq["type"], bq["mode"]) == ("STRING", "REPEATED"), af.name
+            assert typing.get_origin(inner) is list and typing.get_args(inner) == (str,), af.name
+            continue
+        expected_bq, expected_py = ARROW_TO_BQ[af.type]
+        assert bq["type"] == expected_bq, af.name
+        assert bq["mode"] == ("NULLABLE" if decl.nullable else "REQUIRED"), af.name
+        assert inner is expected_py, f"{name}.{af.name}: annotation {inner!r}, expected {expected_py!r}"
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_beam_row_type_gives_a_real_beam_schema(name):
+    """Beam turns the row type into a schema with the declared nullability and
+    no opaque (pickled) fields."""
+    table = ALL[name]
+    proto = beam_schemas.named_tuple_to_schema(table.beam_row_type())
+    assert [f.name for f in proto.fields] == table.names
+    for pf, decl in zip(proto.fields, table.fields):
+        assert pf.type.nullable == decl.nullable, decl.name
+        assert "pythonsdk_any" not in str(pf.type), f"{name}.{decl.name} is an opaque Any in Beam"
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_empty_and_conform_use_the_arrow_form(name):
+    table = ALL[name]
+    assert table.empty().schema == table.arrow()
+    reversed_cols = table.empty().select(list(reversed(table.names)))
+    assert table.conform(reversed_cols).schema == table.arrow()
+    with pytest.raises(ValueError, match=table.names[0]):
+        table.conform(table.empty().drop_columns([table.names[0]]))
+
+
+def test_unknown_logical_type_is_rejected():
+    with pytest.raises(ValueError, match="decimal"):
+        schemas.Field("x", "decimal")
+
+
+# ------------------------------------------------------------ DESIGN §3 ---
+# Written by hand from the tables in DESIGN §3: (name, arrow type, nullable).
+ENROLLMENTS_CONTRACT = [
+    ("campaign_id", pa.string(), False),
+    ("track_id", pa.string(), False),
+    ("artist_id", pa.string(), False),
+    ("licensor_id", pa.string(), False),
+    ("market", pa.string(), False),
+    ("surfaces", pa.list_(pa.string()), False),
+    ("start_date", pa.date32(), False),
+    ("end_date", pa.date32(), False),
+    ("commission_rate", pa.float64(), False),
+    ("release_date", pa.date32(), False),
+    ("status", pa.string(), False),
+    ("updated_at", pa.timestamp("us", tz="UTC"), False),
+]
+
+ENGAGEMENT_CONTRACT = [
+    ("event_id", pa.string(), False),
+    ("event_ts", pa.timestamp("us", tz="UTC"), False),
+    ("user_id", pa.string(), False),
+    ("track_id", pa.string(), False),
+    ("market", pa.string(), False),
+    ("surface", pa.string(), False),
+    ("ms_played", pa.int64(), False),
+    ("duration_ms", pa.int64(), False),
+    ("skipped", pa.bool_(), False),
+    ("saved", pa.bool_(), False),
+    ("promoted", pa.bool_(), False),
+    ("campaign_id", pa.string(), True),
+]
+
+
+@pytest.mark.parametrize("table, contract", [
+    (schemas.ENROLLMENTS, ENROLLMENTS_CONTRACT),
+    (schemas.ENGAGEMENT, ENGAGEMENT_CONTRACT),
+])
+def test_inputs_match_design_section_3(table, contract):
+    assert [(f.name, f.type, f.nullable) for f in table.arrow()] == contract
+
+
+def test_input_keys_and_vocabularies_match_design():
+    assert schemas.ENROLLMENTS.key == ("campaign_id", "track_id", "market")
+    assert schemas.ENGAGEMENT.key == ("event_id",)
+    assert set(schemas.PROMOTION_SURFACES) == {"radio", "autoplay", "mixes"}
+    assert set(schemas.ALL_SURFACES) == {"radio", "autoplay", "mixes", "search", "playlist", "library", "other"}
+    assert set(schemas.ENROLLMENT_STATUSES) == {"active", "paused", "cancelled"}
+    assert set(schemas.INPUTS) == {"enrollments", "engagement"}
+
+
+# ------------------------------------------------------------ DESIGN §5 ---
+PROMOTION_SCORES_CONTRACT = [
+    "score_date", "snapshot_id", "track_id", "market", "surface", "campaign_id", "artist_id",
+    "licensor_id", "eligible", "reason", "plays", "skip_rate", "save_rate", "value",
+    "supply_forecast", "max_promoted_plays", "planned_promoted_plays", "boost_probability", "score",
+]
+CAMPAIGN_DELIVERY_CONTRACT = [
+    "campaign_id", "market", "surface", "flight_start", "flight_end", "delivered_to_date", "floor",
+    "planned", "shortfall", "pacing_multiplier",
+]
+CAPACITY_CONTRACT = [
+    "market", "surface", "total_forecast", "promoted_share_cap", "capacity", "artist_cap",
+    "licensor_cap", "shortfall_penalty", "planned_total", "shadow_price",
+]
+
+
+@pytest.mark.parametrize("name, contract", [
+    ("promotion_scores", PROMOTION_SCORES_CONTRACT),
+    ("campaign_delivery", CAMPAIGN_DELIVERY_CONTRACT),
+    ("capacity", CAPACITY_CONTRACT),
+])
+def test_outputs_carry_design_section_5_columns(name, contract):
+    table = schemas.OUTPUTS[name]
+    missing = [c for c in contract + ["score_date", "snapshot_id"] if c not in table.names]
+    assert not missing
+    # The contract columns come first (tables.py promise), so `SELECT *` starts with them.
+    contract_positions = [table.names.index(c) for c in contract if c in table.names]
+    extras = [i for i, c in enumerate(table.names)
+              if c not in contract + ["score_date", "snapshot_id"]]
+    assert not extras or max(contract_positions) < min(extras)
+
+
+def test_output_nullability_and_partitioning():
+    # Only `reason` may be null (it is null when the row is eligible); every
+    # output is partitioned by score_date, which therefore is REQUIRED.
+    for table in schemas.OUTPUTS.values():
+        nullable = [f.name for f in table.fields if f.nullable]
+        assert nullable == (["reason"] if table.name == "promotion_scores" else [])
+        assert table.key[0] == "score_date"
+        assert table.field("score_date").type == "date"
+    assert schemas.PROMOTION_SCORES.key == ("score_date", "track_id", "market", "surface")
+    assert schemas.CAPACITY.key == ("score_date", "market", "surface")
+    assert schemas.CAMPAIGN_DELIVERY.key == ("score_date", "campaign_id", "market", "surface")

@@ -1,0 +1,424 @@
+"""Scoring math of DESIGN §4: estimators, pacing and one market's scores."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from pipelines import scoring
+from pipelines.config import Config
+from schemas import DAILY_AGGREGATES, ENROLLMENTS, PROMOTION_SURFACES, SURFACE_TOTALS
+
+UTC = dt.timezone.utc
+AS_OF = dt.date(2024, 5, 20)
+SCORE_DATE = AS_OF + dt.timedelta(days=1)
+CFG = Config()
+WINDOW = scoring.window_days(AS_OF, CFG.window_days)
+
+finite = dict(allow_nan=False, allow_infinity=False)
+
+
+# ------------------------------------------------------------- day_weights ---
+def test_window_days_are_the_trailing_window_ending_on_as_of():
+    assert len(WINDOW) == 28
+    assert WINDOW[-1] == AS_OF
+    assert WINDOW[0] == AS_OF - dt.timedelta(days=27)
+    assert all((b - a).days == 1 for a, b in zip(WINDOW, WINDOW[1:]))
+
+
+@given(half_life=st.integers(1, 60), start=st.integers(0, 200))
+def test_day_weights_halve_every_half_life(half_life, start):
+    days = [AS_OF - dt.timedelta(days=start + k * half_life) for k in range(4)]
+    w = scoring.day_weights(days, AS_OF, float(half_life))
+    for k in range(3):
+        assert w.iloc[k + 1] == pytest.approx(w.iloc[k] / 2, rel=1e-12)
+
+
+def test_day_weights_are_one_on_as_of_and_decreasing_with_age():
+    w = scoring.day_weights(WINDOW, AS_OF, 14.0)
+    assert w[AS_OF] == 1.0
+    assert w[AS_OF - dt.timedelta(days=14)] == pytest.approx(0.5)
+    assert list(w.index) == WINDOW
+    assert np.all(np.diff(w.to_numpy()) > 0)  # WINDOW runs oldest first
+
+
+# -------------------------------------------------------------- estimation ---
+@st.composite
+def binomial(draw):
+    trials = draw(st.floats(0.0, 1e5, **finite))
+    successes = draw(st.floats(0.0, 1.0, **finite)) * trials
+    return successes, trials
+
+
+@given(binomial(), st.floats(0.001, 0.999), st.one_of(st.just(0.0), st.floats(1e-6, 1e4)))
+def test_shrink_lies_between_raw_rate_and_baseline(obs, baseline, strength):
+    successes, trials = obs
+    assume(trials + strength > 0)
+    s = float(scoring.shrink(successes, trials, baseline, strength))
+    raw = successes / trials if trials > 0 else baseline
+    eps = 1e-12
+    assert min(raw, baseline) - eps <= s <= max(raw, baseline) + eps
+
+
+def test_shrink_limits():
+    assert scoring.shrink(3, 10, 0.5, 0.0) == pytest.approx(0.3)       # no prior: the raw rate
+    assert scoring.shrink(0, 0, 0.2, 50.0) == pytest.approx(0.2)       # no data: the baseline
+    near_raw = scoring.shrink(30_000, 100_000, 0.5, 10.0)
+    near_base = scoring.shrink(3, 10, 0.5, 10_000.0)
+    assert abs(near_raw - 0.3) < abs(near_base - 0.3)
+    np.testing.assert_allclose(scoring.shrink(np.array([1, 5]), np.array([10, 10]), 0.3, 10.0),
+                               [(1 + 3) / 20, (5 + 3) / 20])
+
+
+@given(trials=st.integers(1, 2000), baseline=st.floats(0.01, 0.99), strength=st.floats(0.0, 1000.0),
+       threshold=st.floats(0.0, 0.999), data=st.data())
+def test_prob_above_increases_with_successes(trials, baseline, strength, threshold, data):
+    s1 = data.draw(st.integers(0, trials))
+    s2 = data.draw(st.integers(s1, trials))
+    p1, p2 = (float(scoring.prob_above(s, trials, baseline, strength, threshold)) for s in (s1, s2))
+    assert 0.0 <= p1 <= 1.0 and 0.0 <= p2 <= 1.0
+    assert p1 <= p2 + 1e-12
+
+
+def test_prob_above_separates_clear_cases():
+    low = scoring.prob_above(10, 100, 0.2, 20.0, 0.25)
+    high = scoring.prob_above(60, 100, 0.2, 20.0, 0.25)
+    assert low < 0.1 < 0.9 < high
+    assert scoring.prob_above(100, 100, 0.5, 10.0, 1.0) == 0.0  # no rate exceeds 1
+
+
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(1, 500)), min_size=0, max_size=12),
+       st.floats(0.01, 0.99), st.floats(0.0, 100.0), st.floats(100.0, 1e5))
+def test_prior_strength_is_within_its_clip_bounds(pairs, baseline, lo, hi):
+    successes = np.array([min(s, n) for s, n in pairs], dtype=float)
+    trials = np.array([n for _, n in pairs], dtype=float)
+    k = scoring.prior_strength(successes, trials, baseline, lo, hi)
+    assert lo <= k <= hi
+
+
+def test_prior_strength_is_large_when_all_tracks_share_the_rate():
+    trials = np.full(10, 200.0)
+    same = scoring.prior_strength(0.25 * trials, trials, 0.25, 5.0, 2000.0)
+    assert same == 2000.0
+    # Rates that differ far more than binomial noise: a weak prior.
+    spread = np.array([0.05, 0.5, 0.1, 0.45, 0.2, 0.3, 0.02, 0.48, 0.25, 0.15]) * trials
+    weak = scoring.prior_strength(spread, trials, 0.25, 5.0, 2000.0)
+    assert 5.0 <= weak < 50.0
+    # Too few tracks to estimate anything: the strongest prior.
+    assert scoring.prior_strength(np.array([1.0, 50.0]), np.array([100.0, 100.0]), 0.25, 5.0, 2000.0) == 2000.0
+
+
+# ------------------------------------------------------------------ pacing ---
+@given(base=st.floats(0.1, 1e4), flight=st.integers(2, 60), data=st.data())
+def test_pacing_multiplier_behind_ahead_on_pace(base, flight, data):
+    remaining = data.draw(st.integers(1, flight - 1))
+    elapsed = flight - remaining
+    on_pace = base * elapsed
+    m = scoring.pacing_multiplier(on_pace, base, flight, remaining, 0.5, 2.0)
+    assert m == pytest.approx(1.0, rel=1e-9)
+    behind = scoring.pacing_multiplier(on_pace * 0.5, base, flight, remaining, 0.5, 2.0)
+    ahead = scoring.pacing_multiplier(on_pace * 1.5 + base, base, flight, remaining, 0.5, 2.0)
+    assert behind > 1.0 or elapsed == 0
+    assert ahead < 1.0
+    assert 0.5 <= behind <= 2.0 and 0.5 <= ahead <= 2.0
+
+
+def test_pacing_multiplier_values_and_clipping():
+    # 10-day flight at 100/day, 5 days left, 300 delivered: 700 to go over 5 days.
+    assert scoring.pacing_multiplier(300.0, 100.0, 10, 5, 0.1, 5.0) == pytest.approx(1.4)
+    assert scoring.pacing_multiplier(0.0, 100.0, 30, 1, 0.5, 2.0) == 2.0      # far behind: clipped
+    assert scoring.pacing_multiplier(5000.0, 100.0, 10, 5, 0.5, 2.0) == 0.5   # far ahead: clipped
+    assert scoring.pacing_multiplier(0.0, 0.0, 10, 5, 0.5, 2.0) == 1.0        # nothing to pace
+    assert scoring.pacing_multiplier(0.0, 100.0, 10, 0, 0.5, 2.0) == 1.0      # flight over
+
+
+# ------------------------------------------------------------ frames ---
+def enroll_row(track, **over):
+    row = dict(campaign_id=f"c-{track}", track_id=track, artist_id=f"a-{track}", licensor_id=f"l-{track}",
+               market="SE", surfaces=list(PROMOTION_SURFACES), start_date=dt.date(2024, 5, 1),
+               end_date=dt.date(2024, 5, 31), commission_rate=0.3, release_date=dt.date(2020, 1, 1),
+               status="active", updated_at=dt.datetime(2024, 5, 1, tzinfo=UTC))
+    row.update(over)
+    return row
+
+
+def frame(rows, table):
+    """Build the pandas frame exactly as the pipeline does (Arrow -> pandas)."""
+    return pa.Table.from_pylist(rows, schema=table.arrow()).to_pandas()
+
+
+def agg_row(track, day, surface, plays, skips=0, saves=0, promoted=0, listeners=None):
+    return dict(dt=day, track_id=track, market="SE", surface=surface, plays=plays,
+                listeners=plays if listeners is None else listeners, skips=skips, saves=saves,
+                promoted_plays=promoted, ms_played=plays * 100_000)
+
+
+def totals_for(aggs, days, bg_plays=1000, bg_skips=250, bg_saves=50):
+    """Surface totals: the enrolled tracks' plays plus background plays of other tracks."""
+    out = []
+    for day in days:
+        for s in PROMOTION_SURFACES:
+            mine = [a for a in aggs if a["dt"] == day and a["surface"] == s]
+            out.append(dict(dt=day, market="SE", surface=s,
+                            plays=bg_plays + sum(a["plays"] for a in mine),
+                            skips=bg_skips + sum(a["skips"] for a in mine),
+                            saves=bg_saves + sum(a["saves"] for a in mine),
+                            promoted_plays=sum(a["promoted_plays"] for a in mine)))
+    return out
+
+
+def daily(track, surfaces=PROMOTION_SURFACES, days=WINDOW, **counts):
+    return [agg_row(track, d, s, **counts) for d in days for s in surfaces]
+
+
+def run_market(enrolled_rows, agg_rows, cfg=CFG, total_rows=None, observed=WINDOW):
+    enrolled = frame(enrolled_rows, ENROLLMENTS)
+    aggregates = frame(agg_rows, DAILY_AGGREGATES)
+    totals = frame(total_rows if total_rows is not None else totals_for(agg_rows, WINDOW), SURFACE_TOTALS)
+    return scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg)
+
+
+# ----------------------------------------------------------- eligibility ---
+ALL_S = set(PROMOTION_SURFACES)
+# track -> (enrollment overrides, aggregate rows, {surface: expected reason})
+ELIGIBILITY = {
+    "good": (dict(), daily("good", plays=10, skips=2, saves=1), {}),
+    "cancelled": (dict(status="cancelled"), daily("cancelled", plays=10, skips=2, saves=1),
+                  dict.fromkeys(ALL_S, "campaign_cancelled")),
+    "paused": (dict(status="paused"), daily("paused", plays=10, skips=2, saves=1),
+               dict.fromkeys(ALL_S, "campaign_paused")),
+    "not_started": (dict(start_date=SCORE_DATE + dt.timedelta(days=1), end_date=dt.date(2024, 6, 30)),
+                    daily("not_started", plays=10, skips=2, saves=1),
+                    dict.fromkeys(ALL_S, "outside_flight")),
+    "ended": (dict(end_date=AS_OF), daily("ended", plays=10, skips=2, saves=1),
+              dict.fromkeys(ALL_S, "outside_flight")),
+    "radio_only": (dict(surfaces=["radio"]), daily("radio_only", plays=10, skips=2, saves=1),
+                   {"autoplay": "surface_not_enrolled", "mixes": "surface_not_enrolled"}),
+    "too_new": (dict(release_date=SCORE_DATE - dt.timedelta(days=29)),
+                daily("too_new", days=WINDOW[-20:], plays=10, skips=2, saves=1),
+                dict.fromkeys(ALL_S, "too_new")),
+    "just_old_enough": (dict(release_date=SCORE_DATE - dt.timedelta(days=30)),
+                        daily("just_old_enough", days=WINDOW[-20:], plays=10, skips=2, saves=1), {}),
+    # 19 plays on promotion surfaces in the window, plus plays before the window that do not count
+    "too_few": (dict(), daily("too_few", surfaces=["radio"], days=WINDOW[-19:], plays=1)
+                + daily("too_few", surfaces=["mixes"], days=[WINDOW[0] - dt.timedelta(days=3)], plays=500),
+                dict.fromkeys(ALL_S, "too_few_plays")),
+    "exactly_enough": (dict(), daily("exactly_enough", surfaces=["radio"], days=WINDOW[-20:], plays=1), {}),
+    # many plays and a skip rate far above the ~25% baseline
+    "disliked": (dict(), daily("disliked", plays=30, skips=27, saves=0),
+                 dict.fromkeys(ALL_S, "listeners_dislike")),
+    # several reasons at once: the first in REASONS order wins
+    "cancelled_new_few": (dict(status="cancelled", release_date=SCORE_DATE, surfaces=["mixes"]), [],
+                          dict.fromkeys(ALL_S, "campaign_cancelled")),
+    "paused_outside": (dict(status="paused", end_date=AS_OF - dt.timedelta(days=2)), [],
+                       dict.fromkeys(ALL_S, "campaign_paused")),
+    "outside_not_enrolled": (dict(end_date=AS_OF, surfaces=["radio"]), [],
+                             dict.fromkeys(ALL_S, "outside_flight")),
+}
+
+
+@pytest.fixture(scope="module")
+def eligibility_result():
+    enrolled = [enroll_row(t, **o) for t, (o, _, _) in ELIGIBILITY.items()]
+    aggs = [a for _, rows, _ in ELIGIBILITY.values() for a in rows]
+    return run_market(enrolled, aggs)
+
+
+def test_every_enrolled_track_gets_a_row_per_promotion_surface(eligibility_result):
+    s = eligibility_result.scores
+    assert len(s) == 3 * len(ELIGIBILITY)
+    assert set(zip(s["track_id"], s["surface"])) == {(t, x) for t in ELIGIBILITY for x in PROMOTION_SURFACES}
+    assert set(s["market"]) == {"SE"}
+
+
+def test_ineligible_rows_have_their_reason_and_zero_plan(eligibility_result):
+    s = eligibility_result.scores.set_index(["track_id", "surface"])
+    for track, (_, _, expected) in ELIGIBILITY.items():
+        for surface in PROMOTION_SURFACES:
+            row = s.loc[(track, surface)]
+            reason = expected.get(surface)
+            assert row["reason"] == reason, (track, surface, row["reason"])
+            assert bool(row["eligible"]) == (reason is None), (track, surface)
+            if reason is not None:
+                assert row["planned_promoted_plays"] == 0.0, (track, surface)
+                assert row["score"] == 0.0, (track, surface)
+                assert row["max_promoted_plays"] == 0.0, (track, surface)
+                assert row["boost_probability"] == 0.0, (track, surface)
+
+
+def test_eligible_tracks_with_positive_value_get_plays(eligibility_result):
+    s = eligibility_result.scores.set_index(["track_id", "surface"])
+    for surface in PROMOTION_SURFACES:
+        good = s.loc[("good", surface)]
+        assert good["value"] > 0  # fewer skips, more saves than the baseline
+        assert good["planned_promoted_plays"] > 0
+        assert good["max_promoted_plays"] == pytest.approx(CFG.track_boost_cap * good["supply_forecast"])
+        disliked = s.loc[("disliked", surface)]
+        assert disliked["value"] < 0
+        assert disliked["skip_rate"] > good["skip_rate"]
+
+
+def test_signals_count_only_the_window(eligibility_result):
+    s = eligibility_result.scores.set_index(["track_id", "surface"])
+    assert s.loc[("too_few", "radio"), "plays"] == 19
+    assert s.loc[("too_few", "mixes"), "plays"] == 0   # its 500 mixes plays are before the window
+    assert s.loc[("good", "radio"), "plays"] == 10 * 28
+    assert s.loc[("good", "radio"), "skips"] == 2 * 28
+    assert s.loc[("good", "radio"), "saves"] == 28
+    # no promoted plays: the forecast of organic plays is the daily average
+    assert s.loc[("good", "radio"), "supply_forecast"] == pytest.approx(10.0)
+
+
+def test_capacity_rows_follow_the_config(eligibility_result):
+    cap = eligibility_result.capacity.set_index("surface")
+    assert sorted(cap.index) == sorted(PROMOTION_SURFACES)
+    s = eligibility_result.scores
+    for surface, row in cap.iterrows():
+        assert row["promoted_share_cap"] == CFG.promoted_share_cap
+        assert row["capacity"] == pytest.approx(CFG.promoted_share_cap * row["total_forecast"])
+        assert row["artist_cap"] == pytest.approx(CFG.artist_share_cap * row["capacity"])
+        assert row["licensor_cap"] == pytest.approx(CFG.licensor_share_cap * row["capacity"])
+        mine = s[s["surface"] == surface]
+        assert row["planned_total"] == pytest.approx(mine["planned_promoted_plays"].sum())
+        assert row["candidates"] == len(mine)
+        assert row["eligible_rows"] == int(mine["eligible"].sum())
+        # the background has 25% skips and 5% saves; tracks move it only a little
+        assert 0.2 < row["baseline_skip_rate"] < 0.3
+        assert 0.03 < row["baseline_save_rate"] < 0.07
+
+
+def test_choose_enrollments_prefers_the_live_campaign():
+    rows = [
+        enroll_row("t", campaign_id="old", start_date=dt.date(2024, 4, 1), end_date=dt.date(2024, 4, 30)),
+        enroll_row("t", campaign_id="live", start_date=dt.date(2024, 5, 1), end_date=dt.date(2024, 5, 31)),
+        enroll_row("t", campaign_id="next", start_date=dt.date(2024, 6, 1), end_date=dt.date(2024, 6, 30)),
+        enroll_row("t", campaign_id="live_paused", status="paused"),
+        enroll_row("u", campaign_id="u_old", start_date=dt.date(2024, 3, 1), end_date=dt.date(2024, 3, 31)),
+        enroll_row("u", campaign_id="u_next", start_date=dt.date(2024, 6, 1), end_date=dt.date(2024, 6, 30)),
+    ]
+    chosen = scoring.choose_enrollments(frame(rows, ENROLLMENTS), SCORE_DATE)
+    assert dict(zip(chosen["track_id"], chosen["campaign_id"])) == {"t": "live", "u": "u_next"}
+
+
+def test_one_row_per_track_even_with_two_campaigns():
+    rows = [enroll_row("t", campaign_id="c1"), enroll_row("t", campaign_id="c2", status="cancelled")]
+    result = run_market(rows, daily("t", plays=10, skips=2, saves=1))
+    assert len(result.scores) == 3
+    assert set(result.scores["campaign_id"]) == {"c1"}
+
+
+def test_campaign_floor_is_met_even_for_a_track_of_negative_value():
+    """A live campaign whose only track has a negative value still gets its floor:
+    the shortfall penalty outweighs the value (DESIGN §4)."""
+    enrolled = [enroll_row("meh"), enroll_row("good")]
+    aggs = daily("meh", plays=20, skips=6, saves=0) + daily("good", plays=20, skips=3, saves=2)
+    result = run_market(enrolled, aggs)
+    s = result.scores.set_index(["track_id", "surface"])
+    d = result.delivery.set_index(["campaign_id", "surface"])
+    for surface in PROMOTION_SURFACES:
+        assert s.loc[("meh", surface), "eligible"]
+        assert s.loc[("meh", surface), "value"] < 0
+        row = d.loc[("c-meh", surface)]
+        assert row["floor"] > 0
+        assert row["shortfall"] == pytest.approx(0.0, abs=1e-9)
+        assert s.loc[("meh", surface), "planned_promoted_plays"] == pytest.approx(row["floor"], rel=1e-6)
+
+
+# ---------------------------------------------------- random small markets ---
+@st.composite
+def small_market(draw):
+    """Mostly live, enrolled, old-enough tracks (so that the LP has work to do and
+    caps bind), with a few of every kind of ineligible row."""
+    n = draw(st.integers(1, 7))
+    enrolled, aggs = [], []
+    days = WINDOW[-draw(st.integers(1, 10)):]
+    for i in range(n):
+        track = f"t{i}"
+        start = SCORE_DATE + dt.timedelta(days=draw(st.integers(-30, 1)))
+        surfaces = draw(st.lists(st.sampled_from(PROMOTION_SURFACES), min_size=1, max_size=3, unique=True))
+        enrolled.append(enroll_row(
+            track,
+            campaign_id=f"c{draw(st.integers(0, 2))}",
+            artist_id=f"a{draw(st.integers(0, 2))}",
+            licensor_id=f"l{draw(st.integers(0, 1))}",
+            surfaces=surfaces,
+            start_date=start,
+            end_date=max(start, SCORE_DATE + dt.timedelta(days=draw(st.integers(-1, 30)))),
+            release_date=SCORE_DATE - dt.timedelta(days=draw(st.integers(0, 400))),
+            status=draw(st.sampled_from(["active"] * 6 + ["paused", "cancelled"])),
+        ))
+        played = draw(st.lists(st.sampled_from(PROMOTION_SURFACES), max_size=3, unique=True))
+        for surface in sorted(set(played) | set(surfaces[:1])):
+            for day in days:
+                plays = draw(st.integers(0, 60))
+                skips = draw(st.integers(0, plays))
+                saves = draw(st.integers(0, plays - skips))
+                promoted = draw(st.integers(0, plays // 3))
+                aggs.append(agg_row(track, day, surface, plays, skips, saves, promoted))
+    cfg = Config.from_mapping(dict(
+        promoted_share_cap=draw(st.sampled_from([0.01, 0.05, 0.1, 0.5])),
+        track_boost_cap=draw(st.sampled_from([0.2, 0.5, 1.0])),
+        artist_share_cap=draw(st.sampled_from([0.1, 0.25, 1.0])),
+        licensor_share_cap=draw(st.sampled_from([0.2, 0.4, 1.0])),
+        floor_fraction=draw(st.sampled_from([0.0, 0.2, 0.9])),
+        min_window_plays=draw(st.sampled_from([0, 20])),
+    ))
+    bg = draw(st.integers(0, 100))
+    return enrolled, aggs, totals_for(aggs, days, bg_plays=bg, bg_skips=bg // 4, bg_saves=bg // 20), days, cfg
+
+
+def _le(a, b):
+    return a <= b + 1e-6 * max(1.0, abs(b))
+
+
+@settings(max_examples=25, deadline=None)
+@given(small_market())
+def test_random_markets_respect_every_cap(market):
+    enrolled, aggs, totals, days, cfg = market
+    result = run_market(enrolled, aggs, cfg=cfg, total_rows=totals, observed=days)
+    s, cap, d = result.scores, result.capacity.set_index("surface"), result.delivery
+
+    assert len(s) == 3 * len({r["track_id"] for r in enrolled})
+    assert not s.duplicated(["track_id", "surface"]).any()
+    for surface in PROMOTION_SURFACES:
+        r = s[s["surface"] == surface]
+        c = cap.loc[surface]
+        x = r["planned_promoted_plays"].to_numpy()
+        E = r["supply_forecast"].to_numpy()
+        ub = r["max_promoted_plays"].to_numpy()
+        elig = r["eligible"].to_numpy(dtype=bool)
+
+        assert c["capacity"] == pytest.approx(cfg.promoted_share_cap * c["total_forecast"])
+        assert c["artist_cap"] == pytest.approx(cfg.artist_share_cap * c["capacity"])
+        assert c["licensor_cap"] == pytest.approx(cfg.licensor_share_cap * c["capacity"])
+        assert np.all(x >= 0)
+        assert np.all(E >= 0)
+        np.testing.assert_allclose(ub, np.where(elig, cfg.track_boost_cap * E, 0.0), rtol=1e-12)
+        assert all(_le(xi, ui) for xi, ui in zip(x, ub)), "per-track cap"
+        assert _le(x.sum(), c["capacity"]), "capacity"
+        for _, total in r.groupby("artist_id")["planned_promoted_plays"].sum().items():
+            assert _le(total, c["artist_cap"]), "artist cap"
+        for _, total in r.groupby("licensor_id")["planned_promoted_plays"].sum().items():
+            assert _le(total, c["licensor_cap"]), "licensor cap"
+        assert np.all(x[~elig] == 0)
+        assert r.loc[~elig, "reason"].isin(scoring.REASONS).all()
+        assert r.loc[elig, "reason"].isna().all()
+
+        score = r["score"].to_numpy()
+        assert np.all((score >= 0) & (score <= 1))
+        assert np.all(score[~elig] == 0)
+        bp = r["boost_probability"].to_numpy()
+        np.testing.assert_allclose(bp[E > 0], x[E > 0] / E[E > 0], rtol=1e-9, atol=1e-12)
+        assert np.all(bp[E == 0] == 0)
+        assert c["planned_total"] == pytest.approx(x.sum(), abs=1e-9)
+
+        dm = d[d["surface"] == surface]
+        for row in dm.itertuples():
+            planned = r.loc[r["campaign_id"] == row.campaign_id, "planned_promoted_plays"].sum()
+            assert row.planned == pytest.approx(planned, abs=1e-9)
+            assert row.shortfall == pytest.approx(max(0.0, row.floor - row.planned), abs=1e-9)
+            assert 0 <= row.floor <= row.max_boost + 1e-9
+            assert cfg.pacing_min <= row.pacing_multiplier <= cfg.pacing_max
