@@ -8,7 +8,8 @@ backend's own primitive:
   temporary name plus `os.link` (fails if the target exists); on GCS an upload
   with `if_generation_match=0`.
 * `replace_pointer(uri, data, expected)`: compare-and-swap of a small pointer
-  file. Locally an exclusive lock file around read-compare-rename; on GCS an
+  file. Locally an exclusive lock (flock on a lock file, released by the kernel
+  if its holder is killed) around read-compare-rename; on GCS an
   upload with `if_generation_match=<generation read>`.
 
 `STORAGE_EMULATOR_HOST` is honoured (anonymous access to the emulator);
@@ -125,6 +126,16 @@ def list_files(prefix: str, suffix: str = "") -> list[str]:
 
 def list_dirs(uri: str) -> list[str]:
     """Names of the immediate sub-folders of `uri`, sorted."""
+    if is_gcs(uri):
+        # pyarrow lists only folders that have "name/" marker objects; objects
+        # written by other clients (Beam, google-cloud-storage) have none.
+        bucket, _, name = str(uri)[5:].partition("/")
+        name = name.strip("/")
+        blobs = _gcs_client(emulator_host()).list_blobs(
+            bucket, prefix=f"{name}/" if name else None, delimiter="/")
+        for _ in blobs.pages:  # prefixes fill in as the pages are read
+            pass
+        return sorted(posixpath.basename(p.rstrip("/")) for p in blobs.prefixes)
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return []
@@ -166,8 +177,11 @@ def create_only(uri: str, data: bytes) -> None:
     if is_gcs(uri):
         from google.api_core.exceptions import PreconditionFailed
 
+        blob = _blob(uri)
+        if blob.exists():  # the precondition below is what makes it atomic on GCS
+            raise AlreadyExists(uri)
         try:
-            _blob(uri).upload_from_string(data, if_generation_match=0)
+            blob.upload_from_string(data, if_generation_match=0)
         except PreconditionFailed:
             raise AlreadyExists(uri) from None
         return
@@ -189,7 +203,15 @@ def delete_tree(uri: str) -> None:
     fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.Directory:
-        fs.delete_dir(path)
+        if is_gcs(uri) and "/" in path.strip("/"):
+            # pyarrow's delete_dir also deletes the "dir/" marker object and fails
+            # with NotFound when there is none (objects written by other clients).
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+            marker = _blob("gs://" + path.rstrip("/") + "/")
+            if marker.exists():
+                marker.delete()
+        else:
+            fs.delete_dir(path)
     elif info.type == pafs.FileType.File:
         fs.delete_file(path)
 
@@ -216,8 +238,12 @@ def read_pointer(uri: str) -> Pointer:
             if type(e).__name__ == "NotFound":
                 return Pointer(None, 0)
             raise
-        return Pointer(blob.download_as_bytes(if_generation_match=blob.generation).decode().strip(),
-                       blob.generation)
+        # Keep the generation read here: a download overwrites blob.generation with
+        # its response header (absent on some emulators, which would then give None
+        # and an unconditional replace).
+        generation = blob.generation
+        data = blob.download_as_bytes(if_generation_match=generation)
+        return Pointer(data.decode().strip(), generation)
     try:
         with open(uri, "rb") as f:
             content = f.read().decode().strip()
@@ -229,7 +255,7 @@ def read_pointer(uri: str) -> Pointer:
 def replace_pointer(uri: str, content: str, expected: Pointer, lock_timeout_s: float = 30.0) -> None:
     """Set the pointer to `content` if it still is what `expected` read, else raise
     PointerMoved. On GCS the generation precondition makes it atomic; locally an
-    exclusive lock file serialises writers and the swap is a rename."""
+    exclusive lock (`local_lock`) serialises writers and the swap is a rename."""
     data = (content + "\n").encode()
     if is_gcs(uri):
         from google.api_core.exceptions import PreconditionFailed
@@ -248,36 +274,44 @@ def replace_pointer(uri: str, content: str, expected: Pointer, lock_timeout_s: f
 
 
 class local_lock:
-    """An exclusive lock file (O_CREAT|O_EXCL). A lock older than `stale_s` was
-    left by a killed process and is broken."""
+    """An exclusive lock on a local lock file: `flock(LOCK_EX)` on `path`.
 
-    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float = 120.0):
-        self.path, self.timeout_s, self.stale_s = path, timeout_s, stale_s
+    The kernel drops the lock when its holder dies, so a process killed inside
+    the critical section (SIGKILL, OOM, power loss) never blocks the next run;
+    there is no staleness guess and no race between two processes breaking a
+    stale lock. The lock file itself stays (it is empty and harmless).
+    `stale_s` is accepted for compatibility and unused."""
+
+    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float | None = None):
+        self.path, self.timeout_s = path, timeout_s
+        self.fd: int | None = None
 
     def __enter__(self):
+        import fcntl
+
         deadline = time.monotonic() + self.timeout_s
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fd = fd
                 return self
-            except FileExistsError:
-                try:
-                    if time.time() - os.path.getmtime(self.path) > self.stale_s:
-                        os.unlink(self.path)
-                        continue
-                except FileNotFoundError:
-                    continue
+            except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not take lock {self.path}")
-                time.sleep(0.05)
+                    os.close(fd)
+                    raise TimeoutError(f"could not take lock {self.path} within {self.timeout_s:.0f} s") from None
+                time.sleep(0.02)
 
     def __exit__(self, *exc):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        import fcntl
+
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
 
 # ------------------------------------------------------------ fingerprint ---
