@@ -13,6 +13,8 @@ def render(result, output_root: str, warehouse_uri: str) -> str:
         lines.append(f"Snapshot {m['snapshot_id']} for {m['score_date']} is already published "
                      "with the same inputs, config and code; nothing to do.")
         lines.append(f"  snapshot: {result.snapshot_dir}")
+        if report_line(result):
+            lines.append(f"  report:   {report_line(result)}")
         return "\n".join(lines)
     read = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("rows_read/")}
     lines.append(f"OASIS snapshot {m['snapshot_id']}  score date {m['score_date']}  "
@@ -36,10 +38,28 @@ def render(result, output_root: str, warehouse_uri: str) -> str:
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
                          f"{row.capacity:>12,.1f}  {share:6.1%}")
-    failed = [c["name"] for c in m["validation"] if not c["passed"]]
-    lines.append(f"  validation:       {'all passed' if not failed else 'FAILED ' + ', '.join(failed)}")
+    failed = [c["name"] for c in m["validation"] if not c["passed"] and not c.get("skipped")]
+    skipped = [c["name"] for c in m["validation"] if c.get("skipped")]
+    verdict = "all passed" if not failed else "FAILED " + ", ".join(failed)
+    if skipped:
+        verdict += f" (skipped by hand: {', '.join(skipped)})"
+    lines.append(f"  validation:       {verdict}")
     lines.append(f"  snapshot:         {result.snapshot_dir}")
+    if report_line(result):
+        lines.append(f"  report:           {report_line(result)}")
     lines.append(f"  LATEST:           {'moved here' if result.latest_moved else 'unchanged (newer snapshot exists)'}")
     lines.append(f"  warehouse:        {warehouse_uri}")
     lines.append(f"  dead letters:     {m['dead_letters']}")
     return "\n".join(lines)
+
+
+def report_line(result) -> str | None:
+    """Where the run report is (DESIGN: `make run` prints it), or why it is missing."""
+    from pipelines import storage
+
+    rep = result.manifest.get("report")
+    if not rep:
+        return None
+    if "path" in rep:
+        return storage.join(result.snapshot_dir, rep["path"])
+    return f"not written ({rep.get('error', 'unknown error')})"

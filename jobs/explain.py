@@ -1,0 +1,525 @@
+"""`oasis explain`: why a track got its score, from a published snapshot alone.
+
+    oasis explain --date D --track T --market M [--surface S] --output OUT [--snapshot ID] [--json]
+
+`--date` is the **score date**: the day the scores are for, i.e. the day after
+the last day of logs (`oasis run --date 2026-11-24` publishes score date
+2026-11-25). Without `--snapshot` the snapshot LATEST points to is used when it
+is for that date, else the newest published snapshot of that date.
+
+Per promotion surface the breakdown shows, with the snapshot's own numbers:
+
+* eligibility and its reason in words;
+* plays, skips and saves in the window against the (market, surface) baseline
+  (the capacity table's baseline rates);
+* the empirical-Bayes shrinkage (decay-weighted rate -> shrunk rate, prior
+  strength) and the guardrail's posterior probability;
+* value = save lift - lambda * skip lift (lambda from the manifest config);
+* the track's (market, surface) LP rebuilt from the published columns
+  (`pipelines.yardstick.rebuild`) and solved exactly (`allocation.solve_exact`):
+  which constraints bind (capacity, the artist's and licensor's caps, the
+  track's own cap x <= rho*E, its campaign's floor with pacing) and their
+  shadow prices;
+* planned promoted plays, boost probability and score.
+
+Every published number is printed as published (6 significant digits in the
+text, exact in `--json`); what explain derives (weighted rates, guardrail
+probabilities, prices) is labelled as derived.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+from jobs import publish
+from pipelines import allocation, scoring, storage, yardstick
+from schemas import PROMOTION_SURFACES
+
+TIGHT = 1e-6      # relative tolerance for "this constraint is tight"
+PRICE_TOL = 1e-9  # a shadow price above this counts as positive
+
+
+class ExplainError(Exception):
+    """The request cannot be answered (no such snapshot, track or market)."""
+
+
+# ------------------------------------------------------------------ words ---
+def reason_in_words(reason: str | None, ctx: dict) -> str:
+    """The eligibility reason as a sentence, with the numbers behind it."""
+    c = ctx
+    if reason is None:
+        return (f"eligible: the campaign is active and live on {c['score_date']}, the track is enrolled on "
+                f"{c['surface']}, was released {c['age_days']} days before the score date (at least "
+                f"{c['min_track_age_days']} needed), has {c['window_plays']} plays on the promotion surfaces "
+                f"in the window (at least {c['min_window_plays']} needed) and listeners do not confidently "
+                f"dislike it")
+    words = {
+        "campaign_cancelled": f"the campaign {c['campaign_id']} was cancelled",
+        "campaign_paused": f"the campaign {c['campaign_id']} is paused",
+        "outside_flight": f"the score date {c['score_date']} is outside the flight of campaign {c['campaign_id']}",
+        "surface_not_enrolled": f"the track is not enrolled on {c['surface']} in its campaign",
+        "too_new": (f"the track is too new: released {c['release_date']}, {c['age_days']} days before the score "
+                    f"date; at least {c['min_track_age_days']} days are needed"),
+        "too_few_plays": (f"too few plays: {c['window_plays']} plays on the promotion surfaces of "
+                          f"{c['market']} in the window; at least {c['min_window_plays']} are needed"),
+        "listeners_dislike": ("pulled back by the listener guardrail: listeners skip it confidently more than "
+                              "the baseline + delta (see guardrail below)"),
+    }
+    return f"not eligible ({reason}): " + words.get(reason, "see the reason code")
+
+
+# ------------------------------------------------------------ snapshot ---
+def find_snapshot(output_root: str, score_date: dt.date, snapshot_id: str | None = None) -> tuple[str, dict, str]:
+    """(snapshot folder, manifest, how it was chosen) for the score date."""
+    published = publish.list_manifests(output_root, score_date)
+    if snapshot_id:
+        sid = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
+        for folder, m in published:
+            if m["snapshot_id"] == sid:
+                return folder, m, "requested with --snapshot"
+        elsewhere = [m["score_date"] for _, m in publish.list_manifests(output_root) if m["snapshot_id"] == sid]
+        if elsewhere:
+            raise ExplainError(f"snapshot {sid} is for score date {elsewhere[0]}, not {score_date} "
+                               f"(--date is the score date)")
+        raise ExplainError(f"no published snapshot {sid} under {output_root} "
+                           f"(published for {score_date}: {_ids(published)})")
+    if not published:
+        dates = sorted({m["score_date"] for _, m in publish.list_manifests(output_root)})
+        hint = ""
+        if (score_date + dt.timedelta(days=1)).isoformat() in dates:
+            hint = (f"; --date is the score date, the day after the last day of logs: did you mean "
+                    f"{score_date + dt.timedelta(days=1)}?")
+        raise ExplainError(f"no published snapshot for score date {score_date} under {output_root} "
+                           f"(published score dates: {', '.join(dates) or 'none'}){hint}")
+    latest = publish.read_latest(output_root).content
+    if latest:
+        for folder, m in published:
+            if publish.relative_snapshot(score_date, m["snapshot_id"]) == latest:
+                return folder, m, "LATEST"
+    folder, m = published[-1]
+    return folder, m, "newest published for the score date"
+
+
+def _ids(published) -> str:
+    return ", ".join(m["snapshot_id"] for _, m in published) or "none"
+
+
+def read_tables(folder: str, manifest: dict) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in ("promotion_scores", "campaign_delivery", "capacity"):
+        files = [storage.join(folder, f["path"]) for f in manifest["tables"][name]["files"]]
+        out[name] = publish.read_table_files(files, name).to_pandas()
+    return out
+
+
+# ------------------------------------------------------------- explain ---
+def explain(output_root: str, score_date: dt.date, track_id: str, market: str, surface: str | None = None,
+            snapshot_id: str | None = None) -> dict:
+    """The machine-readable breakdown (what `--json` prints)."""
+    folder, manifest, how = find_snapshot(output_root, score_date, snapshot_id)
+    market = market.strip().upper()
+    t = read_tables(folder, manifest)
+    scores, delivery, capacity = t["promotion_scores"], t["campaign_delivery"], t["capacity"]
+    sid = manifest["snapshot_id"]
+    markets = sorted(scores["market"].unique())
+    if market not in markets:
+        raise ExplainError(f"market {market} has no rows in snapshot {sid} (score date {score_date}); "
+                           f"markets: {', '.join(markets) or 'none'}")
+    mine = scores[(scores["track_id"] == track_id) & (scores["market"] == market)]
+    if mine.empty:
+        other = sorted(scores.loc[scores["track_id"] == track_id, "market"].unique())
+        if other:
+            raise ExplainError(f"track {track_id} is not enrolled in {market} in snapshot {sid}; "
+                               f"it is enrolled in: {', '.join(other)}")
+        raise ExplainError(f"track {track_id} is not in snapshot {sid} (score date {score_date}): "
+                           f"no enrollment of it in any market")
+    cfg = manifest["config"]
+    surfaces = [surface] if surface else list(PROMOTION_SURFACES)
+    track_rows = mine.set_index("surface")
+    cap_rows = capacity[capacity["market"] == market].set_index("surface")
+    guard_pooled = _pooled_guardrail(track_rows, cap_rows, cfg)
+
+    out_surfaces = []
+    for s in surfaces:
+        if s not in track_rows.index:
+            raise ExplainError(f"track {track_id} has no {s} row in {market} in snapshot {sid}")
+        row, cap = track_rows.loc[s], cap_rows.loc[s]
+        out_surfaces.append(_explain_surface(row, cap, s, market, track_rows, guard_pooled, scores, delivery,
+                                             capacity, cfg, score_date))
+    first = track_rows.iloc[0]
+    doc = {
+        "track_id": track_id, "market": market, "score_date": score_date.isoformat(),
+        "snapshot_id": sid, "snapshot_dir": folder, "snapshot_chosen": how,
+        "as_of": manifest.get("as_of"),
+        "campaign_id": first["campaign_id"], "artist_id": first["artist_id"], "licensor_id": first["licensor_id"],
+        "release_date": _iso(first["release_date"]),
+        "config": {k: cfg[k] for k in ("window_days", "half_life_days", "skip_penalty", "guardrail_delta",
+                                      "guardrail_confidence", "min_track_age_days", "min_window_plays",
+                                      "promoted_share_cap", "track_boost_cap", "artist_share_cap",
+                                      "licensor_share_cap", "floor_fraction") if k in cfg},
+        "surfaces": out_surfaces,
+    }
+    return _clean(doc)
+
+
+def _derived_weighted(shrunk: float, w: float, mu: float, k: float) -> float:
+    """Decay-weighted successes implied by a shrunk rate: inverts
+    shrunk = (s + mu*k) / (w + k)."""
+    return max(0.0, shrunk * (w + k) - mu * k)
+
+
+def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dict) -> dict:
+    """The guardrail on the evidence of all the track's promotion surfaces in the
+    market, as `scoring._disliked_in_market` computes it."""
+    w = s = mu_w = 0.0
+    ks = []
+    for surf, r in track_rows.iterrows():
+        cap = cap_rows.loc[surf]
+        wp = float(r["weighted_plays"])
+        w += wp
+        s += _derived_weighted(float(r["skip_rate"]), wp, float(cap["baseline_skip_rate"]),
+                               float(cap["prior_strength_skip"]))
+        mu_w += float(cap["baseline_skip_rate"]) * wp
+        ks.append(float(cap["prior_strength_skip"]))
+    for surf in cap_rows.index:  # k is the smallest prior strength over the market's surfaces
+        ks.append(float(cap_rows.loc[surf, "prior_strength_skip"]))
+    mu = mu_w / w if w > 0 else 0.0
+    k = min(ks)
+    delta = float(cfg["guardrail_delta"])
+    prob = float(scoring.prob_above(s, w, mu, k, mu + delta)) if 0 < mu < 1 else 0.0
+    return {"weighted_plays": w, "weighted_skips": s, "baseline_skip_rate": mu, "prior_strength": k,
+            "threshold": mu + delta, "probability": prob}
+
+
+def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, delivery, capacity, cfg,
+                     score_date) -> dict:
+    lam = float(cfg["skip_penalty"])
+    delta = float(cfg["guardrail_delta"])
+    conf = float(cfg["guardrail_confidence"])
+    rho = float(cfg["track_boost_cap"])
+    release = row["release_date"]
+    age = (score_date - release).days if release is not None else None
+    window_plays = int(track_rows["plays"].sum())
+    plays, skips, saves = int(row["plays"]), int(row["skips"]), int(row["saves"])
+    w = float(row["weighted_plays"])
+    ctx = dict(score_date=score_date.isoformat(), surface=surface, market=market, campaign_id=row["campaign_id"],
+               release_date=_iso(release), age_days=age, window_plays=window_plays,
+               min_track_age_days=cfg.get("min_track_age_days"), min_window_plays=cfg.get("min_window_plays"))
+    reason = row["reason"] if isinstance(row["reason"], str) else None
+
+    def shrinkage(kind: str) -> dict:
+        mu = float(cap[f"baseline_{kind}_rate"])
+        k = float(cap[f"prior_strength_{kind}"])
+        shrunk = float(row[f"{kind}_rate"])
+        ws = _derived_weighted(shrunk, w, mu, k)
+        return {"baseline_rate": mu, "prior_strength": k, "weighted_plays": w, "weighted_count": ws,
+                "weighted_rate": ws / w if w > 0 else None, "data_weight": w / (w + k) if w + k > 0 else 0.0,
+                "shrunk_rate": shrunk}
+
+    skip, save = shrinkage("skip"), shrinkage("save")
+    prob_surface = float(scoring.prob_above(skip["weighted_count"], w, skip["baseline_rate"],
+                                            skip["prior_strength"], skip["baseline_rate"] + delta))
+    save_lift = save["shrunk_rate"] - save["baseline_rate"]
+    skip_lift = skip["shrunk_rate"] - skip["baseline_rate"]
+    recomputed = save_lift - lam * skip_lift
+
+    return {
+        "surface": surface,
+        "campaign_id": row["campaign_id"], "artist_id": row["artist_id"], "licensor_id": row["licensor_id"],
+        "eligible": bool(row["eligible"]), "reason": reason, "reason_text": reason_in_words(reason, ctx),
+        "age_days": age, "window_plays_all_surfaces": window_plays,
+        "signals": {
+            "plays": plays, "skips": skips, "saves": saves, "weighted_plays": w,
+            "raw_skip_rate": skips / plays if plays else None, "raw_save_rate": saves / plays if plays else None,
+            "baseline_skip_rate": float(cap["baseline_skip_rate"]),
+            "baseline_save_rate": float(cap["baseline_save_rate"]),
+        },
+        "shrinkage": {"skip": skip, "save": save},
+        "guardrail": {
+            "delta": delta, "confidence": conf, "threshold": skip["baseline_rate"] + delta,
+            "probability_surface": prob_surface, "probability_pooled": pooled["probability"],
+            "pooled": pooled,
+            "disliked": bool(prob_surface > conf or pooled["probability"] > conf),
+        },
+        "value": {"save_lift": save_lift, "skip_lift": skip_lift, "lambda": lam, "value": float(row["value"]),
+                  "recomputed": recomputed},
+        "supply": {"supply_forecast": float(row["supply_forecast"]), "rho": rho,
+                   "max_promoted_plays": float(row["max_promoted_plays"])},
+        "lp": _explain_lp(row, cap, surface, market, scores, delivery, capacity),
+        "result": {"planned_promoted_plays": float(row["planned_promoted_plays"]),
+                   "boost_probability": float(row["boost_probability"]), "score": float(row["score"])},
+    }
+
+
+def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
+    sel = lambda df: df[(df["market"] == market) & (df["surface"] == surface)]  # noqa: E731
+    (rb,) = yardstick.rebuild(sel(scores), sel(delivery), sel(capacity))
+    p = rb.problem
+    i = int(np.flatnonzero(rb.rows["track_id"].to_numpy() == row["track_id"])[0])
+    sol = allocation.solve_exact(p)
+    x = rb.x
+    a, lic, c = int(p.artist[i]), int(p.licensor[i]), int(p.campaign[i])
+    used = float(x.sum())
+    art_tot = float(x[p.artist == a].sum())
+    lic_tot = float(x[p.licensor == lic].sum())
+
+    def tight(total, limit):
+        return bool(limit > 0 and total >= limit * (1 - TIGHT)) or bool(limit == 0 and total <= 0)
+
+    out = {
+        "market": market, "surface": surface, "tracks": p.n, "eligible_tracks": int((p.upper > 0).sum()),
+        "capacity": {"planned_total": used, "published_planned_total": float(cap["planned_total"]),
+                     "capacity": p.capacity, "tight": tight(used, p.capacity),
+                     "shadow_price": sol.capacity_price, "published_shadow_price": float(cap["shadow_price"])},
+        "artist": {"artist_id": row["artist_id"], "planned": art_tot, "cap": p.artist_cap,
+                   "tight": tight(art_tot, p.artist_cap), "shadow_price": float(sol.artist_price[a]),
+                   "eligible_tracks": int(((p.artist == a) & (p.upper > 0)).sum())},
+        "licensor": {"licensor_id": row["licensor_id"], "planned": lic_tot, "cap": p.licensor_cap,
+                     "tight": tight(lic_tot, p.licensor_cap), "shadow_price": float(sol.licensor_price[lic]),
+                     "eligible_tracks": int(((p.licensor == lic) & (p.upper > 0)).sum())},
+        "track_cap": {"planned": float(x[i]), "cap": float(p.upper[i]),
+                      "tight": bool(p.upper[i] > 0 and x[i] >= p.upper[i] * (1 - TIGHT)),
+                      "shadow_price": float(sol.track_price[i])},
+    }
+    if c < len(rb.campaigns):
+        d = sel(delivery)
+        d = d[d["campaign_id"] == rb.campaigns[c]].iloc[0]
+        floor, planned, short = float(d["floor"]), float(d["planned"]), float(d["shortfall"])
+        if floor <= 0:
+            status = "no floor"
+        elif short > TIGHT * max(1.0, floor):
+            status = "short"
+        elif planned <= floor * (1 + TIGHT):
+            status = "met exactly"
+        else:
+            status = "met with room"
+        out["campaign_floor"] = {
+            "campaign_id": d["campaign_id"], "floor": floor, "planned": planned, "shortfall": short,
+            "pacing_multiplier": float(d["pacing_multiplier"]), "delivered_to_date": float(d["delivered_to_date"]),
+            "flight_start": _iso(d["flight_start"]), "flight_end": _iso(d["flight_end"]),
+            "max_boost": float(d["max_boost"]), "eligible_tracks": int(d["eligible_tracks"]),
+            "status": status, "tight": status in ("short", "met exactly"),
+            "shadow_price": float(sol.floor_price[c]),
+        }
+        floor_price = float(sol.floor_price[c])
+    else:
+        out["campaign_floor"] = None
+        floor_price = 0.0
+    marginal = (float(p.value[i]) - sol.capacity_price - float(sol.artist_price[a])
+                - float(sol.licensor_price[lic]) + floor_price)
+    out["marginal_value"] = marginal
+    out["exact_planned"] = float(sol.x[i])
+
+    # Is the published plan this LP's optimum? (Prices belong to the exact optimum.)
+    u = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=x, minlength=len(p.floors)))
+    published_obj = allocation.objective(p, x, u)
+    violations = allocation.check_feasible(p, x, u)
+    gap = yardstick.relative_gap(published_obj, sol.objective)
+    out["plan_check"] = {
+        "published_objective": published_obj, "exact_objective": sol.objective, "relative_gap": gap,
+        "max_abs_plan_difference": float(np.max(np.abs(sol.x - x))) if p.n else 0.0,
+        "violations": violations,
+        "published_is_optimal": bool(not violations and gap <= 1e-6),
+    }
+    if float(p.upper[i]) <= 0:
+        why = "is not in the LP: an ineligible row is fixed at x = 0"
+    elif x[i] <= 0:
+        why = ("gets no plays: one more promoted play would change the objective by "
+               f"{marginal:.6g} (value minus the binding prices), which is not positive")
+    elif out["track_cap"]["tight"]:
+        why = ("sits at its own cap x = rho*E: one more promoted play would be worth "
+               f"{marginal:.6g} after the binding prices, but the track cap stops it")
+    else:
+        why = ("is the marginal track, strictly between 0 and its cap: its value equals the binding prices "
+               f"(marginal value {marginal:.6g})")
+    out["why"] = why
+    return out
+
+
+# --------------------------------------------------------------- render ---
+def num(v) -> str:
+    """How the text prints a number: 6 significant digits."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    return format(float(v), ".6g")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.2f}%"
+
+
+def render_text(doc: dict) -> str:
+    cfg = doc["config"]
+    L = []
+    L.append(f"Why track {doc['track_id']} in {doc['market']} got its score for {doc['score_date']}")
+    L.append(f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs up to {doc['as_of']})")
+    L.append(f"             {doc['snapshot_dir']}")
+    L.append(f"  campaign   {doc['campaign_id']}   artist {doc['artist_id']}   licensor {doc['licensor_id']}   "
+             f"released {doc['release_date']}")
+    L.append(f"  config     lambda (skip_penalty) = {num(cfg.get('skip_penalty'))}, "
+             f"delta (guardrail_delta) = {num(cfg.get('guardrail_delta'))}, "
+             f"guardrail confidence = {num(cfg.get('guardrail_confidence'))}, rho = {num(cfg.get('track_boost_cap'))}, "
+             f"kappa = {num(cfg.get('promoted_share_cap'))}, phi = {num(cfg.get('artist_share_cap'))}, "
+             f"psi = {num(cfg.get('licensor_share_cap'))}, window {cfg.get('window_days')} days "
+             f"(half-life {num(cfg.get('half_life_days'))})")
+    for s in doc["surfaces"]:
+        L.append("")
+        L.append(f"== {s['surface']} " + "=" * (72 - len(s["surface"])))
+        L.append(f"eligibility  {'ELIGIBLE' if s['eligible'] else 'NOT ELIGIBLE'}")
+        L.append(f"             {s['reason_text']}")
+        g = s["signals"]
+        L.append(f"signals      window plays on {s['surface']}: {g['plays']} (decay-weighted {num(g['weighted_plays'])}); "
+                 f"all promotion surfaces: {s['window_plays_all_surfaces']}")
+        L.append(f"             skips {g['skips']}  raw rate {num(g['raw_skip_rate'])}   "
+                 f"market baseline skip rate {num(g['baseline_skip_rate'])}")
+        L.append(f"             saves {g['saves']}  raw rate {num(g['raw_save_rate'])}   "
+                 f"market baseline save rate {num(g['baseline_save_rate'])}")
+        L.append("shrinkage    empirical Bayes toward the baseline: shrunk = (weighted count + k*baseline) / "
+                 "(weighted plays + k)")
+        for kind in ("skip", "save"):
+            h = s["shrinkage"][kind]
+            L.append(f"             {kind} rate: decay-weighted {num(h['weighted_rate'])} on {num(h['weighted_plays'])} "
+                     f"plays, prior strength k = {num(h['prior_strength'])} (data weight {_pct(h['data_weight'])}) "
+                     f"-> shrunk {kind}_rate {num(h['shrunk_rate'])}")
+        gr = s["guardrail"]
+        L.append(f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = "
+                 f"{num(gr['probability_surface'])} on {s['surface']}, {num(gr['probability_pooled'])} pooled over "
+                 f"the track's surfaces in {doc['market']}; pulled back above {num(gr['confidence'])}: "
+                 f"{'DISLIKED' if gr['disliked'] else 'not disliked'}")
+        v = s["value"]
+        sh = s["shrinkage"]
+        L.append(f"value        save lift = {num(sh['save']['shrunk_rate'])} - {num(sh['save']['baseline_rate'])} = "
+                 f"{num(v['save_lift'])};  skip lift = {num(sh['skip']['shrunk_rate'])} - "
+                 f"{num(sh['skip']['baseline_rate'])} = {num(v['skip_lift'])}")
+        L.append(f"             value = save lift - lambda x skip lift = ({num(v['save_lift'])}) - {num(v['lambda'])} x "
+                 f"({num(v['skip_lift'])}) = {num(v['value'])}")
+        if abs(v["recomputed"] - v["value"]) > 1e-9:
+            L.append(f"             (note: recomputed from the published rates: {num(v['recomputed'])})")
+        sp = s["supply"]
+        L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays; max promoted plays "
+                 f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
+        lp = s["lp"]
+        L.append(f"allocation   the {doc['market']} {s['surface']} LP ({lp['eligible_tracks']} eligible of "
+                 f"{lp['tracks']} rows) rebuilt from the published columns and solved exactly (HiGHS); "
+                 f"shadow price = objective gained per unit the limit is relaxed")
+        cp = lp["capacity"]
+        L.append(f"  capacity   sum x = {num(cp['planned_total'])} of K = {num(cp['capacity'])}   "
+                 f"{_state(cp['tight'], cp['shadow_price'])}   shadow price {num(cp['shadow_price'])} "
+                 f"(published {num(cp['published_shadow_price'])})")
+        ar = lp["artist"]
+        L.append(f"  artist     {ar['artist_id']}: sum x = {num(ar['planned'])} of cap {num(ar['cap'])} "
+                 f"({ar['eligible_tracks']} eligible track(s))   {_state(ar['tight'], ar['shadow_price'])}   "
+                 f"shadow price {num(ar['shadow_price'])}")
+        li = lp["licensor"]
+        L.append(f"  licensor   {li['licensor_id']}: sum x = {num(li['planned'])} of cap {num(li['cap'])} "
+                 f"({li['eligible_tracks']} eligible track(s))   {_state(li['tight'], li['shadow_price'])}   "
+                 f"shadow price {num(li['shadow_price'])}")
+        tc = lp["track_cap"]
+        L.append(f"  track cap  x = {num(tc['planned'])} of rho*E = {num(tc['cap'])}   "
+                 f"{'x = rho*E: BINDS' if tc['tight'] else 'x < rho*E'}   shadow price {num(tc['shadow_price'])}")
+        fl = lp["campaign_floor"]
+        if fl is None:
+            L.append(f"  floor      none: campaign {s['campaign_id']} is not live on {s['surface']} on the score date")
+        else:
+            L.append(f"  floor      {fl['campaign_id']}: planned {num(fl['planned'])} vs floor {num(fl['floor'])}, "
+                     f"shortfall {num(fl['shortfall'])}: {fl['status'].upper()}   shadow price {num(fl['shadow_price'])}")
+            L.append(f"             pacing x{num(fl['pacing_multiplier'])}: {num(fl['delivered_to_date'])} promoted "
+                     f"plays delivered since {fl['flight_start']} (flight to {fl['flight_end']}); max boost "
+                     f"{num(fl['max_boost'])} over {fl['eligible_tracks']} eligible track(s)")
+        if s["eligible"]:
+            L.append(f"  marginal   value - capacity - artist - licensor + floor prices = {num(lp['marginal_value'])}: "
+                     f"the track {lp['why']}")
+        else:
+            L.append(f"  marginal   the track {lp['why']}")
+        pc = lp["plan_check"]
+        if not pc["published_is_optimal"]:
+            L.append(f"  WARNING    the published plan is not this LP's exact optimum (objective "
+                     f"{num(pc['published_objective'])} vs {num(pc['exact_objective'])}, max |x difference| "
+                     f"{num(pc['max_abs_plan_difference'])}, this track's exact x {num(lp['exact_planned'])}"
+                     + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "")
+                     + "); the shadow prices above belong to the exact optimum")
+        r = s["result"]
+        L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
+                 f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")
+    return "\n".join(L)
+
+
+def _state(tight: bool, price: float) -> str:
+    if tight and price > PRICE_TOL:
+        return "BINDS"
+    if tight:
+        return "tight (price 0)"
+    return "slack"
+
+
+# ---------------------------------------------------------------- utils ---
+def _iso(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def _clean(o):
+    """JSON-safe: numpy scalars to Python, NaN/inf to None, dates to ISO."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, (dt.date, pd.Timestamp)):
+        return o.isoformat()
+    return o
+
+
+# ------------------------------------------------------------------ CLI ---
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",
+        description="Explain one track's published promotion score in one market, per surface, from a published "
+                    "snapshot: eligibility and reason, plays/skips/saves against the market baseline, the "
+                    "shrinkage, the value, which constraints of its (market, surface) LP bind and their shadow "
+                    "prices, and the planned plays, boost probability and score.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--date", type=_date, required=True,
+                   help="the SCORE date (YYYY-MM-DD): the day the scores are for, i.e. the day after the last "
+                        "day of logs (`oasis run --date D` publishes score date D+1)")
+    p.add_argument("--track", required=True, help="track_id")
+    p.add_argument("--market", required=True, help="market (ISO 3166-1 alpha-2)")
+    p.add_argument("--surface", choices=list(PROMOTION_SURFACES), default=None,
+                   help="one promotion surface; default all three")
+    p.add_argument("--output", required=True, help="output root of the runs: local folder or gs://bucket/prefix")
+    p.add_argument("--snapshot", default=None,
+                   help="snapshot id; default the one LATEST points to if it is for --date, else the newest "
+                        "published for --date")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.set_defaults(func=_cmd_explain, beam=False)
+
+
+def _cmd_explain(args, _rest) -> int:
+    try:
+        doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
+    except ExplainError as e:
+        print(f"oasis: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
+    return 0
