@@ -1,0 +1,168 @@
+"""Logging for every `oasis` command: human text (default) or one JSON object
+per line (`oasis --log-format json ...`) for log collectors.
+
+A JSON record has `timestamp` (UTC, ISO 8601), `level`, `logger`, `message`,
+`exception` when there is one, and the run context bound with `bind()` (the
+run's logs-up-to `date`, `score_date`, `snapshot_id`, ...) when known.
+
+`bind()` sets a contextvar (right for code that runs several runs in threads
+or tasks) and also the process-wide default, because Beam's DirectRunner logs
+from worker threads that do not inherit the caller's context.
+
+`progress(message)` is the one way long-running work reports progress: printed
+to stderr in text mode, a log record of the `oasis.progress` logger (INFO,
+shown whatever `--log-level` says) in JSON mode, so stderr stays one JSON
+object per line.
+"""
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
+PROGRESS_LOGGER = "oasis.progress"
+
+_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("oasis_log_context", default=None)
+_process_context: dict = {}
+_format = "text"
+
+
+def current() -> dict:
+    """The bound context of the caller (its contextvar, else the process default)."""
+    ctx = _context.get()
+    return dict(ctx if ctx is not None else _process_context)
+
+
+class _Binding:
+    """What `bind()` returns: the binding is already in effect; using it as a
+    context manager restores the previous one on exit."""
+
+    def __init__(self, token: contextvars.Token, previous_process: dict):
+        self._token, self._previous_process = token, previous_process
+
+    def __enter__(self) -> "_Binding":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        global _process_context
+        try:
+            _context.reset(self._token)
+        except ValueError:  # reset from another context: restore the value instead
+            _context.set(self._previous_process or None)
+        _process_context = self._previous_process
+
+
+def bind(**fields) -> _Binding:
+    """Add fields (e.g. `date=`, `snapshot_id=`) to every later log record of
+    this run; a value of None removes the field. Dates are written as ISO
+    strings. `with bind(...):` limits the binding to a block."""
+    global _process_context
+    new = current()
+    for k, v in fields.items():
+        if v is None:
+            new.pop(k, None)
+        else:
+            new[k] = v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
+    token = _context.set(new)
+    previous, _process_context = _process_context, dict(new)
+    return _Binding(token, previous)
+
+
+class ContextFilter(logging.Filter):
+    """Copies the bound context onto each record (as `record.oasis_context`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.oasis_context = current()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for k, v in getattr(record, "oasis_context", {}).items():
+            doc.setdefault(k, v)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exception"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with the bound context appended in brackets."""
+
+    def __init__(self):
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ctx = getattr(record, "oasis_context", {})
+        if ctx:
+            first, sep, rest = text.partition("\n")
+            text = f"{first} [{' '.join(f'{k}={v}' for k, v in ctx.items())}]{sep}{rest}"
+        return text
+
+
+class _OasisHandler(logging.StreamHandler):
+    """The handler `configure()` installs (a second call replaces it). Without
+    an explicit stream it writes to whatever `sys.stderr` is at emit time."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._fixed = stream
+
+    @property
+    def stream(self):
+        return self._fixed if self._fixed is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        self._fixed = value
+
+
+def configure(format: str = "text", level: str | int = "WARNING", stream=None) -> None:
+    """Install the one stderr handler of the process (replacing one installed
+    before by `configure` or `logging.basicConfig`)."""
+    global _format
+    if format not in FORMATS:
+        raise ValueError(f"unknown log format {format!r}: use one of {', '.join(FORMATS)}")
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, _OasisHandler) or type(h) is logging.StreamHandler:
+            root.removeHandler(h)
+    handler = _OasisHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    # progress is shown at any --log-level, as it is in text mode
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
+    if format == "json":
+        logging.captureWarnings(True)  # warnings.warn() would write plain text to stderr
+    _format = format
+
+
+def log_format() -> str:
+    return _format
+
+
+def progress(message: str) -> None:
+    """Report progress of long work (use as `daily.run(req, progress=logs.progress)`)."""
+    if _format == "json":
+        logging.getLogger(PROGRESS_LOGGER).info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
