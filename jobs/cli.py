@@ -35,6 +35,12 @@ def _add_run(sub):
     p.add_argument("--force", action="store_true", help="publish again even if the same inputs, config and code "
                    "were already published for this date")
     p.add_argument("--method", choices=["exact", "dual"], default="exact", help="allocation solver")
+    from jobs.validation import GATES
+
+    p.add_argument("--skip-gate", action="append", default=[], choices=list(GATES), metavar="NAME",
+                   help="publish even if this validation gate fails (repeatable), for an engineer who has "
+                        "checked it by hand; it is still measured and recorded as skipped in the manifest. "
+                        "Gates: " + ", ".join(GATES))
     p.set_defaults(func=_cmd_run, beam=True)
 
 
@@ -43,8 +49,10 @@ def _cmd_run(args, beam_args) -> int:
 
     req = daily.RunRequest(as_of=args.date, input_root=args.input, output_root=args.output,
                            config_path=args.config, warehouse=args.warehouse, beam_args=beam_args,
-                           force=args.force, method=args.method)
-    result = daily.run(req, progress=lambda s: print(s, file=sys.stderr, flush=True))
+                           force=args.force, method=args.method, skip_gates=args.skip_gate)
+    from jobs import logs
+
+    result = daily.run(req, progress=logs.progress)
     wh = args.warehouse or f"{args.output.rstrip('/')}/warehouse.duckdb"
     print(summary.render(result, args.output, wh))
     return 0
@@ -73,12 +81,19 @@ def _cmd_config(args, _) -> int:
 
 COMMANDS = [_add_run, _add_sample, _add_config]
 # Modules that add their own subcommand with `register(subparsers)`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "jobs.backfill",
+    "jobs.snapshots",
+    "jobs.explain",
+    "jobs.validate_inputs",
+]
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="oasis", description=DESCRIPTION)
     ap.add_argument("--log-level", default="WARNING", help="python logging level")
+    ap.add_argument("--log-format", choices=["text", "json"], default="text",
+                    help="stderr logs as text, or one JSON object per line (with the run's date and snapshot id)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
@@ -96,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = ap.parse_known_args(argv)
     if rest and not getattr(args, "beam", False):
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from jobs import logs
+
+    logs.configure(args.log_format, args.log_level)
     try:
         return args.func(args, rest)
     except KeyboardInterrupt:

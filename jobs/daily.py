@@ -3,10 +3,12 @@
 plan -> Beam pipeline (aggregates, scores, tables) -> data-quality checks ->
 aggregate markers -> validation -> manifest -> warehouse -> LATEST.
 Any failure before the manifest leaves nothing visible; a failure after it
-leaves LATEST where it was.
+leaves LATEST where it was, and the next run of the same date finishes that
+publish (warehouse, then LATEST) instead of answering "already published".
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -19,11 +21,12 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs import faults, publish, validation
+from jobs import faults, logs, publish, validation
 from jobs.plan import aggregates_root, make_plan
 from jobs.warehouse import open_warehouse, registry_row
 from pipelines import daily, storage
 from pipelines.config import Config
+from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,13 @@ class RunRequest:
     method: str = "exact"
     rebuild_days: set = field(default_factory=set)
     move_latest: bool = True
+    skip_gates: list[str] = field(default_factory=list)  # validation gates checked by hand (--skip-gate)
+
+    def __post_init__(self):
+        try:
+            self.skip_gates = validation.check_gate_names(self.skip_gates)
+        except validation.UnknownGate as e:
+            raise RunFailed(str(e)) from None
 
 
 @dataclass
@@ -130,23 +140,127 @@ def _bad_row_shares(metrics: dict[str, int]) -> dict[str, dict]:
     return shares
 
 
+_SENSITIVE_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
+
+
+def _sensitive(text: str) -> bool:
+    return any(w in text.lower() for w in _SENSITIVE_WORDS)
+
+
+def redact_beam_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Beam arguments with the value of every sensitive option replaced by
+    "<redacted>", the secret values). Both forms count: `--name=value` and
+    `--name value` (a separate argument, which a filter on single arguments
+    would let through)."""
+    out, secrets, redact_next = [], [], False
+    for a in args:
+        if redact_next and not a.startswith("-"):
+            out.append("<redacted>")
+            secrets.append(a)
+            redact_next = False
+            continue
+        redact_next = False
+        name, eq, value = a.partition("=")
+        if a.startswith("-") and eq:
+            if _sensitive(a):
+                out.append(f"{name}=<redacted>")
+                secrets.append(value)
+            else:
+                out.append(a)
+        elif a.startswith("-"):
+            out.append(a)
+            redact_next = _sensitive(name)
+        elif _sensitive(a):
+            out.append("<redacted>")
+            secrets.append(a)
+        else:
+            out.append(a)
+    return out, [x for x in secrets if x]
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces secret option values in every log record (Beam itself logs
+    arguments it cannot parse, values included)."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        if any(x in message for x in self.secrets):
+            for x in self.secrets:
+                message = message.replace(x, "<redacted>")
+            record.msg, record.args = message, None
+        return True
+
+
+@contextlib.contextmanager
+def _redacted_logs(beam_args: list[str]):
+    secrets = redact_beam_args(beam_args)[1]
+    if not secrets:
+        yield
+        return
+    f = _RedactSecrets(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(f)
+
+
 def run(req: RunRequest, progress=print) -> RunResult:
+    with logs.bind(date=req.as_of):  # every log record of this run carries its date (and snapshot id)
+        return _run(req, progress)
+
+
+def _run(req: RunRequest, progress) -> RunResult:
+    # Against the GCS emulator, Beam's own GCS client would first spend ~25 s
+    # probing for credentials; anonymous at once instead. No-op otherwise.
+    storage.use_emulator_for_beam()
+    with _redacted_logs(req.beam_args):
+        return _run(req, progress)
+
+
+def _run(req: RunRequest, progress=print) -> RunResult:
     started = time.monotonic()
     cfg = Config.load(req.config_path)
     score_date = req.as_of + dt.timedelta(days=1)
     warehouse = open_warehouse(req.warehouse, req.output_root)  # validates the URI before any work
     plan, inputs = make_plan(req.as_of, req.input_root, req.output_root, cfg, method=req.method,
                              rebuild=req.rebuild_days)
+    logs.bind(snapshot_id=plan.snapshot_id)
     version = code_version()
     sources = _source_fingerprints(plan, inputs, req.output_root)
     fingerprint = run_fingerprint(score_date, cfg, version, sources)
     if not req.force:
         existing = publish.find_published(req.output_root, score_date, fingerprint)
         if existing:
+            logs.bind(snapshot_id=existing["snapshot_id"])
             folder = publish.snapshot_dir_of(req.output_root, existing)
-            progress(f"already published: {existing['snapshot_id']} has the same inputs, config and code "
-                     f"(use --force to publish again)")
-            return RunResult("already_published", existing, folder, seconds=time.monotonic() - started)
+            if not req.move_latest or _latest_covers(req.output_root, score_date, fingerprint):
+                progress(f"already published: {existing['snapshot_id']} has the same inputs, config and code "
+                         f"(use --force to publish again)")
+                return RunResult("already_published", existing, folder, seconds=time.monotonic() - started)
+            # Its manifest is written but LATEST never reached it: an earlier run
+            # stopped (was killed) between the manifest and the pointer. Finish
+            # that publish rather than report "already published" with LATEST behind.
+            damaged = _damaged_files(folder, existing)
+            if not damaged:
+                progress(f"finishing the publish of {existing['snapshot_id']}: its snapshot is complete but "
+                         f"LATEST does not point to it (an earlier run stopped after its manifest)")
+                tables = {name: publish.read_table_files([storage.join(folder, f["path"]) for f in meta["files"]],
+                                                         name)
+                          for name, meta in existing["tables"].items() if name in OUTPUTS}
+                return _publish_tail(req, warehouse, existing, folder, tables, started, progress, recheck=False)
+            progress(f"{existing['snapshot_id']} has the same inputs but damaged files "
+                     f"({', '.join(damaged[:3])}); publishing a new snapshot")
 
     progress(f"run {plan.snapshot_id}: logs up to {req.as_of}, scores for {score_date}; "
              f"building {len(plan.build_days)} day(s) of aggregates, reusing {len(plan.stored_days)}")
@@ -176,11 +290,21 @@ def run(req: RunRequest, progress=print) -> RunResult:
     tables_meta, tables = publish.describe_tables(plan.snapshot_dir)
     faults.checkpoint("after_data")
     previous = publish.previous_snapshot(req.output_root, score_date)  # (folder, manifest) or None
-    checks = validation.check_snapshot(tables)
+    checks = validation.check_snapshot(tables, cfg, previous=previous,
+                                       expected_keys=validation.expected_enrollment_keys(plan.enrollment_files),
+                                       skip=req.skip_gates)
+    for r in validation.skipped(checks):
+        progress(f"gate {r['name']} skipped (--skip-gate): {'passed' if r['passed'] else 'FAILED'}, {r['detail']}")
     failed = validation.failed(checks)
     if failed:
-        _discard(plan, keep_dead_letters=True)
-        raise RunFailed(f"validation failed ({', '.join(failed)}): nothing published")
+        # The aggregates stay: they are complete (their markers are written) and
+        # right whatever the gates say; only the would-be snapshot is set aside.
+        where, problem = None, None
+        try:
+            where = validation.quarantine(req.output_root, plan, checks, tables_meta)
+        except Exception as e:  # the unpublished folder has no manifest: invisible to readers
+            problem = f"could not quarantine ({e}); the unpublished files stay in {plan.snapshot_dir}"
+        raise RunFailed(validation.failure_message(checks, where, problem))
 
     manifest = {
         "snapshot_id": plan.snapshot_id,
@@ -206,21 +330,97 @@ def run(req: RunRequest, progress=print) -> RunResult:
         "bad_rows": shares,
         "dead_letter_count": sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
         "dead_letters": plan.dead_letter_dir,
-        "beam_options": [a for a in req.beam_args if "key" not in a.lower() and "token" not in a.lower()],
+        "beam_options": redact_beam_args(req.beam_args)[0],
     }
     # REPORT HOOK: the run report is written here, before the manifest, so the
     # manifest can list it with its sha256.
+    from jobs import report  # matplotlib is imported only when a report is drawn
+
+    manifest["report"] = report.write_report_or_error(plan.snapshot_dir, manifest, tables, previous)
     manifest_uri = publish.write_manifest(plan.snapshot_dir, manifest)
     progress(f"manifest written: {manifest_uri}")
     faults.checkpoint("after_manifest")
-    faults.checkpoint("before_warehouse")
-    warehouse.publish(score_date, tables, registry_row(manifest, manifest_uri))
-    progress(f"warehouse loaded: {warehouse.uri}")
-    faults.checkpoint("after_warehouse")
-    faults.checkpoint("before_pointer")
-    moved = publish.move_latest(req.output_root, score_date, plan.snapshot_id) if req.move_latest else False
-    faults.checkpoint("after_pointer")
-    return RunResult("published", manifest, plan.snapshot_dir, moved, time.monotonic() - started, tables)
+    return _publish_tail(req, warehouse, manifest, plan.snapshot_dir, tables, started, progress,
+                         recheck=not req.force)
+
+
+def _publish_tail(req: RunRequest, warehouse, manifest: dict, folder: str, tables: dict, started: float,
+                  progress, *, recheck: bool) -> RunResult:
+    """Warehouse, then LATEST, for a snapshot whose manifest is written. Local
+    output roots serialise this step across processes (`_publish_lock`), so two
+    runs of the same date never interleave their warehouse loads and pointer
+    moves; with `recheck`, a run that finds an identical snapshot (same run
+    fingerprint) already published meanwhile leaves the warehouse and LATEST on it."""
+    score_date = dt.date.fromisoformat(manifest["score_date"])
+    manifest_uri = storage.join(folder, publish.MANIFEST)
+    with _publish_lock(req.output_root):
+        if recheck and req.move_latest:
+            other = _latest_same_run(req.output_root, score_date, manifest["run_fingerprint"])
+            if other and other[1]["snapshot_id"] != manifest["snapshot_id"]:
+                progress(f"{other[1]['snapshot_id']} with the same inputs, config and code was published "
+                         f"meanwhile by another run; LATEST and the warehouse stay on it "
+                         f"({manifest['snapshot_id']} is complete but not published)")
+                return RunResult("already_published", other[1], other[0],
+                                 seconds=time.monotonic() - started)
+        faults.checkpoint("before_warehouse")
+        warehouse.publish(score_date, tables, registry_row(manifest, manifest_uri))
+        progress(f"warehouse loaded: {warehouse.uri}")
+        faults.checkpoint("after_warehouse")
+        faults.checkpoint("before_pointer")
+        moved = (publish.move_latest(req.output_root, score_date, manifest["snapshot_id"])
+                 if req.move_latest else False)
+        faults.checkpoint("after_pointer")
+    return RunResult("published", manifest, folder, moved, time.monotonic() - started, tables)
+
+
+def _publish_lock(output_root: str):
+    """Cross-process lock of a local output root's publish step (crash-safe:
+    released by the kernel if the holder dies). On gs:// the warehouse
+    transaction and LATEST's generation precondition are what keep it whole."""
+    if storage.is_gcs(output_root):
+        return contextlib.nullcontext()
+    return storage.local_lock(storage.join(publish.snapshots_root(output_root), ".publish.lock"), timeout_s=600.0)
+
+
+def _latest_same_run(output_root: str, score_date: dt.date, fingerprint: str) -> tuple[str, dict] | None:
+    """(folder, manifest) of LATEST's snapshot if it is of `score_date` with the
+    same run fingerprint, else None."""
+    current = publish.read_latest(output_root).content
+    if not current or current.split("/", 1)[0] != f"score_date={score_date.isoformat()}":
+        return None
+    folder = storage.join(publish.snapshots_root(output_root), *current.split("/"))
+    try:
+        m = publish.read_manifest(folder)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return (folder, m) if m.get("run_fingerprint") == fingerprint else None
+
+
+def _latest_covers(output_root: str, score_date: dt.date, fingerprint: str) -> bool:
+    """LATEST already serves this run's result: it points to a newer score date
+    (a backfill never moves it back) or to a snapshot of this date with the same
+    run fingerprint."""
+    current = publish.read_latest(output_root).content
+    if current:
+        current_date = current.split("/", 1)[0].removeprefix("score_date=")
+        if current_date > score_date.isoformat():
+            return True
+    return _latest_same_run(output_root, score_date, fingerprint) is not None
+
+
+def _damaged_files(folder: str, manifest: dict) -> list[str]:
+    """Files listed in the manifest that are missing or whose size or sha256 differ."""
+    damaged = []
+    for meta in manifest["tables"].values():
+        for f in meta["files"]:
+            try:
+                data = storage.read_bytes(storage.join(folder, f["path"]))
+            except FileNotFoundError:
+                damaged.append(f["path"])
+                continue
+            if len(data) != f["bytes"] or hashlib.sha256(data).hexdigest() != f["sha256"]:
+                damaged.append(f["path"])
+    return damaged
 
 
 def _discard(plan: daily.RunPlan, keep_dead_letters: bool = True) -> None:

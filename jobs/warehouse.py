@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import os
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,11 +90,26 @@ class DuckDBWarehouse:
         self.path = path
         self.uri = f"duckdb://{path}"
 
+    LOCK_WAIT_S = 120.0  # how long to wait for another process's connection to the file to close
+
     def _connect(self):
+        """A read-write connection. DuckDB lets one process at a time open the
+        file (a writer excludes readers of other processes too), so while
+        another process holds it (a second run, an analyst's session) wait for
+        it, up to LOCK_WAIT_S, instead of failing the run after its pipeline."""
         import duckdb
 
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        return duckdb.connect(self.path)
+        deadline = time.monotonic() + self.LOCK_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     @staticmethod
     def _q(name: str) -> str:

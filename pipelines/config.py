@@ -53,6 +53,23 @@ class Config:
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")
+    # --- publish gates (jobs/validation.py; `oasis run --skip-gate NAME` overrides one) ---
+    gate_max_row_drop: float = _p(
+        0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "
+        "previous snapshot (1 disables)")
+    gate_min_eligible_share: float = _p(
+        0.05, 0.0, 1.0, "eligible_share gate: at least this share of enrolled rows must be eligible "
+        "(sample days: 0.15-0.40; a world's first day, with one day of history, ~0.02)")
+    gate_max_eligible_share: float = _p(
+        0.99, 0.0, 1.0, "eligible_share gate: at most this share of enrolled rows may be eligible "
+        "(all eligible suggests broken guardrails)")
+    gate_max_score_psi: float = _p(
+        0.25, 0.0, 100.0, "score_drift gate: largest population stability index of eligible scores against "
+        "the previous snapshot (10 bins on [0, 1], +0.5 per bin); >0.25 is the usual 'major shift' line, "
+        "sample days measure 0.002-0.09")
+    gate_min_capacity_use: float = _p(
+        0.0, 0.0, 1.0, "capacity_use gate: sum of planned_total over sum of capacity must be at least this "
+        "(0 disables)")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
