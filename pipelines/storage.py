@@ -51,6 +51,37 @@ def emulator_host() -> str | None:
     return host.rstrip("/") if host else None
 
 
+def anonymous_beam_gcs() -> tuple[object, object] | None:
+    """Make Beam's own GCS client (its `FileSystems`, gcsio) connect anonymously
+    at once. For the emulator only: callers use it when STORAGE_EMULATOR_HOST is
+    set (`use_emulator_for_beam`).
+
+    Without credentials Beam retries `google.auth.default()` with exponential
+    back-off (about 20-25 s) before falling back to an anonymous client. Marking
+    its credentials as already resolved to None skips that. Returns the previous
+    (init flag, credentials) so a caller can restore them; None when Beam's GCP
+    extra is not installed.
+    """
+    try:
+        from apache_beam.internal.gcp import auth
+    except ImportError:
+        return None
+    prev = (auth._Credentials._credentials_init, auth._Credentials._credentials)
+    auth._Credentials._credentials_init = True
+    auth._Credentials._credentials = None
+    return prev
+
+
+def use_emulator_for_beam() -> bool:
+    """If STORAGE_EMULATOR_HOST is set, make Beam's GCS access anonymous
+    (`anonymous_beam_gcs`) and return True; otherwise change nothing (Application
+    Default Credentials apply, as on Dataflow)."""
+    if not emulator_host():
+        return False
+    anonymous_beam_gcs()
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def _gcs_fs(host: str | None) -> pafs.FileSystem:
     if host:

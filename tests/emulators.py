@@ -189,17 +189,5 @@ def start_bigquery(work_dir: Path, gcs_root: Path | None = None, attempts: int =
     raise last
 
 
-def anonymous_beam_gcs() -> tuple[object, object]:
-    """Make Beam's GCS filesystem connect anonymously at once.
-
-    Without credentials Beam retries `google.auth.default()` with exponential
-    back-off (about 20-25 s) before falling back to an anonymous client. Marking
-    its credentials as already resolved to None skips that. Returns the previous
-    (init flag, credentials) so a caller can restore them.
-    """
-    from apache_beam.internal.gcp import auth
-
-    prev = (auth._Credentials._credentials_init, auth._Credentials._credentials)
-    auth._Credentials._credentials_init = True
-    auth._Credentials._credentials = None
-    return prev
+# Moved to the storage layer, which the CLI uses when STORAGE_EMULATOR_HOST is set.
+from pipelines.storage import anonymous_beam_gcs  # noqa: E402,F401
