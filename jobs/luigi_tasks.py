@@ -97,6 +97,9 @@ class DailyScores(luigi.Task):
     config = luigi.OptionalParameter(default=None, description="TOML file overriding the default config")
     warehouse = luigi.OptionalParameter(
         default=None, description="bq://PROJECT.DATASET or a .duckdb path; default OUT/warehouse.duckdb")
+    beam_args = luigi.ListParameter(
+        default=[], significant=False,
+        description='Beam pipeline options as a JSON list, e.g. ["--runner=DataflowRunner", "--project=P", ...]')
 
     @property
     def score_date(self) -> dt.date:
@@ -131,6 +134,7 @@ class DailyScores(luigi.Task):
 
         with logs.bind(date=self.date):
             req = daily.RunRequest(as_of=self.date, input_root=self.input_root, output_root=self.output_root,
-                                   config_path=self.config or None, warehouse=self.warehouse or None)
+                                   config_path=self.config or None, warehouse=self.warehouse or None,
+                                   beam_args=list(self.beam_args))
             result = daily.run(req, progress=logs.progress)
             self.set_status_message(f"{result.status}: {result.manifest['snapshot_id']}")

@@ -154,7 +154,7 @@ class DuckDBWarehouse:
         con = self._connect()
         try:
             self.ensure(con)
-            return con.execute(sql, params or []).fetch_arrow_table()
+            return con.execute(sql, params or []).to_arrow_table()
         finally:
             con.close()
 
