@@ -34,7 +34,9 @@ def _add_run(sub):
                    help="bq://PROJECT.DATASET, or a .duckdb path; default OUTPUT/warehouse.duckdb")
     p.add_argument("--force", action="store_true", help="publish again even if the same inputs, config and code "
                    "were already published for this date")
-    p.add_argument("--method", choices=["exact", "dual"], default="exact", help="allocation solver")
+    p.add_argument("--method", choices=["auto", "exact", "dual"], default="auto",
+                   help="allocation solver: exact (HiGHS), dual (ridge-regularised dual ascent polished to the "
+                        "exact optimum), auto (exact below 5,000 eligible tracks per problem, dual above)")
     from jobs.validation import GATES
 
     p.add_argument("--skip-gate", action="append", default=[], choices=list(GATES), metavar="NAME",

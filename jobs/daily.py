@@ -44,7 +44,7 @@ class RunRequest:
     warehouse: str | None = None
     beam_args: list[str] = field(default_factory=list)
     force: bool = False
-    method: str = "exact"
+    method: str = "auto"
     rebuild_days: set = field(default_factory=set)
     move_latest: bool = True
     skip_gates: list[str] = field(default_factory=list)  # validation gates checked by hand (--skip-gate)
@@ -225,10 +225,10 @@ def _run(req: RunRequest, progress) -> RunResult:
     # probing for credentials; anonymous at once instead. No-op otherwise.
     storage.use_emulator_for_beam()
     with _redacted_logs(req.beam_args):
-        return _run(req, progress)
+        return _run_body(req, progress)
 
 
-def _run(req: RunRequest, progress=print) -> RunResult:
+def _run_body(req: RunRequest, progress=print) -> RunResult:
     started = time.monotonic()
     cfg = Config.load(req.config_path)
     score_date = req.as_of + dt.timedelta(days=1)
