@@ -410,17 +410,7 @@ def _latest_covers(output_root: str, score_date: dt.date, fingerprint: str) -> b
 
 def _damaged_files(folder: str, manifest: dict) -> list[str]:
     """Files listed in the manifest that are missing or whose size or sha256 differ."""
-    damaged = []
-    for meta in manifest["tables"].values():
-        for f in meta["files"]:
-            try:
-                data = storage.read_bytes(storage.join(folder, f["path"]))
-            except FileNotFoundError:
-                damaged.append(f["path"])
-                continue
-            if len(data) != f["bytes"] or hashlib.sha256(data).hexdigest() != f["sha256"]:
-                damaged.append(f["path"])
-    return damaged
+    return [p.split(": ", 1)[0] for p in publish.file_problems(folder, manifest)]
 
 
 def _discard(plan: daily.RunPlan, keep_dead_letters: bool = True) -> None:

@@ -155,3 +155,21 @@ def previous_snapshot(output_root: str, before: dt.date) -> tuple[str, dict] | N
     gates and the report compare against), or None."""
     earlier = [fm for fm in list_manifests(output_root) if fm[1]["score_date"] < before.isoformat()]
     return earlier[-1] if earlier else None
+
+
+def file_problems(folder: str, manifest: dict) -> list[str]:
+    """Every table file the manifest lists that is missing or whose size or
+    sha256 differs, as "path: what is wrong". Empty when all are intact."""
+    problems = []
+    for _, table in sorted(manifest.get("tables", {}).items()):
+        for f in table.get("files", []):
+            try:
+                data = storage.read_bytes(storage.join(folder, *f["path"].split("/")))
+            except FileNotFoundError:
+                problems.append(f"{f['path']}: missing")
+                continue
+            if len(data) != f["bytes"]:
+                problems.append(f"{f['path']}: {len(data)} bytes, manifest says {f['bytes']}")
+            elif hashlib.sha256(data).hexdigest() != f["sha256"]:
+                problems.append(f"{f['path']}: sha256 differs from the manifest")
+    return problems

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import re
 import sys
 
@@ -87,18 +86,7 @@ def verify(folder: str, manifest: dict) -> list[str]:
     problems = []
     if not validation_passed(manifest):
         problems.append(f"validation: {validation_text(manifest)}")
-    for name, table in sorted(manifest.get("tables", {}).items()):
-        for f in table.get("files", []):
-            uri = storage.join(folder, *f["path"].split("/"))
-            try:
-                data = storage.read_bytes(uri)
-            except FileNotFoundError:
-                problems.append(f"{f['path']}: missing")
-                continue
-            if len(data) != f["bytes"]:
-                problems.append(f"{f['path']}: {len(data)} bytes, manifest says {f['bytes']}")
-            elif hashlib.sha256(data).hexdigest() != f["sha256"]:
-                problems.append(f"{f['path']}: sha256 differs from the manifest")
+    problems += publish.file_problems(folder, manifest)
     return problems
 
 
