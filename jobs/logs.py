@@ -151,6 +151,9 @@ def configure(format: str = "text", level: str | int = "WARNING", stream=None) -
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # progress is shown at any --log-level, as it is in text mode
     logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
+    # Beam's DEBUG records of its operations print element contents (table rows,
+    # dead letters with user ids): never below INFO, whatever --log-level says.
+    logging.getLogger("apache_beam.runners.worker.operations").setLevel(logging.INFO)
     if format == "json":
         logging.captureWarnings(True)  # warnings.warn() would write plain text to stderr
     _format = format
