@@ -216,19 +216,16 @@ def _redacted_logs(beam_args: list[str]):
 
 
 def run(req: RunRequest, progress=print) -> RunResult:
-    with logs.bind(date=req.as_of):  # every log record of this run carries its date (and snapshot id)
+    # Against the GCS emulator, Beam's own GCS client would first spend ~25 s
+    # probing for credentials; anonymous at once instead. No-op otherwise.
+    storage.use_emulator_for_beam()
+    # every log record of this run carries its date (and snapshot id); secrets
+    # given as Beam options are redacted from every log line
+    with logs.bind(date=req.as_of), _redacted_logs(req.beam_args):
         return _run(req, progress)
 
 
 def _run(req: RunRequest, progress) -> RunResult:
-    # Against the GCS emulator, Beam's own GCS client would first spend ~25 s
-    # probing for credentials; anonymous at once instead. No-op otherwise.
-    storage.use_emulator_for_beam()
-    with _redacted_logs(req.beam_args):
-        return _run_body(req, progress)
-
-
-def _run_body(req: RunRequest, progress=print) -> RunResult:
     started = time.monotonic()
     cfg = Config.load(req.config_path)
     score_date = req.as_of + dt.timedelta(days=1)
