@@ -30,7 +30,6 @@ setup(
     description="Daily music-promotion allocation scores: Beam pipeline, snapshots, warehouse.",
     python_requires=">=3.11",
     packages=find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*", "jobs", "jobs.*"]),
-    package_data={"pipelines": ["*.toml"]},
     install_requires=RUNTIME,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["oasis=jobs.cli:main"]},

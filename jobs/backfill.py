@@ -358,13 +358,6 @@ def summary_table(req: BackfillRequest, outcomes: list[DateOutcome], seconds: fl
 
 
 # -------------------------------------------------------------------- CLI ---
-def _date(s: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
-
-
 def _positive_int(s: str) -> int:
     try:
         n = int(s)
@@ -376,14 +369,16 @@ def _positive_int(s: str) -> int:
 
 
 def register(sub) -> None:
+    from jobs.cli import date_arg  # the one date type of the CLI
+
     p = sub.add_parser(
         "backfill", help="run and publish every date of a range (oldest first)",
         description="Run the daily job for every logs-up-to date from --start to --end (both inclusive) and "
                     "publish each date's snapshot; dates already published with the same inputs, config and "
                     "code are skipped unless --force. LATEST never moves back to an older score date. "
                     "Arguments not listed here are passed to Apache Beam as pipeline options.")
-    p.add_argument("--start", type=_date, required=True, help="first logs-up-to date (YYYY-MM-DD), inclusive")
-    p.add_argument("--end", type=_date, required=True, help="last logs-up-to date (YYYY-MM-DD), inclusive")
+    p.add_argument("--start", type=date_arg, required=True, help="first logs-up-to date (YYYY-MM-DD), inclusive")
+    p.add_argument("--end", type=date_arg, required=True, help="last logs-up-to date (YYYY-MM-DD), inclusive")
     p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
     p.add_argument("--output", required=True, help="output root: local folder or gs://bucket/prefix")
     p.add_argument("--workers", type=_positive_int, default=1,

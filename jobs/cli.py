@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import sys
 
 DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
@@ -12,7 +11,7 @@ allocates promotion capacity per (market, surface) and publishes versioned
 snapshots (Parquet + manifest) and warehouse tables (DuckDB or BigQuery)."""
 
 
-def _date(s: str) -> dt.date:
+def date_arg(s: str) -> dt.date:
     try:
         return dt.date.fromisoformat(s)
     except ValueError:
@@ -26,7 +25,7 @@ def _add_run(sub):
                     "not listed here are passed to Apache Beam as pipeline options "
                     "(e.g. --runner DataflowRunner --project P --region R --temp_location gs://...).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--date", type=_date, required=True, help="last day of logs (YYYY-MM-DD); scores are for the day after")
+    p.add_argument("--date", type=date_arg, required=True, help="last day of logs (YYYY-MM-DD); scores are for the day after")
     p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
     p.add_argument("--output", required=True, help="output root: local folder or gs://bucket/prefix")
     p.add_argument("--config", default=None, help="TOML file overriding the defaults (see `oasis config`)")

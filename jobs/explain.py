@@ -485,14 +485,9 @@ def _clean(o):
 
 
 # ------------------------------------------------------------------ CLI ---
-def _date(s: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
-
-
 def register(subparsers) -> None:
+    from jobs.cli import date_arg  # the one date type of the CLI
+
     p = subparsers.add_parser(
         "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",
         description="Explain one track's published promotion score in one market, per surface, from a published "
@@ -500,7 +495,7 @@ def register(subparsers) -> None:
                     "shrinkage, the value, which constraints of its (market, surface) LP bind and their shadow "
                     "prices, and the planned plays, boost probability and score.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--date", type=_date, required=True,
+    p.add_argument("--date", type=date_arg, required=True,
                    help="the SCORE date (YYYY-MM-DD): the day the scores are for, i.e. the day after the last "
                         "day of logs (`oasis run --date D` publishes score date D+1)")
     p.add_argument("--track", required=True, help="track_id")

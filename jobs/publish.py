@@ -67,16 +67,17 @@ def describe_tables(snapshot_dir: str) -> tuple[dict, dict[str, pa.Table]]:
             with storage.open_output(uri) as f:
                 pq.write_table(contract.empty(), f)
             files = [uri]
-        table = read_table_files(files, name)
-        entries = []
-        for f in files:
+        entries, parts = [], []
+        for f in files:  # one read per file: the bytes hashed are the bytes parsed
             data = storage.read_bytes(f)
+            parts.append(pq.read_table(io.BytesIO(data)).cast(contract.arrow()))
             entries.append({
                 "path": f"{name}/{f.replace(chr(92), '/').rsplit('/', 1)[-1]}",
-                "rows": pq.ParquetFile(io.BytesIO(data)).metadata.num_rows,
+                "rows": parts[-1].num_rows,
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
             })
+        table = pa.concat_tables(parts)
         out[name] = {"rows": table.num_rows, "files": entries,
                      "content_sha256": content_sha256(table, list(contract.key))}
         tables[name] = table

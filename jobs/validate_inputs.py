@@ -172,14 +172,14 @@ def render(report: Report) -> str:
 def register(sub) -> None:
     import argparse
 
-    from jobs.cli import _date
+    from jobs.cli import date_arg
 
     p = sub.add_parser("validate", help="check one day's input partitions against the contract (no run)",
                        description="Check IN/enrollments/dt=D and IN/engagement/dt=D: every file's schema, "
                                    "then every row against the input contract. Prints the breaks per file and "
                                    "per reason. Exit 0 when everything is valid, 1 otherwise.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--date", type=_date, required=True, help="partition day (YYYY-MM-DD)")
+    p.add_argument("--date", type=date_arg, required=True, help="partition day (YYYY-MM-DD)")
     p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
     p.add_argument("--config", default=None, help="TOML config (event_ts_slack_hours, max_bad_row_share)")
     p.add_argument("--batch-rows", type=int, default=262_144, help="rows per Arrow record batch")

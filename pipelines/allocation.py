@@ -253,7 +253,7 @@ def _trivial_solution(problem: Problem, method: str) -> Solution:
 
     Dual: u_c is basic where F_c > 0, so the floor's price is p; every other row is slack.
     """
-    C, n = problem.n_campaigns, problem.n
+    n = problem.n
     x = np.zeros(n)
     u = problem.floors.copy()
     floor_price = np.where(problem.floors > 0, problem.penalty, 0.0)

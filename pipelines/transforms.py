@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,14 +23,11 @@ from apache_beam.metrics import Metrics
 
 from pipelines import arrow_ops, contract, storage
 from pipelines.config import Config
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENGAGEMENT,
-                     ENROLLMENTS, PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
+                     PROMOTION_SURFACES, SURFACE_TOTALS)
 
 NAMESPACE = "oasis"
 log = logging.getLogger(__name__)
-
-ENGAGEMENT_COLUMNS = ["event_id", "event_ts", "user_id", "track_id", "market", "surface", "ms_played",
-                      "duration_ms", "skipped", "saved", "promoted", "campaign_id"]
 
 
 def counter(name: str):

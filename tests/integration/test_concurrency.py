@@ -16,7 +16,6 @@ import time
 import duckdb
 import pytest
 
-from jobs import publish
 from pipelines import storage
 from tests import worlds
 from tests.integration import invariants as inv

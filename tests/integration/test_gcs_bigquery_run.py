@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import subprocess
 import sys

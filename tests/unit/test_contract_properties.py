@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
-import os
 import re
 import subprocess
 import sys
