@@ -128,17 +128,17 @@ def publish_in_order(output_root: str, warehouse_uri: str | None, manifest: dict
     wrote: load the warehouse, then move LATEST (forward only). Returns whether
     LATEST now points to it."""
     from jobs import publish
+    from jobs.daily import publish_lock
     from jobs.warehouse import open_warehouse, registry_row
     from pipelines import storage
-    from schemas import OUTPUTS
 
     folder = publish.snapshot_dir_of(output_root, manifest)
-    tables = {name: publish.read_table_files([storage.join(folder, *f["path"].split("/")) for f in t["files"]], name)
-              for name, t in manifest["tables"].items() if name in OUTPUTS}
+    tables = publish.read_snapshot_tables(folder, manifest)
     score_date = dt.date.fromisoformat(manifest["score_date"])
-    open_warehouse(warehouse_uri, output_root).publish(
-        score_date, tables, registry_row(manifest, storage.join(folder, publish.MANIFEST)))
-    return publish.move_latest(output_root, score_date, manifest["snapshot_id"])
+    with publish_lock(output_root):  # the same lock as `oasis run`'s publish step
+        open_warehouse(warehouse_uri, output_root).publish(
+            score_date, tables, registry_row(manifest, storage.join(folder, publish.MANIFEST)))
+        return publish.move_latest(output_root, score_date, manifest["snapshot_id"])
 
 
 def _init_worker(log_format: str, log_level: int) -> None:

@@ -26,7 +26,6 @@ from jobs.plan import aggregates_root, make_plan
 from jobs.warehouse import open_warehouse, registry_row
 from pipelines import daily, storage
 from pipelines.config import Config
-from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +251,7 @@ def _run(req: RunRequest, progress) -> RunResult:
             if not damaged:
                 progress(f"finishing the publish of {existing['snapshot_id']}: its snapshot is complete but "
                          f"LATEST does not point to it (an earlier run stopped after its manifest)")
-                tables = {name: publish.read_table_files([storage.join(folder, f["path"]) for f in meta["files"]],
-                                                         name)
-                          for name, meta in existing["tables"].items() if name in OUTPUTS}
+                tables = publish.read_snapshot_tables(folder, existing)
                 return _publish_tail(req, warehouse, existing, folder, tables, started, progress, recheck=False)
             progress(f"{existing['snapshot_id']} has the same inputs but damaged files "
                      f"({', '.join(damaged[:3])}); publishing a new snapshot")
@@ -344,13 +341,13 @@ def _run(req: RunRequest, progress) -> RunResult:
 def _publish_tail(req: RunRequest, warehouse, manifest: dict, folder: str, tables: dict, started: float,
                   progress, *, recheck: bool) -> RunResult:
     """Warehouse, then LATEST, for a snapshot whose manifest is written. Local
-    output roots serialise this step across processes (`_publish_lock`), so two
+    output roots serialise this step across processes (`publish_lock`), so two
     runs of the same date never interleave their warehouse loads and pointer
     moves; with `recheck`, a run that finds an identical snapshot (same run
     fingerprint) already published meanwhile leaves the warehouse and LATEST on it."""
     score_date = dt.date.fromisoformat(manifest["score_date"])
     manifest_uri = storage.join(folder, publish.MANIFEST)
-    with _publish_lock(req.output_root):
+    with publish_lock(req.output_root):
         if recheck and req.move_latest:
             other = _latest_same_run(req.output_root, score_date, manifest["run_fingerprint"])
             if other and other[1]["snapshot_id"] != manifest["snapshot_id"]:
@@ -370,7 +367,7 @@ def _publish_tail(req: RunRequest, warehouse, manifest: dict, folder: str, table
     return RunResult("published", manifest, folder, moved, time.monotonic() - started, tables)
 
 
-def _publish_lock(output_root: str):
+def publish_lock(output_root: str):
     """Cross-process lock of a local output root's publish step (crash-safe:
     released by the kernel if the holder dies). On gs:// the warehouse
     transaction and LATEST's generation precondition are what keep it whole."""

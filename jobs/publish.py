@@ -174,3 +174,9 @@ def file_problems(folder: str, manifest: dict) -> list[str]:
             elif hashlib.sha256(data).hexdigest() != f["sha256"]:
                 problems.append(f"{f['path']}: sha256 differs from the manifest")
     return problems
+
+
+def read_snapshot_tables(folder: str, manifest: dict) -> dict[str, pa.Table]:
+    """The output tables of a published snapshot, from the files its manifest lists."""
+    return {name: read_table_files([storage.join(folder, *f["path"].split("/")) for f in t["files"]], name)
+            for name, t in manifest["tables"].items() if name in OUTPUTS}
