@@ -15,13 +15,13 @@ RUNTIME = [
     "luigi>=3.5,<4",
     "google-cloud-storage>=2.16,<4",
     "google-cloud-bigquery>=3.20,<4",
-    "matplotlib>=3.8,<4",
 ]
 
 TEST = [
     "pytest>=8,<10",
     "hypothesis>=6.100,<7",
     "db-dtypes>=1.2,<2",
+    "pillow>=10,<13",  # the report test reads its Chromium screenshots
 ]
 
 setup(
