@@ -1,10 +1,15 @@
-"""Scoring math of DESIGN §4, pure functions over small pandas frames.
+"""Scoring math of DESIGN §4, pure functions over numpy arrays.
 
 One call of `score_market` handles one market: it picks the enrollment row per
 track, computes decayed signals, empirical-Bayes shrunk rates, value,
 eligibility with reasons, supply forecasts and campaign floors with pacing, and
 builds and solves the LP of each promotion surface. No Beam here, so every step
 is testable with plain pytest.
+
+A market is a few thousand rows, so the cost is per call, not per row: the
+frames at the boundary are read into numpy once, keys become integer codes, and
+every group-by is a bincount or `group_sum` on codes. `group_sum` adds the way a
+pandas group-by does, so the numbers are those pandas gives, to the last bit.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import special
 
 from pipelines import allocation
 from pipelines.config import Config
@@ -49,14 +56,25 @@ def daynum(d: dt.date) -> int:
     return (d - EPOCH).days
 
 
-def daynums(s: pd.Series) -> np.ndarray:
+def daynums(s) -> np.ndarray:
     """Days since 1970-01-01 of a column of dates: comparisons and group-bys on
-    int64 stay in numpy, where object dates fall back to per-row Python."""
-    if len(s) == 0:
+    int64 stay in numpy, where object dates fall back to per-row Python.
+    `datetime.date` objects (what Arrow's to_pandas gives) convert to Arrow's
+    date32, days since the epoch, in C: several times faster than
+    `pd.to_datetime`. Anything else (strings, or nulls, which become NaT)
+    takes the pandas path."""
+    values = s.to_numpy() if isinstance(s, pd.Series) else np.asarray(s)
+    if len(values) == 0:
         return np.zeros(0, dtype=np.int64)
-    values = s.to_numpy()
+    if values.dtype == object:
+        try:
+            days = pa.array(values, type=pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            days = None
+        if days is not None and days.null_count == 0:
+            return days.cast(pa.int32()).to_numpy().astype(np.int64)
     if not np.issubdtype(values.dtype, np.datetime64):
-        values = pd.to_datetime(s).to_numpy()
+        values = pd.to_datetime(pd.Series(values)).to_numpy()
     return values.astype("datetime64[D]").astype(np.int64)
 
 
@@ -91,13 +109,21 @@ def shrink(successes, trials, baseline: float, strength: float):
 
 
 def prob_above(successes, trials, baseline: float, strength: float, threshold: float) -> np.ndarray:
-    """Posterior probability that the true rate exceeds `threshold`."""
+    """Posterior probability that the true rate exceeds `threshold`.
+
+    The Beta survival function is `special.betaincc`, the function
+    `stats.beta.sf` calls after its generic argument checks and masking (a
+    fixed cost per call, here paid several times per market). a, b > 0 here,
+    so only the support's ends need care: 1 at or below a threshold of 0, and
+    0 at or above 1, as `stats.beta.sf` gives."""
     a = baseline * strength + np.asarray(successes, dtype=float)
     b = (1 - baseline) * strength + np.asarray(trials, dtype=float) - np.asarray(successes, dtype=float)
     a = np.maximum(a, 1e-9)
     b = np.maximum(b, 1e-9)
     threshold = np.asarray(threshold, dtype=float)
-    return np.where(threshold >= 1.0, 0.0, stats.beta.sf(np.minimum(threshold, 1.0), a, b))
+    x = np.minimum(threshold, 1.0)
+    sf = np.where(x <= 0.0, 1.0, special.betaincc(a, b, np.maximum(x, 0.0)))
+    return np.where(threshold >= 1.0, 0.0, sf)
 
 
 def pacing_multiplier(delivered, base, flight_days, remaining_days, lo: float, hi: float):
@@ -113,17 +139,156 @@ def pacing_multiplier(delivered, base, flight_days, remaining_days, lo: float, h
     return float(mult) if mult.ndim == 0 else mult
 
 
+# ------------------------------------------------------------ group-bys ---
+def lookup(keys, values) -> np.ndarray:
+    """Position of each value in `keys` (unique), -1 when absent: a left merge
+    on one key column as one hash lookup, with no frames built."""
+    return pd.Index(keys).get_indexer(values)
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pd.factorize(values, sort=True)` for strings: codes numbered in the
+    sorted order of the distinct values (-1 for nulls), and those values sorted.
+    pandas sorts the distinct values with Python comparisons; Arrow sorts them
+    in C in the same order (UTF-8 bytes sort as code points), several times
+    faster."""
+    codes, uniques = pd.factorize(values)
+    order = pc.array_sort_indices(pa.array(uniques, type=pa.string())).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    out = np.full(len(codes), -1, dtype=np.int64)
+    out[codes >= 0] = rank[codes[codes >= 0]]
+    return out, np.asarray(uniques, dtype=object)[order]
+
+
+def int_group_sum(codes: np.ndarray, values, n_groups: int) -> np.ndarray:
+    """Exact int64 sum of `values` per group code in 0..n_groups-1."""
+    out = np.zeros(n_groups, dtype=np.int64)
+    np.add.at(out, np.asarray(codes, dtype=np.int64), np.asarray(values, dtype=np.int64))
+    return out
+
+
+def group_sum(codes: np.ndarray, values, n_groups: int) -> np.ndarray:
+    """Float sum of `values` per group code in 0..n_groups-1 (rows coded -1 are
+    left out), adding each group's values in row order with Kahan compensation.
+    `values` is one column (rows,) or several (columns, rows), summed alike.
+
+    That is how a pandas group-by `sum` adds, so the totals are bit for bit
+    those of a pandas group-by over the same rows in the same order: outputs
+    must not move when the implementation changes, and a plain `np.bincount`
+    rounds differently from a group's third value on. Values must be finite.
+    Vectorised over groups: step k adds the k-th row of every group, so the loop
+    runs as often as the largest group has rows (days of a window, surfaces of a
+    track, tracks of a campaign), not once per row."""
+    codes = np.asarray(codes, dtype=np.int64)
+    values = np.asarray(values, dtype=float)
+    columns = values if values.ndim == 2 else values[None, :]
+    total, compensation = np.zeros((len(columns), n_groups)), np.zeros((len(columns), n_groups))
+    rows = np.flatnonzero(codes >= 0)
+    if len(rows):
+        rows = rows[_stable_argsort(codes[rows], n_groups)]   # by group, row order within a group
+        counts = np.bincount(codes[rows], minlength=n_groups)
+        rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[codes[rows]]
+        rows = rows[_stable_argsort(rank, int(counts.max()))]  # all groups' first rows, then second rows...
+        group, step_values = codes[rows], np.take(columns, rows, axis=1)
+        lo = 0
+        for hi in np.cumsum(np.bincount(rank)):
+            _kahan_add(total, compensation, (slice(None), group[lo:hi]), step_values[:, lo:hi])
+            lo = hi
+    return total if values.ndim == 2 else total[0]
+
+
+def compensated_sum(terms: np.ndarray) -> np.ndarray:
+    """terms[0] + terms[1] + ... in that order, elementwise, with Kahan
+    compensation: `group_sum` for groups whose rows are these terms in order
+    (a track's promotion surfaces, say), without sorting anything."""
+    terms = np.asarray(terms, dtype=float)
+    total, compensation = np.zeros(terms.shape[1:]), np.zeros(terms.shape[1:])
+    for term in terms:
+        _kahan_add(total, compensation, ..., term)
+    return total
+
+
+def _kahan_add(total: np.ndarray, compensation: np.ndarray, index, values: np.ndarray) -> None:
+    """Add `values` to total[index] in place, one Kahan step, as pandas' group
+    sum does it: y = v - c; t = s + y; c = (t - s) - y; s = t."""
+    before = total[index]
+    y = values - compensation[index]
+    t = before + y
+    compensation[index] = (t - before) - y
+    total[index] = t
+
+
+def _stable_argsort(keys: np.ndarray, bound: int) -> np.ndarray:
+    """Stable argsort of integers in [0, bound). Below 2**16 the keys are cast to
+    uint16, for which numpy's stable sort is a radix sort: linear, and ten
+    times faster than the timsort it uses on int64."""
+    return np.argsort(keys.astype(np.uint16) if bound <= 1 << 16 else keys, kind="stable")
+
+
 # ------------------------------------------------------------ selection ---
 def choose_enrollments(enrolled: pd.DataFrame, score_date: dt.date) -> pd.DataFrame:
     """One enrollment row per (track, market): a row whose campaign is active on
     the score date first, then the latest flight, then the campaign id."""
-    e = enrolled.copy()
-    today = daynum(score_date)
-    e["_live"] = ((e["status"] == "active").to_numpy() & (daynums(e["start_date"]) <= today)
-                  & (daynums(e["end_date"]) >= today))
-    e = e.sort_values(["track_id", "market", "_live", "start_date", "campaign_id"],
-                      ascending=[True, True, False, False, True], kind="mergesort")
-    return e.drop_duplicates(["track_id", "market"], keep="first").drop(columns="_live")
+    return enrolled.iloc[_chosen_positions(enrolled, daynums(enrolled["start_date"]),
+                                           daynums(enrolled["end_date"]), daynum(score_date))]
+
+
+def _chosen_positions(enrolled: pd.DataFrame, start: np.ndarray, end: np.ndarray, today: int) -> np.ndarray:
+    """Positions of the rows `choose_enrollments` keeps, in (track_id, market)
+    order: one stable lexsort on integer codes (factorized in sort order, so the
+    order is that of the strings) instead of a multi-column sort_values and a
+    drop_duplicates, whose bookkeeping costs more than the sort."""
+    live = (enrolled["status"].to_numpy() == "active") & (start <= today) & (end >= today)
+    track, market, campaign = (sorted_codes(enrolled[c].to_numpy())[0]
+                               for c in ("track_id", "market", "campaign_id"))
+    order = np.lexsort((campaign, -start, ~live, market, track))  # last key sorts first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (np.diff(track[order]) != 0) | (np.diff(market[order]) != 0)
+    return order[first]
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The enrollment chosen for each track of the market, column by column in
+    track_id order: the rows of every surface's problem."""
+    track_id: np.ndarray
+    campaign_id: np.ndarray
+    artist_id: np.ndarray
+    licensor_id: np.ndarray
+    status: np.ndarray
+    release_date: np.ndarray   # as given, for the output
+    start: np.ndarray          # day numbers of the flight
+    end: np.ndarray
+    released: np.ndarray       # day number of release_date
+    on_surface: np.ndarray     # (surfaces, tracks): the surface is enrolled
+
+
+def _candidates(enrolled: pd.DataFrame, score_date: dt.date) -> _Candidates:
+    start, end = daynums(enrolled["start_date"]), daynums(enrolled["end_date"])
+    pos = _chosen_positions(enrolled, start, end, daynum(score_date))
+
+    def column(name):
+        return enrolled[name].to_numpy()[pos]
+
+    return _Candidates(
+        track_id=column("track_id"), campaign_id=column("campaign_id"), artist_id=column("artist_id"),
+        licensor_id=column("licensor_id"), status=column("status"), release_date=column("release_date"),
+        start=start[pos], end=end[pos], released=daynums(column("release_date")),
+        on_surface=enrolled_on(column("surfaces")))
+
+
+def enrolled_on(surfaces: np.ndarray) -> np.ndarray:
+    """(promotion surfaces, rows) mask: is the surface in the row's list of
+    enrolled surfaces. Arrow flattens and matches the lists, so there is no
+    per-row Python."""
+    lists = pa.array(surfaces, type=pa.list_(pa.string()))
+    surface = pc.index_in(pc.list_flatten(lists), value_set=pa.array(PROMOTION_SURFACES))
+    surface = surface.fill_null(-1).to_numpy()
+    owner = pc.list_parent_indices(lists).to_numpy()
+    out = np.zeros((len(PROMOTION_SURFACES), len(surfaces)), dtype=bool)
+    out[surface[surface >= 0], owner[surface >= 0]] = True
+    return out
 
 
 # ---------------------------------------------------------------- market ---
@@ -135,6 +300,9 @@ class MarketResult:
 
 
 SIGNAL_COLUMNS = ("plays", "listeners", "skips", "saves", "promoted_plays")
+DELIVERY_COLUMNS = ("campaign_id", "market", "surface", "flight_start", "flight_end", "delivered_to_date",
+                    "floor", "planned", "shortfall", "pacing_multiplier", "licensor_id",
+                    "eligible_tracks", "max_boost")
 
 
 def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, totals: pd.DataFrame,
@@ -148,6 +316,10 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     totals: surface_totals rows of this market for the window days.
     observed_days: the window days whose engagement was observed (a day with no
         raw partition is left out of the forecast's average).
+
+    Everything up to the LPs is computed for all promotion surfaces at once, as
+    (surface, track) arrays with each surface's parameters broadcast along its
+    row: the same arithmetic, element by element, as one surface at a time.
     """
     score_date = as_of + dt.timedelta(days=1)
     window = [d for d in window_days(as_of, cfg.window_days)]
@@ -160,209 +332,264 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     def weight_of(day_numbers: np.ndarray) -> np.ndarray:
         return np.power(0.5, (as_of_num - day_numbers) / cfg.half_life_days)
 
-    aggregates = aggregates.assign(_dt=daynums(aggregates["dt"]))
-    totals = totals.assign(_dt=daynums(totals["dt"]))
+    tracks = _candidates(enrolled, score_date)
+    shape = (len(PROMOTION_SURFACES), len(tracks.track_id))
+    sig, delivered = _track_signals(tracks, aggregates, observed_nums, weight_of, as_of_num)
+    prior = _priors(_surface_totals(totals, observed_nums, weight_of), sig, cfg)
 
-    chosen = choose_enrollments(enrolled, score_date)
-    rows = chosen.loc[chosen.index.repeat(len(PROMOTION_SURFACES))].reset_index(drop=True)
-    rows["surface"] = list(PROMOTION_SURFACES) * len(chosen)
+    # --- estimates --------------------------------------------------------
+    mu_skip, mu_save = prior["mu_skip"][:, None], prior["mu_save"][:, None]
+    skip_rate = shrink(sig["w_skips"], sig["w_plays"], mu_skip, prior["k_skip"][:, None])
+    save_rate = shrink(sig["w_saves"], sig["w_plays"], mu_save, prior["k_save"][:, None])
+    value = (save_rate - mu_save) - cfg.skip_penalty * (skip_rate - mu_skip)
+    supply = sig["w_organic"] / weight_sum if weight_sum > 0 else np.zeros(shape)
+    supply = np.maximum(supply, 0.0)
+    total_forecast = prior["base_plays"] / weight_sum if weight_sum > 0 else np.zeros(shape[0])
 
-    # --- signals over the window -----------------------------------------
-    agg = aggregates[np.isin(aggregates["_dt"].to_numpy(), observed_nums)].copy()
-    agg["w"] = weight_of(agg["_dt"].to_numpy())
-    agg["organic"] = agg["plays"] - agg["promoted_plays"]
-    for c in ("plays", "skips", "saves", "organic"):
-        agg[f"w_{c}"] = agg["w"] * agg[c]
-    sig = agg.groupby(["track_id", "surface"], sort=True).agg(
-        plays=("plays", "sum"), skips=("skips", "sum"), saves=("saves", "sum"),
-        w_plays=("w_plays", "sum"), w_skips=("w_skips", "sum"), w_saves=("w_saves", "sum"),
-        w_organic=("w_organic", "sum"),
-    ).reset_index()
-    rows = rows.merge(sig, on=["track_id", "surface"], how="left")
-    for c in ("plays", "skips", "saves"):
-        rows[c] = rows[c].fillna(0).astype("int64")
-    for c in ("w_plays", "w_skips", "w_saves", "w_organic"):
-        rows[c] = rows[c].fillna(0.0).astype(float)
-    promo_plays = rows.groupby("track_id")["plays"].transform("sum")
+    # --- eligibility: the first broken rule is the reason ----------------
+    live_flight = (tracks.start <= today) & (tracks.end >= today)
+    broken = np.stack([np.broadcast_to(b, shape) for b in (
+        tracks.status == "cancelled", tracks.status == "paused", ~live_flight, ~tracks.on_surface,
+        today - tracks.released < cfg.min_track_age_days,
+        sig["plays"].sum(axis=0) < cfg.min_window_plays)])
+    broken = np.concatenate([broken, _guardrail(sig, prior, ~broken.any(axis=0), cfg)[None]])
+    eligible = ~broken.any(axis=0)
+    upper = np.where(eligible, cfg.track_boost_cap * supply, 0.0)
 
-    tot = totals[np.isin(totals["_dt"].to_numpy(), observed_nums)].copy()
-    tot["w"] = weight_of(tot["_dt"].to_numpy())
-    for c in ("plays", "skips", "saves"):
-        tot[f"w_{c}"] = tot["w"] * tot[c]
-    tot = tot.groupby("surface")[["w_plays", "w_skips", "w_saves"]].sum()
+    # --- campaigns: floors with pacing; then one LP per surface ----------
+    campaign, campaign_ids = sorted_codes(tracks.campaign_id)
+    camp = _campaign_floors(campaign, live_flight & tracks.on_surface, eligible, upper, delivered,
+                            tracks.start, tracks.end, today, cfg)
+    x, camp["planned"], camp["shortfall"], capacity = _allocate(
+        market, tracks, value, upper, eligible, camp, total_forecast, prior, cfg, method)
 
-    # --- reasons independent of the surface's estimates -----------------
-    status = rows["status"].to_numpy()
-    rows["_start"], rows["_end"] = daynums(rows["start_date"]), daynums(rows["end_date"])
-    live_flight = (rows["_start"].to_numpy() <= today) & (rows["_end"].to_numpy() >= today)
-    on_surface = np.array([s in list(surfs) for s, surfs in zip(rows["surface"], rows["surfaces"])],
-                          dtype=bool)
-    age_days = today - daynums(rows["release_date"])
+    scores = pd.DataFrame({
+        "track_id": np.tile(tracks.track_id, shape[0]), "market": market,
+        "surface": np.repeat(np.array(PROMOTION_SURFACES, dtype=object), shape[1]),
+        "campaign_id": np.tile(tracks.campaign_id, shape[0]),
+        "artist_id": np.tile(tracks.artist_id, shape[0]),
+        "licensor_id": np.tile(tracks.licensor_id, shape[0]), "eligible": eligible.ravel(),
+        "reason": first_reason(broken).ravel(), "plays": sig["plays"].ravel(), "skip_rate": skip_rate.ravel(),
+        "save_rate": save_rate.ravel(), "value": value.ravel(), "supply_forecast": supply.ravel(),
+        "max_promoted_plays": upper.ravel(), "planned_promoted_plays": x.ravel(),
+        "boost_probability": np.divide(x, supply, out=np.zeros_like(x), where=supply > 0).ravel(),
+        "score": np.clip(np.divide(x, upper, out=np.zeros_like(x), where=upper > 0), 0.0, 1.0).ravel(),
+        "skips": sig["skips"].ravel(), "saves": sig["saves"].ravel(),
+        "weighted_plays": sig["w_plays"].ravel(),
+        "release_date": np.tile(tracks.release_date, shape[0]),
+    })
+    return MarketResult(scores, _delivery_frame(market, camp, campaign_ids, tracks.licensor_id),
+                        pd.DataFrame(capacity))
 
-    # --- baselines and prior strengths per surface -----------------------
-    prior = {}
-    for surface in PROMOTION_SURFACES:
-        r = rows[rows["surface"] == surface]
-        base_plays = float(tot["w_plays"].get(surface, 0.0))
-        mu_skip = float(tot["w_skips"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
-        mu_save = float(tot["w_saves"].get(surface, 0.0)) / base_plays if base_plays > 0 else 0.0
-        prior[surface] = dict(
-            base_plays=base_plays, mu_skip=mu_skip, mu_save=mu_save,
-            k_skip=prior_strength(r["w_skips"].to_numpy(), r["w_plays"].to_numpy(), mu_skip,
-                                  cfg.min_prior_strength, cfg.max_prior_strength),
-            k_save=prior_strength(r["w_saves"].to_numpy(), r["w_plays"].to_numpy(), mu_save,
-                                  cfg.min_prior_strength, cfg.max_prior_strength))
-    disliked_in_market = _disliked_in_market(rows, prior, cfg)
 
-    out_scores, out_delivery, out_capacity = [], [], []
-    for surface in PROMOTION_SURFACES:
-        m = (rows["surface"] == surface).to_numpy()
-        r = rows.loc[m].reset_index(drop=True)
-        base_plays, mu_skip, mu_save, k_skip, k_save = (prior[surface][k] for k in (
-            "base_plays", "mu_skip", "mu_save", "k_skip", "k_save"))
-        skip_rate = shrink(r["w_skips"], r["w_plays"], mu_skip, k_skip)
-        save_rate = shrink(r["w_saves"], r["w_plays"], mu_save, k_save)
-        value = (save_rate - mu_save) - cfg.skip_penalty * (skip_rate - mu_skip)
-        disliked = (prob_above(r["w_skips"], r["w_plays"], mu_skip, k_skip,
-                               mu_skip + cfg.guardrail_delta) > cfg.guardrail_confidence)
-        disliked = disliked | r["track_id"].map(disliked_in_market).fillna(False).to_numpy(dtype=bool)
-        supply = r["w_organic"].to_numpy() / weight_sum if weight_sum > 0 else np.zeros(len(r))
-        supply = np.maximum(supply, 0.0)
-        total_forecast = base_plays / weight_sum if weight_sum > 0 else 0.0
-
-        broken = [
-            status[m] == "cancelled",
-            status[m] == "paused",
-            ~live_flight[m],
-            ~on_surface[m],
-            age_days[m] < cfg.min_track_age_days,
-            promo_plays.to_numpy()[m] < cfg.min_window_plays,
-            np.asarray(disliked, dtype=bool),
-        ]
-        reason = np.full(len(r), None, dtype=object)
-        for name, b in reversed(list(zip(REASONS, broken))):
-            reason = np.where(b, name, reason)
-        eligible = np.array([x is None for x in reason], dtype=bool)
-        upper = np.where(eligible, cfg.track_boost_cap * supply, 0.0)
-
-        # --- campaigns: floors with pacing -------------------------------
-        camp = _campaign_floors(r, eligible, upper, aggregates, surface, as_of_num, today,
-                                on_surface[m], cfg)
-        K = cfg.promoted_share_cap * total_forecast
-        vmax = float(np.max(np.abs(value[eligible]))) if eligible.any() else 0.0
+def _allocate(market: str, tracks: _Candidates, value: np.ndarray, upper: np.ndarray, eligible: np.ndarray,
+              camp: dict, total_forecast: np.ndarray, prior: dict, cfg: Config, method: str):
+    """Build and solve the LP of each promotion surface. Returns the plan x
+    (surface, track), each campaign's planned plays and shortfall (in `camp`
+    order), and the capacity rows."""
+    artist, licensor = sorted_codes(tracks.artist_id)[0], sorted_codes(tracks.licensor_id)[0]
+    K = cfg.promoted_share_cap * total_forecast
+    x = np.zeros(value.shape)
+    planned, shortfall = np.zeros(len(camp["floor"])), np.zeros(len(camp["floor"]))
+    capacity = []
+    for s, surface in enumerate(PROMOTION_SURFACES):
+        lo, hi = camp["offsets"][s], camp["offsets"][s + 1]   # this surface's campaigns
+        vmax = float(np.max(np.abs(value[s][eligible[s]]))) if eligible[s].any() else 0.0
         penalty = cfg.shortfall_penalty_factor * (vmax + 1e-6)
-        problem, camp_codes = _build_problem(r, value, upper, camp, K, cfg, penalty)
+        problem = allocation.Problem(
+            value=value[s], upper=upper[s], artist=artist, licensor=licensor, campaign=camp["group"][s],
+            floors=np.concatenate([camp["floor"][lo:hi], [0.0]]), capacity=float(K[s]),
+            artist_cap=cfg.artist_share_cap * K[s], licensor_cap=cfg.licensor_share_cap * K[s],
+            penalty=float(penalty))
         sol = allocation.solve(problem, method=method)
-        x = sol.x
-
-        scores = pd.DataFrame({
-            "track_id": r["track_id"], "market": market, "surface": surface,
-            "campaign_id": r["campaign_id"], "artist_id": r["artist_id"], "licensor_id": r["licensor_id"],
-            "eligible": eligible, "reason": reason, "plays": r["plays"],
-            "skip_rate": np.asarray(skip_rate, dtype=float), "save_rate": np.asarray(save_rate, dtype=float),
-            "value": np.asarray(value, dtype=float), "supply_forecast": supply,
-            "max_promoted_plays": upper, "planned_promoted_plays": x,
-            "boost_probability": np.divide(x, supply, out=np.zeros_like(x), where=supply > 0),
-            "score": np.clip(np.divide(x, upper, out=np.zeros_like(x), where=upper > 0), 0.0, 1.0),
-            "skips": r["skips"], "saves": r["saves"], "weighted_plays": r["w_plays"],
-            "release_date": r["release_date"],
+        x[s] = sol.x
+        planned[lo:hi] = np.bincount(camp["group"][s], weights=sol.x, minlength=hi - lo + 1)[:hi - lo]
+        shortfall[lo:hi] = sol.shortfall[:hi - lo]
+        capacity.append({
+            "market": market, "surface": surface, "total_forecast": total_forecast[s],
+            "promoted_share_cap": cfg.promoted_share_cap, "capacity": K[s],
+            "artist_cap": cfg.artist_share_cap * K[s], "licensor_cap": cfg.licensor_share_cap * K[s],
+            "shortfall_penalty": penalty, "planned_total": float(np.sum(sol.x)),
+            "shadow_price": sol.capacity_price, "baseline_skip_rate": prior["mu_skip"][s],
+            "baseline_save_rate": prior["mu_save"][s], "prior_strength_skip": prior["k_skip"][s],
+            "prior_strength_save": prior["k_save"][s], "candidates": int(value.shape[1]),
+            "eligible_rows": int(eligible[s].sum()),
         })
-        out_scores.append(scores)
-
-        if len(camp):
-            planned = np.bincount(camp_codes, weights=x, minlength=len(camp) + 1)[:len(camp)]
-            camp = camp.assign(planned=planned, shortfall=sol.shortfall[:len(camp)],
-                               market=market, surface=surface)
-            out_delivery.append(camp)
-        out_capacity.append(pd.DataFrame([{
-            "market": market, "surface": surface, "total_forecast": total_forecast,
-            "promoted_share_cap": cfg.promoted_share_cap, "capacity": K,
-            "artist_cap": cfg.artist_share_cap * K, "licensor_cap": cfg.licensor_share_cap * K,
-            "shortfall_penalty": penalty, "planned_total": float(np.sum(x)),
-            "shadow_price": sol.capacity_price, "baseline_skip_rate": mu_skip,
-            "baseline_save_rate": mu_save, "prior_strength_skip": k_skip, "prior_strength_save": k_save,
-            "candidates": int(len(r)), "eligible_rows": int(eligible.sum()),
-        }]))
-
-    delivery_cols = ["campaign_id", "market", "surface", "flight_start", "flight_end", "delivered_to_date",
-                     "floor", "planned", "shortfall", "pacing_multiplier", "licensor_id",
-                     "eligible_tracks", "max_boost"]
-    delivery = (pd.concat(out_delivery, ignore_index=True)[delivery_cols] if out_delivery
-                else pd.DataFrame({c: [] for c in delivery_cols}))
-    return MarketResult(pd.concat(out_scores, ignore_index=True), delivery,
-                        pd.concat(out_capacity, ignore_index=True))
+    return x, planned, shortfall, capacity
 
 
-def _disliked_in_market(rows: pd.DataFrame, prior: dict, cfg: Config) -> pd.Series:
+def _delivery_frame(market: str, camp: dict, campaign_ids: np.ndarray,
+                    licensor_id: np.ndarray) -> pd.DataFrame:
+    """campaign_delivery rows of a market, by surface then campaign id."""
+    if not len(camp["floor"]):
+        return pd.DataFrame({c: [] for c in DELIVERY_COLUMNS})
+    return pd.DataFrame({
+        "campaign_id": campaign_ids[camp["campaign"]], "market": market,
+        "surface": np.array(PROMOTION_SURFACES, dtype=object)[camp["surface"]],
+        "flight_start": dates(camp["flight_start"]), "flight_end": dates(camp["flight_end"]),
+        "delivered_to_date": camp["delivered_to_date"], "floor": camp["floor"], "planned": camp["planned"],
+        "shortfall": camp["shortfall"], "pacing_multiplier": camp["pacing_multiplier"],
+        "licensor_id": licensor_id[camp["first_row"]], "eligible_tracks": camp["eligible_tracks"],
+        "max_boost": camp["max_boost"],
+    })
+
+
+def _track_signals(tracks: _Candidates, aggregates: pd.DataFrame, observed_nums: np.ndarray, weight_of,
+                   as_of_num: int) -> tuple[dict, np.ndarray]:
+    """(surface, track) signals over the observed window days (`_window_signals`),
+    and promoted plays delivered from the track's flight start to as_of, in one
+    pass over the aggregates: each row's (surface, track) cell is found once."""
+    n = len(tracks.track_id)
+    agg_dt = daynums(aggregates["dt"])
+    track = lookup(tracks.track_id, aggregates["track_id"].to_numpy())
+    surface = lookup(PROMOTION_SURFACES, aggregates["surface"].to_numpy())
+    known = (track >= 0) & (surface >= 0)
+    cell = np.where(known, surface * n + track, -1)   # flat index into (surface, track) arrays
+    shape = (len(PROMOTION_SURFACES), n)
+    sig = _window_signals(np.where(np.isin(agg_dt, observed_nums), cell, -1), weight_of(agg_dt),
+                          aggregates, shape)
+    flight_start = np.zeros(len(cell), dtype=np.int64)
+    flight_start[known] = tracks.start[track[known]]
+    since_start = known & (agg_dt >= flight_start) & (agg_dt <= as_of_num)
+    delivered = int_group_sum(cell[since_start], aggregates["promoted_plays"].to_numpy()[since_start],
+                              shape[0] * n).reshape(shape).astype(float)
+    return sig, delivered
+
+
+def first_reason(broken: np.ndarray) -> np.ndarray:
+    """The first broken rule of each row, in REASONS order, None where no rule
+    is broken. `broken` is (len(REASONS), rows...)."""
+    names = np.array(REASONS + (None,), dtype=object)
+    return names[np.where(broken.any(axis=0), np.argmax(broken, axis=0), len(REASONS))]
+
+
+def _window_signals(cell: np.ndarray, weight: np.ndarray, aggregates: pd.DataFrame, shape: tuple) -> dict:
+    """(surface, track) sums over the aggregate rows whose `cell` (flat index
+    into those arrays) is not -1: plays, skips and saves, and their
+    decay-weighted sums with weighted organic plays (not promoted), the supply
+    forecast's numerator."""
+    rows = cell >= 0
+    codes, w, size = cell[rows], weight[rows], shape[0] * shape[1]
+    column = {c: aggregates[c].to_numpy()[rows] for c in ("plays", "skips", "saves", "promoted_plays")}
+    column["organic"] = column["plays"] - column["promoted_plays"]
+    sig = {c: int_group_sum(codes, column[c], size).reshape(shape) for c in ("plays", "skips", "saves")}
+    weighted = ("plays", "skips", "saves", "organic")
+    sums = group_sum(codes, np.stack([w * column[c] for c in weighted]), size)
+    sig.update({f"w_{c}": total.reshape(shape) for c, total in zip(weighted, sums)})
+    return sig
+
+
+def _surface_totals(totals: pd.DataFrame, observed_nums: np.ndarray, weight_of) -> dict:
+    """Decay-weighted plays, skips and saves of all tracks per promotion surface
+    over the observed window days: the baselines' numerators and denominator."""
+    day = daynums(totals["dt"])
+    rows = np.isin(day, observed_nums)
+    codes = lookup(PROMOTION_SURFACES, totals["surface"].to_numpy()[rows])
+    w = weight_of(day[rows])
+    names = ("plays", "skips", "saves")
+    sums = group_sum(codes, np.stack([w * totals[c].to_numpy()[rows] for c in names]),
+                     len(PROMOTION_SURFACES))
+    return {f"w_{c}": total for c, total in zip(names, sums)}
+
+
+def _priors(tot: dict, sig: dict, cfg: Config) -> dict:
+    """Per promotion surface (arrays in surface order): base plays, baseline
+    skip and save rates, and the prior strengths of the tracks' rates."""
+    rows = []
+    for s in range(len(PROMOTION_SURFACES)):
+        base_plays = float(tot["w_plays"][s])
+        mu_skip = float(tot["w_skips"][s]) / base_plays if base_plays > 0 else 0.0
+        mu_save = float(tot["w_saves"][s]) / base_plays if base_plays > 0 else 0.0
+        w_plays = sig["w_plays"][s]
+        rows.append(dict(
+            base_plays=base_plays, mu_skip=mu_skip, mu_save=mu_save,
+            k_skip=prior_strength(sig["w_skips"][s], w_plays, mu_skip, cfg.min_prior_strength,
+                                  cfg.max_prior_strength),
+            k_save=prior_strength(sig["w_saves"][s], w_plays, mu_save, cfg.min_prior_strength,
+                                  cfg.max_prior_strength)))
+    return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
+
+
+def _guardrail(sig: dict, prior: dict, undecided: np.ndarray, cfg: Config) -> np.ndarray:
+    """(surface, track) "listeners dislike": skip rate confidently above the
+    baseline + delta on the surface, or on the track's pooled surfaces
+    (`_disliked_in_market`).
+
+    It is the last reason, so it is evaluated only where no other rule is
+    broken (`undecided`; False elsewhere, where it decides nothing): the Beta
+    tail is the costliest step of a market."""
+    disliked = np.broadcast_to(
+        _disliked_in_market(sig["w_plays"], sig["w_skips"], prior["mu_skip"], prior["k_skip"],
+                            undecided.any(axis=0), cfg), undecided.shape).copy()
+    test = undecided & ~disliked
+    if test.any():
+        mu = np.broadcast_to(prior["mu_skip"][:, None], test.shape)[test]
+        k = np.broadcast_to(prior["k_skip"][:, None], test.shape)[test]
+        disliked[test] = (prob_above(sig["w_skips"][test], sig["w_plays"][test], mu, k,
+                                     mu + cfg.guardrail_delta) > cfg.guardrail_confidence)
+    return disliked
+
+
+def _disliked_in_market(w_plays: np.ndarray, w_skips: np.ndarray, mu_skip: np.ndarray, k_skip: np.ndarray,
+                        needed: np.ndarray, cfg: Config) -> np.ndarray:
     """Guardrail on the evidence of all promotion surfaces of a track in the
     market: dislike is a property of the track, and pooling gives the test power
     on tracks whose plays are spread thin. Observed skips are compared with the
-    play-weighted mix of the surfaces' baselines. Returns a bool per track_id."""
-    r = rows[["track_id", "surface", "w_plays", "w_skips"]].copy()
-    r["mu"] = r["surface"].map({s: p["mu_skip"] for s, p in prior.items()})
-    r["k"] = r["surface"].map({s: p["k_skip"] for s, p in prior.items()})
-    r["mu_plays"] = r["mu"] * r["w_plays"]
-    g = r.groupby("track_id", sort=True).agg(w_plays=("w_plays", "sum"), w_skips=("w_skips", "sum"),
-                                             mu_plays=("mu_plays", "sum"), k=("k", "min"))
-    n = g["w_plays"].to_numpy()
-    mu = np.where(n > 0, g["mu_plays"].to_numpy() / np.where(n > 0, n, 1.0), 0.0)
-    defined = (mu > 0) & (mu < 1) & (mu + cfg.guardrail_delta < 1)
-    probs = np.zeros(len(g))
+    play-weighted mix of the surfaces' baselines, under the weakest of their
+    priors. (surface, track) arrays and per-surface baselines in, a bool per
+    track out; only `needed` tracks are tested, the others are False."""
+    n = w_plays.shape[1]
+    plays, skips, mu_plays = compensated_sum(np.stack([w_plays, w_skips, mu_skip[:, None] * w_plays], axis=1))
+    mu = np.where(plays > 0, mu_plays / np.where(plays > 0, plays, 1.0), 0.0)
+    defined = (mu > 0) & (mu < 1) & (mu + cfg.guardrail_delta < 1) & needed
+    probs = np.zeros(n)
     if defined.any():
-        probs[defined] = prob_above(g["w_skips"].to_numpy()[defined], n[defined], mu[defined],
-                                    g["k"].to_numpy()[defined], mu[defined] + cfg.guardrail_delta)
-    return pd.Series(probs > cfg.guardrail_confidence, index=g.index)
+        probs[defined] = prob_above(skips[defined], plays[defined], mu[defined], np.min(k_skip),
+                                    mu[defined] + cfg.guardrail_delta)
+    return probs > cfg.guardrail_confidence
 
 
-def _campaign_floors(r: pd.DataFrame, eligible: np.ndarray, upper: np.ndarray, aggregates: pd.DataFrame,
-                     surface: str, as_of_num: int, today: int, on_surface: np.ndarray,
-                     cfg: Config) -> pd.DataFrame:
-    """Per campaign live on the score date with tracks enrolled on this surface:
-    delivered to date, maximal boost, pacing multiplier and floor. Dates are day
-    numbers here (`daynums`); `r` has `_start` and `_end`, `aggregates` has `_dt`."""
-    live = (r["_start"].to_numpy() <= today) & (r["_end"].to_numpy() >= today) & on_surface
-    columns = ["campaign_id", "flight_start", "flight_end", "licensor_id", "delivered_to_date",
-               "eligible_tracks", "max_boost", "pacing_multiplier", "floor"]
-    if not live.any():
-        return pd.DataFrame(columns=columns)
-    rl = r.loc[live, ["campaign_id", "track_id", "_start", "_end", "licensor_id"]].copy()
-    rl["ub"] = upper[live]
-    rl["elig"] = eligible[live].astype(np.int64)
-    # promoted plays of each track on this surface since its flight started
-    a = aggregates.loc[aggregates["surface"].to_numpy() == surface, ["track_id", "_dt", "promoted_plays"]]
-    a = a.merge(rl[["track_id", "_start"]], on="track_id")
-    a = a[(a["_dt"] >= a["_start"]) & (a["_dt"] <= as_of_num)]
-    delivered = a.groupby("track_id")["promoted_plays"].sum()
-    rl["delivered"] = rl["track_id"].map(delivered).fillna(0.0).astype(float)
-    camp = rl.groupby("campaign_id", sort=True).agg(
-        _start=("_start", "min"), _end=("_end", "max"), licensor_id=("licensor_id", "first"),
-        delivered_to_date=("delivered", "sum"), eligible_tracks=("elig", "sum"), max_boost=("ub", "sum"),
-    ).reset_index()
-    base = cfg.floor_fraction * camp["max_boost"].to_numpy()
-    mult = pacing_multiplier(camp["delivered_to_date"].to_numpy(), base,
-                             camp["_end"].to_numpy() - camp["_start"].to_numpy() + 1,
-                             camp["_end"].to_numpy() - today + 1, cfg.pacing_min, cfg.pacing_max)
-    camp["pacing_multiplier"] = np.atleast_1d(mult)
-    camp["floor"] = np.minimum(base * camp["pacing_multiplier"].to_numpy(), camp["max_boost"].to_numpy())
-    camp["flight_start"], camp["flight_end"] = dates(camp["_start"]), dates(camp["_end"])
-    camp["eligible_tracks"] = camp["eligible_tracks"].astype("int64")
-    return camp[columns]
+def _campaign_floors(campaign: np.ndarray, live: np.ndarray, eligible: np.ndarray, upper: np.ndarray,
+                     delivered: np.ndarray, start: np.ndarray, end: np.ndarray, today: int,
+                     cfg: Config) -> dict:
+    """Per (surface, campaign) with tracks live on the score date and enrolled
+    on the surface (`live`): delivered to date, maximal boost, pacing
+    multiplier and floor, as arrays ordered by surface then campaign id.
 
+    `campaign` holds each track's code among the market's campaigns in id
+    order; the other arrays are (surface, track), `delivered` the promoted plays
+    since the track's flight start; dates are day numbers. Also returned:
+    `offsets`, where each surface's campaigns start, and `group`, each (surface,
+    track)'s campaign in its surface's problem: the campaign's index among the
+    surface's, or one extra floor-less group past them for a track whose
+    campaign is not live there (its upper bound is 0, so any valid group does)."""
+    n_surfaces, n = live.shape
+    n_campaigns = int(campaign.max()) + 1 if n else 0
+    surface, track = np.nonzero(live)   # surface by surface, tracks in order
+    key = surface * n_campaigns + campaign[track]
+    present = np.zeros(n_surfaces * n_campaigns, dtype=bool)
+    present[key] = True
+    keys = np.flatnonzero(present)
+    index = np.full(n_surfaces * n_campaigns, -1, dtype=np.int64)
+    index[keys] = np.arange(len(keys))
+    group, m = index[key], len(keys)
 
-def _build_problem(r: pd.DataFrame, value, upper, camp: pd.DataFrame, K: float, cfg: Config,
-                   penalty: float) -> tuple[allocation.Problem, np.ndarray]:
-    artist = pd.factorize(r["artist_id"], sort=True)[0]
-    licensor = pd.factorize(r["licensor_id"], sort=True)[0]
-    camp_index = {c: i for i, c in enumerate(camp["campaign_id"])} if len(camp) else {}
-    # A row whose campaign is not live has upper == 0, so its campaign code only
-    # needs to be valid: put it in an extra floor-less group.
-    extra = len(camp_index)
-    camp_codes = np.array([camp_index.get(c, extra) for c in r["campaign_id"]], dtype=np.int64)
-    floors = np.concatenate([camp["floor"].to_numpy(dtype=float) if len(camp) else np.zeros(0), [0.0]])
-    problem = allocation.Problem(
-        value=np.asarray(value, dtype=float), upper=np.asarray(upper, dtype=float),
-        artist=artist.astype(np.int64), licensor=licensor.astype(np.int64), campaign=camp_codes,
-        floors=floors, capacity=float(K), artist_cap=cfg.artist_share_cap * K,
-        licensor_cap=cfg.licensor_share_cap * K, penalty=float(penalty),
-    )
-    return problem, camp_codes
+    first_row = np.full(m, len(key), dtype=np.int64)
+    np.minimum.at(first_row, group, np.arange(len(key)))
+    flight_start = np.full(m, np.iinfo(np.int64).max)
+    np.minimum.at(flight_start, group, start[track])
+    flight_end = np.full(m, np.iinfo(np.int64).min)
+    np.maximum.at(flight_end, group, end[track])
+    max_boost, delivered_to_date = group_sum(group, np.stack([upper[live], delivered[live]]), m)
+    base = cfg.floor_fraction * max_boost
+    mult = np.atleast_1d(pacing_multiplier(delivered_to_date, base, flight_end - flight_start + 1,
+                                           flight_end - today + 1, cfg.pacing_min, cfg.pacing_max))
+
+    offsets = np.searchsorted(keys // max(n_campaigns, 1), np.arange(n_surfaces + 1))
+    local = index[np.arange(n_surfaces)[:, None] * n_campaigns + campaign[None, :]]
+    return dict(
+        surface=keys // max(n_campaigns, 1), campaign=keys % max(n_campaigns, 1), first_row=track[first_row],
+        flight_start=flight_start, flight_end=flight_end, delivered_to_date=delivered_to_date,
+        max_boost=max_boost, eligible_tracks=np.bincount(group[eligible[live]], minlength=m).astype(np.int64),
+        pacing_multiplier=mult, floor=np.minimum(base * mult, max_boost), offsets=offsets,
+        group=np.where(local >= 0, local - offsets[:-1, None], np.diff(offsets)[:, None]))

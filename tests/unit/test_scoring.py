@@ -2,10 +2,12 @@
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from pipelines import scoring
 from pipelines.config import Config
@@ -421,3 +423,129 @@ def test_random_markets_respect_every_cap(market):
             assert row.shortfall == pytest.approx(max(0.0, row.floor - row.planned), abs=1e-9)
             assert 0 <= row.floor <= row.max_boost + 1e-9
             assert cfg.pacing_min <= row.pacing_multiplier <= cfg.pacing_max
+
+
+# ------------------------------------------------- array helpers of a market ---
+def _pandas_group_sum(codes, values, n_groups):
+    """The reference: what a pandas group-by sum gives (rows coded -1 dropped)."""
+    df = pd.DataFrame({"g": codes, "v": values})
+    return df[df["g"] >= 0].groupby("g")["v"].sum().reindex(range(n_groups), fill_value=0.0).to_numpy()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 6), st.floats(-1e6, 1e6, **finite)
+                          | st.sampled_from([1e16, -1e16, 0.1, 1e-10, 3.0])), max_size=60))
+def test_group_sum_is_bit_for_bit_a_pandas_group_by_sum(rows):
+    """Kahan-compensated in row order, like pandas: a plain sum rounds
+    differently (1e16 + 1 + 1 ...), so the scores would move."""
+    codes = np.array([c for c, _ in rows], dtype=np.int64)
+    values = np.array([v for _, v in rows], dtype=float)
+    expected = _pandas_group_sum(codes, values, 7)
+    np.testing.assert_array_equal(scoring.group_sum(codes, values, 7), expected)
+    both = scoring.group_sum(codes, np.stack([values, -2.0 * values]), 7)
+    np.testing.assert_array_equal(both[0], expected)
+    np.testing.assert_array_equal(both[1], _pandas_group_sum(codes, -2.0 * values, 7))
+
+
+def test_group_sum_differs_from_a_naive_sum_where_pandas_does():
+    codes = np.zeros(5, dtype=np.int64)
+    values = np.array([1e16, 1.0, 1.0, 1.0, 1.0])
+    assert scoring.group_sum(codes, values, 1)[0] == 1e16 + 4.0   # compensated
+    assert np.bincount(codes, weights=values)[0] == 1e16           # naive loses the ones
+
+
+@given(st.lists(st.lists(st.floats(-1e9, 1e9, **finite) | st.just(1e16), min_size=4, max_size=4),
+                min_size=1, max_size=6))
+def test_compensated_sum_is_the_group_sum_of_terms_in_order(terms):
+    terms = np.array(terms)          # (k terms, 4 groups)
+    codes = np.tile(np.arange(4), len(terms))
+    np.testing.assert_array_equal(scoring.compensated_sum(terms), _pandas_group_sum(codes, terms.ravel(), 4))
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=30))
+def test_sorted_codes_is_pandas_factorize_sorted(values):
+    values = np.array(values, dtype=object)
+    codes, uniques = scoring.sorted_codes(values)
+    want_codes, want_uniques = pd.factorize(values, sort=True)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert list(uniques) == list(want_uniques)
+
+
+@settings(deadline=None)
+@given(successes=st.floats(0, 500), extra=st.floats(0, 500), baseline=st.floats(0.001, 0.999),
+       strength=st.floats(0, 1000), threshold=st.floats(-0.5, 1.5))
+def test_prob_above_is_the_beta_survival_function(successes, extra, baseline, strength, threshold):
+    """`special.betaincc` directly: the values `stats.beta.sf` gives, ends of the support included."""
+    trials = successes + extra
+    a = max(baseline * strength + successes, 1e-9)
+    b = max((1 - baseline) * strength + trials - successes, 1e-9)
+    want = 0.0 if threshold >= 1.0 else scipy_stats.beta.sf(min(threshold, 1.0), a, b)
+    assert scoring.prob_above(successes, trials, baseline, strength, threshold) == want
+
+
+def test_daynums_of_dates_datetimes_and_strings():
+    days = [dt.date(1969, 12, 31), dt.date(1970, 1, 1), dt.date(2024, 5, 21)]
+    want = [-1, 0, 19864]
+    assert scoring.daynums(pd.Series(days, dtype=object)).tolist() == want
+    assert scoring.daynums(pd.Series(pd.to_datetime(days))).tolist() == want
+    assert scoring.daynums(pd.Series([d.isoformat() for d in days])).tolist() == want
+    with_null = scoring.daynums(pd.Series([days[2], None], dtype=object))
+    assert with_null[0] == want[2] and with_null[1] == np.datetime64("NaT").astype(np.int64)
+    assert scoring.daynums(pd.Series([], dtype=object)).tolist() == []
+
+
+def test_enrolled_on_reads_lists_and_arrays():
+    surfaces = np.array([["radio", "mixes"], np.array(["autoplay"], dtype=object), [], ["search", "radio"]],
+                        dtype=object)
+    on = scoring.enrolled_on(surfaces)
+    assert on.shape == (len(PROMOTION_SURFACES), 4)
+    got = {(PROMOTION_SURFACES[s], t) for s, t in zip(*np.nonzero(on))}
+    assert got == {("radio", 0), ("mixes", 0), ("autoplay", 1), ("radio", 3)}
+
+
+def test_first_reason_takes_the_first_broken_rule():
+    broken = np.zeros((len(scoring.REASONS), 4), dtype=bool)
+    broken[2, 0] = broken[5, 0] = True      # outside_flight before too_few_plays
+    broken[6, 1] = True
+    broken[0, 3] = True
+    assert scoring.first_reason(broken).tolist() == ["outside_flight", "listeners_dislike", None,
+                                                     "campaign_cancelled"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["t", "u", "v"]), st.sampled_from(["c1", "c2", "c3", "c4"]),
+                          st.integers(-40, 40), st.integers(0, 40),
+                          st.sampled_from(["active", "active", "paused", "cancelled"])),
+                min_size=1, max_size=12, unique_by=lambda r: (r[0], r[1])))
+def test_choose_enrollments_is_the_sort_and_drop_duplicates_it_describes(rows):
+    enrolled = frame([enroll_row(t, campaign_id=c, start_date=SCORE_DATE + dt.timedelta(days=s),
+                                 end_date=SCORE_DATE + dt.timedelta(days=s + length), status=status)
+                      for t, c, s, length, status in rows], ENROLLMENTS)
+    e = enrolled.assign(_live=(enrolled["status"] == "active")
+                        & (enrolled["start_date"] <= SCORE_DATE) & (enrolled["end_date"] >= SCORE_DATE))
+    want = (e.sort_values(["track_id", "market", "_live", "start_date", "campaign_id"],
+                          ascending=[True, True, False, False, True], kind="mergesort")
+            .drop_duplicates(["track_id", "market"], keep="first").drop(columns="_live"))
+    got = scoring.choose_enrollments(enrolled, SCORE_DATE)
+    assert list(got.index) == list(want.index)
+
+
+def test_campaign_floors_group_live_rows_by_surface_then_campaign():
+    campaign = np.array([0, 1, 0, 2])
+    live = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=bool)
+    eligible = live & np.array([True, False, True, True])
+    upper = np.where(eligible, np.array([1.0, 2.0, 4.0, 8.0]), 0.0)
+    delivered = np.full(live.shape, 10.0)
+    start, end = np.array([0, 5, 2, 1]), np.array([30, 20, 25, 40])
+    camp = scoring._campaign_floors(campaign, live, eligible, upper, delivered, start, end, 10, CFG)
+    assert camp["surface"].tolist() == [0, 0, 2, 2] and camp["campaign"].tolist() == [0, 1, 0, 2]
+    assert camp["offsets"].tolist() == [0, 2, 2, 4]
+    assert camp["first_row"].tolist() == [0, 1, 0, 3]
+    assert camp["flight_start"].tolist() == [0, 5, 0, 1] and camp["flight_end"].tolist() == [30, 20, 30, 40]
+    assert camp["max_boost"].tolist() == [5.0, 0.0, 1.0, 8.0]
+    assert camp["eligible_tracks"].tolist() == [2, 0, 1, 1]
+    assert camp["delivered_to_date"].tolist() == [20.0, 10.0, 10.0, 10.0]
+    np.testing.assert_array_equal(camp["floor"], np.minimum(
+        CFG.floor_fraction * camp["max_boost"] * camp["pacing_multiplier"], camp["max_boost"]))
+    # each row's campaign in its surface's problem; past the surface's campaigns: the floor-less group
+    assert camp["group"].tolist() == [[0, 1, 0, 2], [0, 0, 0, 0], [0, 2, 0, 1]]
