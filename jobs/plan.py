@@ -5,7 +5,9 @@ here, before the pipeline starts, so bad inputs fail fast with the file named.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
+import tempfile
 
 import pyarrow.parquet as pq
 
@@ -17,6 +19,8 @@ from pipelines.scoring import window_days
 from schemas import ENGAGEMENT, ENROLLMENTS, schema_mismatches
 
 PACING_LOOKBACK_DAYS = 31  # monthly flights: delivery to date needs up to a month
+MIN_SHARDS = 16
+SHARD_INPUT_ROWS = 1_000_000  # raw events per aggregation shard, at most: a shard's memory stays bounded
 
 
 class MissingInput(InputFileError):
@@ -40,16 +44,32 @@ def snapshot_dir(output_root: str, score_date: dt.date, snapshot_id: str) -> str
     return storage.join(output_root, "snapshots", f"score_date={score_date.isoformat()}", snapshot_id)
 
 
-def check_file_schema(uri: str, contract) -> None:
-    """Read a Parquet footer and compare it with the contract; raise naming the file."""
+def scratch_root(output_root: str, snapshot_id: str) -> str:
+    """Where a run keeps its working files (the aggregation's spilled shards).
+    A local output gets a local temporary folder; a gs:// output a folder under
+    it, which Dataflow workers can all reach. Deleted when the run ends."""
+    if storage.is_gcs(output_root):
+        return storage.join(output_root, "_scratch", snapshot_id)
+    return storage.join(tempfile.gettempdir(), f"oasis-scratch-{snapshot_id}")
+
+
+def shards_for(rows: int) -> int:
+    return max(MIN_SHARDS, math.ceil(rows / SHARD_INPUT_ROWS))
+
+
+def check_file_schema(uri: str, contract) -> int:
+    """Read a Parquet footer and compare it with the contract; raise naming the
+    file. Returns the file's row count."""
     try:
-        schema = pq.read_schema(storage.open_input(uri))
+        footer = pq.ParquetFile(storage.open_input(uri))
+        schema, rows = footer.schema_arrow, footer.metadata.num_rows
     except Exception as e:
         raise InputFileError(f"{uri}: cannot be read as Parquet: {e}") from None
     problems = schema_mismatches(contract.arrow(), schema)
     if problems:
         raise InputFileError(f"{uri}: schema does not match the {contract.name} contract: "
                              + "; ".join(problems))
+    return rows
 
 
 def stored_build(output_root: str, day: dt.date) -> str | None:
@@ -63,9 +83,10 @@ def stored_build(output_root: str, day: dt.date) -> str | None:
 
 def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, *,
               snapshot_id: str | None = None, rebuild: set[dt.date] = frozenset(),
-              method: str = "exact", shards: int = 16) -> tuple[RunPlan, dict]:
+              method: str = "exact") -> tuple[RunPlan, dict]:
     """(plan, inputs record for the manifest). Raises MissingInput / InputFileError."""
     snapshot_id = snapshot_id or new_snapshot_id()
+    scratch = scratch_root(output_root, snapshot_id)
     enroll_files = storage.list_files(partition(input_root, "enrollments", as_of), ".parquet")
     if not enroll_files:
         raise MissingInput(f"no enrollments partition for {as_of}: "
@@ -99,11 +120,14 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, *,
             if day in in_window:
                 missing.append(day)
             continue
+        rows = 0
         for f in files:
-            check_file_schema(f, ENGAGEMENT)
+            rows += check_file_schema(f, ENGAGEMENT)
             inputs["engagement"][f] = storage.fingerprint(f)
         build_days.append(BuildDay(day, files, _enrolled_tracks(input_root, day),
-                                   storage.join(aggregates_root(output_root, day), f"build={snapshot_id}")))
+                                   storage.join(aggregates_root(output_root, day), f"build={snapshot_id}"),
+                                   scratch_dir=storage.join(scratch, f"dt={day.isoformat()}"),
+                                   shards=shards_for(rows)))
         observed.append(day)
 
     plan = RunPlan(
@@ -111,7 +135,7 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, *,
         build_days=build_days, stored_days=stored_days, observed_days=sorted(observed),
         snapshot_dir=snapshot_dir(output_root, as_of + dt.timedelta(days=1), snapshot_id),
         dead_letter_dir=storage.join(output_root, "dead_letters", f"run={snapshot_id}"),
-        shards=shards, method=method, missing_days=sorted(missing),
+        scratch_dir=scratch, method=method, missing_days=sorted(missing),
     )
     return plan, inputs
 

@@ -40,12 +40,28 @@ def conform_batch(table: pa.Table, contract, source_file: str) -> pa.Table:
 
 
 def _reasons(rules: list[tuple[str, pa.Array]], n: int) -> pa.Array:
-    """The first rule broken per row (rules in priority order), null when none."""
-    reason = pa.nulls(n, pa.string())
-    for name, broken in reversed(rules):
-        broken = pc.fill_null(broken, True)
-        reason = pc.if_else(broken, pa.scalar(name), reason)
-    return reason
+    """The first rule broken per row (rules in priority order), null when none.
+    Built as rule codes in numpy, then a dictionary array of the rule names cast
+    to strings, so only the (few) broken rows carry a string."""
+    code = np.full(n, -1, dtype=np.int8)
+    for k in range(len(rules) - 1, -1, -1):
+        broken = pc.fill_null(rules[k][1], True)
+        if isinstance(broken, pa.ChunkedArray):
+            broken = broken.combine_chunks()
+        if broken.true_count:
+            code[broken.to_numpy(zero_copy_only=False)] = k
+    if not (code >= 0).any():
+        return pa.nulls(n, pa.string())
+    names = pa.array([name for name, _ in rules], pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), names).cast(pa.string())
+
+
+def _matches(column, pattern: str) -> pa.Array:
+    """Regex match per row, run once per distinct value (markets repeat)."""
+    enc = pc.dictionary_encode(column)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    return pc.take(pc.match_substring_regex(enc.dictionary, pattern), enc.indices)
 
 
 def _null_rules(table: pa.Table, contract) -> list[tuple[str, pa.Array]]:
@@ -70,7 +86,7 @@ def check_engagement(table: pa.Table, day: dt.date, slack_hours: float) -> tuple
         ("empty_event_id", _empty(table.column("event_id"))),
         ("empty_user_id", _empty(table.column("user_id"))),
         ("empty_track_id", _empty(table.column("track_id"))),
-        ("malformed_market", pc.invert(pc.match_substring_regex(table.column("market"), MARKET_PATTERN))),
+        ("malformed_market", pc.invert(_matches(table.column("market"), MARKET_PATTERN))),
         ("unknown_surface", pc.invert(pc.is_in(table.column("surface"), pa.array(ALL_SURFACES)))),
         ("negative_ms_played", pc.less(table.column("ms_played"), 0)),
         ("nonpositive_duration_ms", pc.less_equal(table.column("duration_ms"), 0)),
@@ -110,10 +126,10 @@ def split_good_bad(table: pa.Table, reasons: pa.Array, *, day: dt.date, source: 
                    source_file: str) -> tuple[pa.Table, pa.Table]:
     """(rows keeping the contract, dead-letter rows). JSON is built only for the
     bad rows, which are few."""
+    if reasons.null_count == len(reasons):
+        return table, DEAD_LETTERS.empty()
     ok = pc.is_null(reasons)
     good = table.filter(ok)
-    if good.num_rows == table.num_rows:
-        return good, DEAD_LETTERS.empty()
     bad_mask = pc.invert(ok)
     bad_rows = table.filter(bad_mask).to_pylist()
     bad_reasons = reasons.filter(bad_mask)

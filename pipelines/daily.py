@@ -24,6 +24,8 @@ class BuildDay:
     engagement_files: list[str]
     enrolled_tracks: list[str] | None  # that day's export's tracks; None: keep all
     aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
+    scratch_dir: str  # this run's working files for the day, deleted when the run ends
+    shards: int = 16
 
 
 @dataclass
@@ -44,7 +46,7 @@ class RunPlan:
     observed_days: list[dt.date]
     snapshot_dir: str  # where this run's tables are written (not yet published)
     dead_letter_dir: str
-    shards: int = 16
+    scratch_dir: str  # the run's working files (one folder per built day), deleted when it ends
     method: str = "exact"
     batch_rows: int = 262_144
     missing_days: list[dt.date] = field(default_factory=list)
@@ -73,7 +75,7 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
                    | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours))
         dead.append(checked.dead)
         daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
-            bd.day, plan.shards, bd.enrolled_tracks)
+            bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir)
         _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
         _ = (daily["totals"]
              | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t))

@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 
 import duckdb
 import pyarrow as pa
@@ -57,6 +58,10 @@ def test_run_publishes_snapshot_latest_and_warehouse(published):
     # the config and every input partition read are recorded
     assert m["config"]["window_days"] == 28 and m["inputs"]["engagement"] and m["inputs"]["enrollments"]
     assert all(v.startswith("sha256:") for v in m["inputs"]["engagement"].values())
+    # the aggregation's spilled shards were read back and removed; every phase is timed
+    assert m["metrics"]["rows_spilled"] > 0
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"oasis-scratch-{m['snapshot_id']}*"))
+    assert set(m["seconds"]) == {"plan", "pipeline", "describe_and_gates", "report"}
     # warehouse: same rows for the score date, registry and latest views
     con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
     for name in ("promotion_scores", "campaign_delivery", "capacity"):

@@ -250,6 +250,9 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     prefix = f"out/snapshots/score_date={SD}/{sid}/"
     assert {"out/snapshots/LATEST", prefix + "_MANIFEST.json"} <= names
     assert cloud.latest() == f"score_date={SD}/{sid}"
+    # the aggregation spilled its shards under the output root, and they are gone
+    assert m["metrics"]["rows_spilled"] > 0
+    assert not list(cloud.gcs().list_blobs(cloud.bucket, prefix="out/_scratch/"))
     for name, t in m["tables"].items():
         assert t["rows"] > 0 and t["rows"] == sum(f["rows"] for f in t["files"])
         for f in t["files"]:

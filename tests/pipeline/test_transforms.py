@@ -14,9 +14,10 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
+from pipelines import arrow_ops
 from pipelines.config import Config
 from pipelines.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ReadInputBatches,
-                                  ScoreMarkets, WriteParquetParts)
+                                  ScoreMarkets, SpillShardsFn, WriteParquetParts, read_spilled)
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS,
                      PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
@@ -114,7 +115,7 @@ def _ms(*rows):
     return sum(r["ms_played"] for r in rows)
 
 
-def test_aggregate_daily_signals():
+def test_aggregate_daily_signals(tmp_path):
     e1 = event("e1", user="u1", saved=True, ms_played=10_000)
     e2 = event("e2", user="u2", skipped=True, promoted=True, ms_played=2_000)
     e3 = event("e3", user="u1", ms_played=50_000)
@@ -156,8 +157,8 @@ def test_aggregate_daily_signals():
 
     with test_pipeline.TestPipeline() as p:
         good = p | beam.Create(batches)
-        enrolled = good | "Enrolled" >> AggregateDailySignals(DAY, 4, ["t1", "t3", "t9"])
-        everything = good | "AllTracks" >> AggregateDailySignals(DAY, 3, None)
+        enrolled = good | "Enrolled" >> AggregateDailySignals(DAY, 4, ["t1", "t3", "t9"], str(tmp_path / "a"))
+        everything = good | "AllTracks" >> AggregateDailySignals(DAY, 3, None, str(tmp_path / "b"))
         assert_that(enrolled["tracks"] | "TrackRows" >> beam.FlatMap(track_rows),
                     equal_to(expected_tracks), label="tracks")
         assert_that(enrolled["totals"] | "TotalRows" >> beam.FlatMap(totals_rows),
@@ -169,6 +170,37 @@ def test_aggregate_daily_signals():
                     equal_to(expected_all_tracks), label="all_tracks")
         assert_that(everything["totals"] | "AllTotalRows" >> beam.FlatMap(totals_rows),
                     equal_to(expected_totals), label="all_totals")
+
+
+def test_only_references_to_spilled_shards_cross_the_shuffle(tmp_path):
+    """The rows go to scratch files; the shuffle carries (shard, (order, uri,
+    index)) and reading a shard back gives exactly its promotion-surface rows."""
+    rows = [event(f"e{i}", track=f"t{i % 7}", surface=["radio", "search", "mixes"][i % 3]) for i in range(60)]
+    batches = [((0, 0), events(rows[:30])), ((0, 1), events(rows[30:]))]
+    scratch = str(tmp_path / "scratch")
+
+    def check_refs(refs):
+        by_shard = {}
+        for shard, ref in refs:
+            order, uri, index = ref
+            if not (isinstance(shard, int) and 0 <= shard < 5 and isinstance(uri, str)
+                    and uri.startswith(scratch) and isinstance(index, int)):
+                raise BeamAssertException(f"not a reference to a spilled shard: {(shard, ref)!r}")
+            by_shard.setdefault(shard, []).append(ref)
+        seen = []
+        for shard, shard_refs in by_shard.items():
+            table = read_spilled(shard_refs)
+            tracks = set(table.column("track_id").to_pylist())
+            if set(arrow_ops.stable_shard(pa.array(sorted(tracks)), 5).tolist()) != {shard}:
+                raise BeamAssertException(f"shard {shard} holds tracks of other shards: {tracks}")
+            seen += table.column("event_id").to_pylist()
+        expected = [r["event_id"] for r in rows if r["surface"] in PROMOTION_SURFACES]
+        if sorted(seen) != sorted(expected):
+            raise BeamAssertException(f"spilled rows {sorted(seen)} != {sorted(expected)}")
+
+    with test_pipeline.TestPipeline() as p:
+        refs = p | beam.Create(batches) | beam.ParDo(SpillShardsFn(scratch, 5))
+        assert_that(refs, check_refs)
 
 
 # ------------------------------------------------------------ ScoreMarkets ---

@@ -3,7 +3,7 @@
 
 Random mixes of good rows and rows breaking one or several rules of DESIGN §3
 go through the same pure functions the Beam pipeline runs, in the same order:
-`check_engagement` -> `split_good_bad` -> `shard_events` -> `AggregateShardFn`.
+`check_engagement` -> `split_good_bad` -> `SpillShardsFn` -> `AggregateShardFn`.
 An independent per-row oracle of the contract (written here from the design,
 not from the implementation) decides which rows are bad; the aggregates must
 equal the aggregates of the oracle-good rows alone.
@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 
 import pyarrow as pa
@@ -28,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.contract import check_engagement, split_good_bad
-from pipelines.transforms import AggregateShardFn, shard_events
+from pipelines.transforms import AggregateShardFn, SpillShardsFn
 from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, PROMOTION_SURFACES
 
 UTC = dt.timezone.utc
@@ -153,17 +154,20 @@ def run_pure_pipeline(rows):
     reasons = check_engagement(table, DAY, SLACK_H)
     good, dead = split_good_bad(table, reasons, day=DAY, source="engagement", source_file="in/part-0.parquet")
     groups = defaultdict(list)
-    for shard, part in shard_events(((0, 0), good), SHARDS):
-        groups[shard].append(part)
-    fn = AggregateShardFn(DAY, None)  # None: keep every track, so a leaked poison track would show
-    fn.setup()
     tracks, totals = [], []
-    for shard, parts in sorted(groups.items()):
-        for out in fn.process((shard, parts)):
-            if hasattr(out, "tag"):
-                totals.append(out.value)
-            else:
-                tracks.append(out[1])
+    with tempfile.TemporaryDirectory() as scratch:
+        spill = SpillShardsFn(scratch, SHARDS)
+        spill.setup()
+        for shard, ref in spill.process(((0, 0), good)):
+            groups[shard].append(ref)
+        fn = AggregateShardFn(DAY, None)  # None: keep every track, so a leaked poison track would show
+        fn.setup()
+        for shard, refs in sorted(groups.items()):
+            for out in fn.process((shard, refs)):
+                if hasattr(out, "tag"):
+                    totals.append(out.value)
+                else:
+                    tracks.append(out[1])
     return table, reasons, good, dead, tracks, totals
 
 
