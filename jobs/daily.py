@@ -262,7 +262,7 @@ def _run(req: RunRequest, progress) -> RunResult:
              f"building {len(plan.build_days)} day(s) of aggregates, reusing {len(plan.stored_days)}")
     created_at = dt.datetime.now(dt.timezone.utc)
     try:
-        options = pipeline_options(req.beam_args)
+        options = PipelineOptions(req.beam_args)
         p = beam.Pipeline(options=options)
         daily.build(p, plan)
         result = p.run()
@@ -426,16 +426,6 @@ class Laps:
         self.seconds[phase] = round(now - self.last, 3)
         self.last = now
         log.info("%s took %.2f s", phase, self.seconds[phase])
-
-
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """The Beam options of a run. Graph-construction type checking is off
-    unless asked for (--pipeline_type_check): it costs about 0.5 s a run and
-    finds nothing in elements that are all Arrow tables; the tests build the
-    same graph with it on."""
-    if "--pipeline_type_check" in beam_args:
-        return PipelineOptions([a for a in beam_args if a != "--pipeline_type_check"])
-    return PipelineOptions(["--no_pipeline_type_check", *beam_args])
 
 
 def _remove_scratch(plan: daily.RunPlan) -> None:

@@ -12,8 +12,8 @@ import apache_beam as beam
 from pipelines import storage
 from pipelines.config import Config
 from pipelines.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments,
-                                  ReadInputBatches, ReadStoredAggregates, ScoreMarkets, WriteParquetParts,
-                                  concat_dead_letters)
+                                  Named, ReadInputBatches, ReadStoredAggregates, ScoreMarkets, Table,
+                                  WriteParquetParts, concat_dead_letters)
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 
@@ -78,7 +78,7 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
             bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir)
         _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
         _ = (daily["totals"]
-             | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t))
+             | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
              | f"WriteTotals[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "totals")))
         track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
         totals.append(daily["totals"])
@@ -102,9 +102,9 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     _ = (tuple(dead)
          | "FlattenDeadLetters" >> beam.Flatten()
          | "CollectDeadLetters" >> beam.combiners.ToList()
-         | "SortDeadLetters" >> beam.Map(concat_dead_letters)
+         | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(Table)
          | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
-         | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t))
+         | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
          | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
             "written": written, "latest_enrollments": latest}

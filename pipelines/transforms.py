@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -23,11 +24,15 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipelines import arrow_ops, contract, storage
+from pipelines.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from pipelines.config import Config
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
                      PROMOTION_SURFACES, SURFACE_TOTALS)
 
 NAMESPACE = "oasis"
+# Output types: they make Beam encode tables with ArrowTableCoder (see pipelines.coders).
+Table = pa.Table
+Named = Tuple[str, pa.Table]  # (part or market name, table)
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +75,8 @@ class ReadInputBatches(beam.PTransform):
                 | "ListFiles" >> beam.Create(list(enumerate(self.files)))
                 | "SpreadFiles" >> beam.Reshuffle()
                 | "ReadBatches" >> beam.ParDo(ReadParquetBatchesFn(self.contract_table, self.batch_rows,
-                                                                     self.metric)))
+                                                                     self.metric))
+                .with_output_types(Tuple[Tuple[int, int, str], Table]))
 
 
 # ----------------------------------------------------------------- check ---
@@ -107,9 +113,10 @@ class CheckContract(beam.PTransform):
         self.source, self.day, self.slack_hours = source, day, slack_hours
 
     def expand(self, batches):
-        return batches | "CheckRows" >> beam.ParDo(
-            CheckContractFn(self.source, self.day, self.slack_hours)).with_outputs(
-                CheckContractFn.DEAD, main="good")
+        return batches | "CheckRows" >> (
+            beam.ParDo(CheckContractFn(self.source, self.day, self.slack_hours))
+            .with_output_types(Tuple[Tuple[int, int], Table], **{CheckContractFn.DEAD: Table})
+            .with_outputs(CheckContractFn.DEAD, main="good"))
 
 
 def _concat_latest(tables):
@@ -123,7 +130,7 @@ class LatestEnrollments(beam.PTransform):
         return (good
                 | "DropOrder" >> beam.Values()
                 | "CollectExport" >> beam.combiners.ToList()
-                | "KeepLatestPerKey" >> beam.Map(_concat_latest))
+                | "KeepLatestPerKey" >> beam.Map(_concat_latest).with_output_types(Table))
 
 
 # ------------------------------------------------------------- aggregate ---
@@ -249,10 +256,11 @@ class AggregateDailySignals(beam.PTransform):
                | "SpillShards" >> beam.ParDo(SpillShardsFn(self.scratch_dir, self.shards))
                | "GroupShards" >> beam.GroupByKey()
                | "AggregateShards" >> beam.ParDo(AggregateShardFn(self.day, self.enrolled_tracks))
+               .with_output_types(Named, **{AggregateShardFn.TOTALS: Table})
                .with_outputs(AggregateShardFn.TOTALS, main="tracks"))
         totals = (out.totals
                   | "CollectTotals" >> beam.combiners.ToList()
-                  | "SumTotals" >> beam.Map(_sum_totals, self.day))
+                  | "SumTotals" >> beam.Map(_sum_totals, self.day).with_output_types(Table))
         return {"tracks": out.tracks, "totals": totals}
 
 
@@ -269,7 +277,7 @@ class ReadStoredAggregates(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "ListFiles" >> beam.Create(self.files)
-                | "ReadFiles" >> beam.Map(_read_whole, self.contract_table))
+                | "ReadFiles" >> beam.Map(_read_whole, self.contract_table).with_output_types(Table))
 
 
 # ----------------------------------------------------------------- score ---
@@ -351,13 +359,15 @@ class ScoreMarkets(beam.PTransform):
 
     def expand(self, inputs):
         keyed = {
-            "enrollments": inputs["enrollments"] | "KeyEnrollments" >> beam.FlatMap(_by_market),
-            "aggregates": inputs["aggregates"] | "KeyAggregates" >> beam.FlatMap(_by_market),
-            "totals": inputs["totals"] | "KeyTotals" >> beam.FlatMap(_by_market),
+            name: pcoll | f"Key{name.title()}" >> beam.FlatMap(_by_market).with_output_types(Named)
+            for name, pcoll in (("enrollments", inputs["enrollments"]), ("aggregates", inputs["aggregates"]),
+                                ("totals", inputs["totals"]))
         }
         out = (keyed
                | "JoinByMarket" >> beam.CoGroupByKey()
-               | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args)).with_outputs(
+               | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args))
+               .with_output_types(Named, **{ScoreMarketFn.DELIVERY: Named, ScoreMarketFn.CAPACITY: Named})
+               .with_outputs(
                    ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, main="scores"))
         return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity}
 
