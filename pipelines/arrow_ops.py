@@ -95,15 +95,23 @@ def split_by(table: pa.Table, columns: list[str]) -> Iterator[tuple[tuple, pa.Ta
         yield tuple(part.column(c)[0].as_py() for c in columns), part
 
 
+def key_runs(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(stable order that groups equal keys, [(key, start, end) per run in that
+    order]) for an integer key array."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+    starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(keys)]])
+    return order, [(int(sorted_keys[s]), int(s), int(e)) for s, e in zip(starts, ends)] if len(keys) else []
+
+
 def split_by_array(table: pa.Table, keys: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
     """Split rows by an integer key array (e.g. shard numbers) into compact parts."""
     if table.num_rows == 0:
         return
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
-    for s, e in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(keys)]])):
-        yield int(sorted_keys[s]), table.take(pa.array(order[s:e]))
+    order, runs = key_runs(keys)
+    for key, s, e in runs:
+        yield key, table.take(pa.array(order[s:e]))
 
 
 def first_per_key(table: pa.Table, key: str) -> pa.Table:

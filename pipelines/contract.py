@@ -123,13 +123,14 @@ def check_enrollments(table: pa.Table) -> pa.Array:
 
 
 def split_good_bad(table: pa.Table, reasons: pa.Array, *, day: dt.date, source: str,
-                   source_file: str) -> tuple[pa.Table, pa.Table]:
+                   source_file: str, good_columns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
     """(rows keeping the contract, dead-letter rows). JSON is built only for the
     bad rows, which are few."""
+    kept = table.select(good_columns) if good_columns else table  # copy only what is used downstream
     if reasons.null_count == len(reasons):
-        return table, DEAD_LETTERS.empty()
+        return kept, DEAD_LETTERS.empty()
     ok = pc.is_null(reasons)
-    good = table.filter(ok)
+    good = kept.filter(ok)
     bad_mask = pc.invert(ok)
     bad_rows = table.filter(bad_mask).to_pylist()
     bad_reasons = reasons.filter(bad_mask)

@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments,
+from pipelines.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
                                   Named, ReadInputBatches, ReadStoredAggregates, ScoreMarkets, Table,
                                   WriteParquetParts, concat_dead_letters)
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
@@ -72,7 +72,8 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         checked = (p
                    | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
                                                                    "engagement", plan.batch_rows)
-                   | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours))
+                   | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours,
+                                                               keep=AGGREGATE_COLUMNS))
         dead.append(checked.dead)
         daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
             bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir)

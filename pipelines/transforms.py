@@ -18,6 +18,7 @@ import logging
 from typing import Tuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -83,8 +84,8 @@ class ReadInputBatches(beam.PTransform):
 class CheckContractFn(beam.DoFn):
     DEAD = "dead"
 
-    def __init__(self, source: str, day: dt.date, slack_hours: float):
-        self.source, self.day, self.slack_hours = source, day, slack_hours
+    def __init__(self, source: str, day: dt.date, slack_hours: float, keep: list[str] | None = None):
+        self.source, self.day, self.slack_hours, self.keep = source, day, slack_hours, keep
 
     def setup(self):
         self.dead_count = counter(f"dead_lettered/{self.source}/{self.day.isoformat()}")
@@ -97,7 +98,7 @@ class CheckContractFn(beam.DoFn):
         else:
             reasons = contract.check_enrollments(table)
         good, dead = contract.split_good_bad(table, reasons, day=self.day, source=self.source,
-                                             source_file=uri)
+                                             source_file=uri, good_columns=self.keep)
         self.read_count.inc(table.num_rows)
         if dead.num_rows:
             self.dead_count.inc(dead.num_rows)
@@ -106,15 +107,17 @@ class CheckContractFn(beam.DoFn):
 
 
 class CheckContract(beam.PTransform):
-    """Tagged outputs: `good` ((order key), table) and `dead` (dead-letter tables)."""
+    """Tagged outputs: `good` ((order key), table) and `dead` (dead-letter tables).
+    `keep`: the columns the good rows carry on (all by default); dead letters
+    always hold the whole row."""
 
-    def __init__(self, source: str, day: dt.date, slack_hours: float):
+    def __init__(self, source: str, day: dt.date, slack_hours: float, keep: list[str] | None = None):
         super().__init__()
-        self.source, self.day, self.slack_hours = source, day, slack_hours
+        self.source, self.day, self.slack_hours, self.keep = source, day, slack_hours, keep
 
     def expand(self, batches):
         return batches | "CheckRows" >> (
-            beam.ParDo(CheckContractFn(self.source, self.day, self.slack_hours))
+            beam.ParDo(CheckContractFn(self.source, self.day, self.slack_hours, self.keep))
             .with_output_types(Tuple[Tuple[int, int], Table], **{CheckContractFn.DEAD: Table})
             .with_outputs(CheckContractFn.DEAD, main="good"))
 
@@ -136,7 +139,13 @@ class LatestEnrollments(beam.PTransform):
 # ------------------------------------------------------------- aggregate ---
 AGGREGATE_COLUMNS = ["event_id", "user_id", "track_id", "market", "surface", "ms_played", "skipped", "saved",
                      "promoted"]
-SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def spill_options(uri: str) -> pa.ipc.IpcWriteOptions:
+    """lz4 on GCS, where bytes cost time; none on a local disk, where they cost
+    less than compressing them (measured on a 262k-row batch: 18 ms vs 8 ms to
+    write, for 6.7 MB vs 8.6 MB)."""
+    return pa.ipc.IpcWriteOptions(compression="lz4" if storage.is_gcs(uri) else None)
 
 
 class SpillShardsFn(beam.DoFn):
@@ -161,19 +170,24 @@ class SpillShardsFn(beam.DoFn):
 
     def process(self, element):
         order, table = element
-        table = table.filter(pc.is_in(table.column("surface"), pa.array(PROMOTION_SURFACES)))
-        if table.num_rows == 0:
+        promo = pc.is_in(table.column("surface"), pa.array(PROMOTION_SURFACES)).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(promo)
+        if len(rows) == 0:
             return
-        table = table.select(AGGREGATE_COLUMNS)
+        shards = arrow_ops.stable_shard(table.column("track_id").take(pa.array(rows)), self.shards)
+        by_shard, runs = arrow_ops.key_runs(shards)
+        # one copy: the promotion rows, projected, in shard order; each shard is
+        # then a zero-copy slice, which the IPC writer writes compactly
+        table = table.select(AGGREGATE_COLUMNS).take(pa.array(rows[by_shard])).combine_chunks()
         uri = storage.join(self.scratch_dir, "part-" + "-".join(f"{i:05d}" for i in order) + ".arrow")
-        refs = []
-        with storage.open_output(uri) as sink, pa.ipc.new_file(sink, table.schema, options=SPILL_OPTIONS) as w:
-            shards = arrow_ops.stable_shard(table.column("track_id"), self.shards)
-            for index, (shard, part) in enumerate(arrow_ops.split_by_array(table, shards)):
-                w.write_table(part, max_chunksize=part.num_rows)
-                refs.append((shard, (order, uri, index)))
+        with storage.open_output(uri) as sink, pa.ipc.new_file(sink, table.schema,
+                                                                   options=spill_options(uri)) as w:
+            for _, start, end in runs:  # one record batch per shard, in `runs` order
+                (batch,) = table.slice(start, end - start).to_batches()
+                w.write_batch(batch)
         self.spilled.inc(table.num_rows)
-        yield from refs
+        for index, (shard, _, _) in enumerate(runs):
+            yield shard, (order, uri, index)
 
 
 def read_spilled(refs) -> pa.Table:
