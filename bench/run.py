@@ -2,7 +2,8 @@
 and the allocation alone, side by side from one run.
 
 Each measured command runs in its own process (os.wait4 gives its CPU time
-and peak memory). Worlds are generated once under bench/data/ (git-ignored)
+and peak memory); OASIS and DuckDB runs are interleaved and medians reported
+(`--repeat`, default 3), because this machine's speed drifts. Worlds are generated once under bench/data/ (git-ignored)
 and reused. Results are printed and written to bench/results/latest.json.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -50,22 +52,38 @@ def oasis(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "jobs.cli", *args]
 
 
-def bench_daily(events: int) -> dict:
+def bench_daily(events: int, repeat: int) -> dict:
+    """The steady-state run and the DuckDB core, interleaved `repeat` times.
+
+    This machine's speed drifts (the same run's CPU time moved between 11 and
+    16 s within minutes), so each OASIS run is paired with a DuckDB run right
+    after it: the ratio is the median of the pairs' ratios, and each side's
+    figures are its medians (peak memory: the largest)."""
     w = world(events)
     out = os.path.join(DATA, f"out{events // 1_000_000}m")
     prev = (END - dt.timedelta(days=1)).isoformat()
     # the day before is already published: only one raw day is aggregated
     subprocess.run(oasis(["run", "--date", prev, "--input", w, "--output", out]), check=True,
                    stdout=subprocess.DEVNULL)
-    run = measure(oasis(["run", "--date", END.isoformat(), "--input", w, "--output", out, "--force"]))
     base_out = os.path.join(DATA, f"duckdb{events // 1_000_000}m.parquet")
-    base = measure([sys.executable, os.path.join(HERE, "duckdb_core.py"), w, END.isoformat(), base_out])
-    row = {"events": events}
-    for name, m in (("oasis", run), ("duckdb", base)):
-        row[name] = {k: round(v, 3) for k, v in m.items() if k != "stdout"}
-        row[name]["events_per_s"] = round(events / m["wall_s"])
-        row[name]["cpu_us_per_event"] = round(m["cpu_s"] / events * 1e6, 3)
-    row["ratio_wall"] = round(run["wall_s"] / base["wall_s"], 2)
+    pairs = []
+    for _ in range(repeat):
+        run = measure(oasis(["run", "--date", END.isoformat(), "--input", w, "--output", out, "--force"]))
+        base = measure([sys.executable, os.path.join(HERE, "duckdb_core.py"), w, END.isoformat(), base_out])
+        pairs.append((run, base))
+    row = {"events": events, "repeat": repeat}
+    for i, name in enumerate(("oasis", "duckdb")):
+        ms = [p[i] for p in pairs]
+        row[name] = {
+            "wall_s": round(statistics.median(m["wall_s"] for m in ms), 3),
+            "cpu_s": round(statistics.median(m["cpu_s"] for m in ms), 3),
+            "peak_mb": round(max(m["peak_mb"] for m in ms), 1),
+            "wall_s_runs": [round(m["wall_s"], 2) for m in ms],
+        }
+        row[name]["events_per_s"] = round(events / row[name]["wall_s"])
+        row[name]["cpu_us_per_event"] = round(row[name]["cpu_s"] / events * 1e6, 3)
+    row["ratio_wall_runs"] = [round(r["wall_s"] / b["wall_s"], 2) for r, b in pairs]
+    row["ratio_wall"] = round(statistics.median(row["ratio_wall_runs"]), 2)
     return row
 
 
@@ -85,7 +103,26 @@ def print_daily(rows):
         o, d = r["oasis"], r["duckdb"]
         print(f"{r['events']:>10,} | {o['wall_s']:>12.2f} {o['events_per_s']:>10,} {o['cpu_us_per_event']:>9.2f} "
               f"{o['peak_mb']:>8.0f} | {d['wall_s']:>13.2f} {d['events_per_s']:>10,} {d['cpu_us_per_event']:>9.2f} "
-              f"{d['peak_mb']:>8.0f} | {r['ratio_wall']:>5.2f}")
+              f"{d['peak_mb']:>8.0f} | {r['ratio_wall']:>5.2f}  (runs: {', '.join(map(str, r.get('ratio_wall_runs', [])))})")
+
+
+def marginal(rows) -> list[dict]:
+    """CPU per extra event between the smallest day and each larger one: the
+    per-event cost without the fixed cost of a run, to check it stays flat."""
+    out = []
+    base = rows[0]
+    for r in rows[1:]:
+        extra = r["events"] - base["events"]
+        out.append({"from": base["events"], "to": r["events"], **{
+            name: round((r[name]["cpu_s"] - base[name]["cpu_s"]) / extra * 1e6, 3) for name in ("oasis", "duckdb")}})
+    return out
+
+
+def print_marginal(rows):
+    print("\nMarginal CPU per extra event (fixed costs cancel out)")
+    print(f"{'events':>22} | {'oasis cpu us/ev':>15} | {'duckdb cpu us/ev':>16}")
+    for m in rows:
+        print(f"{m['from']:>10,} -> {m['to']:>9,} | {m['oasis']:>15.2f} | {m['duckdb']:>16.2f}")
 
 
 def print_allocation(rows):
@@ -101,13 +138,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="events per day, comma-separated")
     ap.add_argument("--skip-allocation", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs per size (medians are reported)")
     args = ap.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     result = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(), "daily": [],
               "allocation": []}
     for events in (int(s) for s in args.sizes.split(",")):
         print(f"measuring the daily run on {events:,} events ...", flush=True)
-        result["daily"].append(bench_daily(events))
+        result["daily"].append(bench_daily(events, args.repeat))
         print_daily(result["daily"][-1:])
     if not args.skip_allocation:
         from bench import allocation
@@ -115,6 +153,9 @@ def main(argv=None) -> int:
         print("measuring the allocation ...", flush=True)
         result["allocation"] = allocation.run()
     print_daily(result["daily"])
+    if len(result["daily"]) > 1:
+        result["marginal"] = marginal(result["daily"])
+        print_marginal(result["marginal"])
     if result["allocation"]:
         print_allocation(result["allocation"])
     path = os.path.join(RESULTS, "latest.json")
