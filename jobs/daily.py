@@ -22,7 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from jobs import faults, logs, publish, validation
-from jobs.plan import aggregates_root, make_plan
+from jobs.plan import aggregates_root, make_plan, stale_scratch
 from jobs.warehouse import open_warehouse, registry_row
 from pipelines import daily, storage
 from pipelines.config import Config
@@ -233,6 +233,7 @@ def _run(req: RunRequest, progress) -> RunResult:
     plan, inputs = make_plan(req.as_of, req.input_root, req.output_root, cfg, method=req.method,
                              rebuild=req.rebuild_days)
     logs.bind(snapshot_id=plan.snapshot_id)
+    _remove_stale_scratch(req.output_root)
     laps.mark("plan")
     version = code_version()
     sources = _source_fingerprints(plan, inputs, req.output_root)
@@ -434,6 +435,21 @@ def _remove_scratch(plan: daily.RunPlan) -> None:
         storage.delete_tree(plan.scratch_dir)
     except Exception as e:  # pragma: no cover - best effort
         log.warning("could not remove the scratch folder %s: %s", plan.scratch_dir, e)
+
+
+def _remove_stale_scratch(output_root: str) -> None:
+    """What killed runs left in their scratch folders (see plan.stale_scratch)."""
+    try:
+        stale = stale_scratch(output_root)
+    except Exception as e:  # pragma: no cover - best effort
+        log.warning("could not list scratch folders: %s", e)
+        return
+    for uri in stale:
+        try:
+            storage.delete_tree(uri)
+            log.info("removed the scratch folder of a killed run: %s", uri)
+        except Exception as e:  # pragma: no cover - best effort
+            log.warning("could not remove the stale scratch folder %s: %s", uri, e)
 
 
 def _discard(plan: daily.RunPlan, keep_dead_letters: bool = True) -> None:

@@ -50,7 +50,35 @@ def scratch_root(output_root: str, snapshot_id: str) -> str:
     it, which Dataflow workers can all reach. Deleted when the run ends."""
     if storage.is_gcs(output_root):
         return storage.join(output_root, "_scratch", snapshot_id)
-    return storage.join(tempfile.gettempdir(), f"oasis-scratch-{snapshot_id}")
+    return storage.join(tempfile.gettempdir(), f"{SCRATCH_PREFIX}{snapshot_id}")
+
+
+SCRATCH_PREFIX = "oasis-scratch-"
+STALE_SCRATCH = dt.timedelta(hours=6)  # far longer than any run: an older folder's run is gone
+
+
+def stale_scratch(output_root: str, now: dt.datetime | None = None) -> list[str]:
+    """Scratch folders left by runs that were killed (a finished or failed run
+    removes its own). The snapshot id in a folder's name says when its run
+    started; folders older than STALE_SCRATCH are stale. They hold raw rows,
+    user ids included, so they must not linger."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if storage.is_gcs(output_root):
+        parent, names = storage.join(output_root, "_scratch"), storage.list_dirs(storage.join(output_root, "_scratch"))
+        ids = {n: n for n in names}
+    else:
+        parent = tempfile.gettempdir()
+        ids = {n: n[len(SCRATCH_PREFIX):] for n in storage.list_dirs(parent) if n.startswith(SCRATCH_PREFIX)}
+    stale = []
+    for name, snapshot_id in ids.items():
+        try:
+            started = dt.datetime.strptime(snapshot_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=dt.timezone.utc)
+        except ValueError:
+            continue  # not ours
+        if now - started > STALE_SCRATCH:
+            stale.append(storage.join(parent, name))
+    return sorted(stale)
 
 
 def shards_for(rows: int) -> int:
