@@ -186,9 +186,17 @@ def cloud(gcs_emulator, bigquery_emulator, tmp_path_factory):
             print(f"\n[gcs+bigquery runs, seconds] {c.seconds}", file=sys.stderr)
 
 
+STALE_RUN = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y%m%dT%H%M%SZ") + "-aaaaaa"
+LIVE_RUN = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)).strftime("%Y%m%dT%H%M%SZ") + "-bbbbbb"
+
+
 @pytest.fixture(scope="module")
 def first(cloud):
-    """A real `oasis run` process, as the schedule starts it."""
+    """A real `oasis run` process, as the schedule starts it. Before it, the
+    scratch folder a killed run left a day ago (it must be removed) and one of a
+    run that may still be going (it must stay)."""
+    storage.write_bytes(f"{cloud.output}/_scratch/{STALE_RUN}/dt=2026-11-23/part-00000-00000.arrow", b"rows")
+    storage.write_bytes(f"{cloud.output}/_scratch/{LIVE_RUN}/dt=2026-11-23/part-00000-00000.arrow", b"rows")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", *cloud.args()], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -250,9 +258,11 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     prefix = f"out/snapshots/score_date={SD}/{sid}/"
     assert {"out/snapshots/LATEST", prefix + "_MANIFEST.json"} <= names
     assert cloud.latest() == f"score_date={SD}/{sid}"
-    # the aggregation spilled its shards under the output root, and they are gone
+    # the aggregation spilled its shards under the output root, and they are
+    # gone; so is the stale folder of a killed run, not that of a live one
     assert m["metrics"]["rows_spilled"] > 0
-    assert not list(cloud.gcs().list_blobs(cloud.bucket, prefix="out/_scratch/"))
+    scratch = {b.name.split("/")[2] for b in cloud.gcs().list_blobs(cloud.bucket, prefix="out/_scratch/")}
+    assert scratch == {LIVE_RUN}
     for name, t in m["tables"].items():
         assert t["rows"] > 0 and t["rows"] == sum(f["rows"] for f in t["files"])
         for f in t["files"]:
