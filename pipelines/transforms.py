@@ -73,7 +73,7 @@ class ReadInputBatches(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+                | "ListFiles" >> beam.Create(list(enumerate(self.files)), reshuffle=False)  # spread next
                 | "SpreadFiles" >> beam.Reshuffle()
                 | "ReadBatches" >> beam.ParDo(ReadParquetBatchesFn(self.contract_table, self.batch_rows,
                                                                      self.metric))
@@ -290,7 +290,8 @@ class ReadStoredAggregates(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "ListFiles" >> beam.Create(self.files)
+                # small files, a few per window day: one bundle reads them, without a shuffle stage
+                | "ListFiles" >> beam.Create(self.files, reshuffle=False)
                 | "ReadFiles" >> beam.Map(_read_whole, self.contract_table).with_output_types(Table))
 
 
