@@ -19,7 +19,7 @@ def render(result, output_root: str, warehouse_uri: str) -> str:
     read = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("rows_read/")}
     lines.append(f"OASIS snapshot {m['snapshot_id']}  score date {m['score_date']}  "
                  f"(logs up to {m['as_of']}, {result.seconds:.1f} s)")
-    lines.append(f"  rows read:        " + ", ".join(f"{k} {v:,}" for k, v in sorted(read.items())))
+    lines.append("  rows read:        " + ", ".join(f"{k} {v:,}" for k, v in sorted(read.items())))
     dupes = sum(v for k, v in metrics.items() if k.startswith("duplicates_removed/"))
     lines.append(f"  dead-lettered:    {m['dead_letter_count']:,}   repeated events dropped: {dupes:,}")
     days = m["inputs"]

@@ -25,7 +25,7 @@ class BuildDay:
     enrolled_tracks: list[str] | None  # that day's export's tracks; None: keep all
     aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
     scratch_dir: str  # this run's working files for the day, deleted when the run ends
-    shards: int = 16
+    shards: int  # aggregation shards: grows with the day (jobs.plan.shards_for)
 
 
 @dataclass

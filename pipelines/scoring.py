@@ -299,7 +299,6 @@ class MarketResult:
     capacity: pd.DataFrame
 
 
-SIGNAL_COLUMNS = ("plays", "listeners", "skips", "saves", "promoted_plays")
 DELIVERY_COLUMNS = ("campaign_id", "market", "surface", "flight_start", "flight_end", "delivered_to_date",
                     "floor", "planned", "shortfall", "pacing_multiplier", "licensor_id",
                     "eligible_tracks", "max_boost")

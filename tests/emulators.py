@@ -187,7 +187,3 @@ def start_bigquery(work_dir: Path, gcs_root: Path | None = None, attempts: int =
         emu.extra["grpc_port"] = grpc
         return emu
     raise last
-
-
-# Moved to the storage layer, which the CLI uses when STORAGE_EMULATOR_HOST is set.
-from pipelines.storage import anonymous_beam_gcs  # noqa: E402,F401
