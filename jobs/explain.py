@@ -414,14 +414,11 @@ def render_text(doc: dict) -> str:
         L.append(f"  capacity   sum x = {num(cp['planned_total'])} of K = {num(cp['capacity'])}   "
                  f"{_state(cp['tight'], cp['shadow_price'])}   shadow price {num(cp['shadow_price'])} "
                  f"(published {num(cp['published_shadow_price'])})")
-        ar = lp["artist"]
-        L.append(f"  artist     {ar['artist_id']}: sum x = {num(ar['planned'])} of cap {num(ar['cap'])} "
-                 f"({ar['eligible_tracks']} eligible track(s))   {_state(ar['tight'], ar['shadow_price'])}   "
-                 f"shadow price {num(ar['shadow_price'])}")
-        li = lp["licensor"]
-        L.append(f"  licensor   {li['licensor_id']}: sum x = {num(li['planned'])} of cap {num(li['cap'])} "
-                 f"({li['eligible_tracks']} eligible track(s))   {_state(li['tight'], li['shadow_price'])}   "
-                 f"shadow price {num(li['shadow_price'])}")
+        for owner in ("artist", "licensor"):
+            c = lp[owner]
+            L.append(f"  {owner:<11}{c[owner + '_id']}: sum x = {num(c['planned'])} of cap {num(c['cap'])} "
+                     f"({c['eligible_tracks']} eligible track(s))   {_state(c['tight'], c['shadow_price'])}   "
+                     f"shadow price {num(c['shadow_price'])}")
         tc = lp["track_cap"]
         L.append(f"  track cap  x = {num(tc['planned'])} of rho*E = {num(tc['cap'])}   "
                  f"{'x = rho*E: BINDS' if tc['tight'] else 'x < rho*E'}   shadow price {num(tc['shadow_price'])}")

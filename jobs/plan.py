@@ -64,8 +64,8 @@ def stale_scratch(output_root: str, now: dt.datetime | None = None) -> list[str]
     user ids included, so they must not linger."""
     now = now or dt.datetime.now(dt.timezone.utc)
     if storage.is_gcs(output_root):
-        parent, names = storage.join(output_root, "_scratch"), storage.list_dirs(storage.join(output_root, "_scratch"))
-        ids = {n: n for n in names}
+        parent = storage.join(output_root, "_scratch")
+        ids = {n: n for n in storage.list_dirs(parent)}
     else:
         parent = tempfile.gettempdir()
         ids = {n: n[len(SCRATCH_PREFIX):] for n in storage.list_dirs(parent) if n.startswith(SCRATCH_PREFIX)}

@@ -49,10 +49,14 @@ def content_sha256(table: pa.Table, key: list[str]) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
-def read_table_files(files: list[str], name: str) -> pa.Table:
+def read_table_files(files: list[str], name: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a published table's files, cast to its contract (only
+    `columns`, when given)."""
     schema = OUTPUTS[name].arrow()
-    tables = [pq.read_table(storage.open_input(f)) for f in files]
-    return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    tables = [pq.read_table(storage.open_input(f), columns=columns).cast(schema) for f in files]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def describe_tables(snapshot_dir: str) -> tuple[dict, dict[str, pa.Table]]:

@@ -25,11 +25,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from jobs import publish
 from pipelines import storage
-from schemas import OUTPUTS, PROMOTION_SURFACES
+from schemas import PROMOTION_SURFACES
 
 log = logging.getLogger(__name__)
 
@@ -465,18 +464,11 @@ def _previous_scores(previous: tuple[str, dict] | None) -> tuple[pd.DataFrame | 
     folder, manifest = previous
     try:
         files = [storage.join(folder, f["path"]) for f in manifest["tables"]["promotion_scores"]["files"]]
-        prev = _read_columns(files, "promotion_scores", ["track_id", "market", "surface", "score"])
+        prev = publish.read_table_files(files, "promotion_scores",
+                                        ["track_id", "market", "surface", "score"]).to_pandas()
     except Exception as e:  # noqa: BLE001 - a damaged previous snapshot only loses the drift plot
         return None, f"previous snapshot {manifest.get('snapshot_id')} could not be read ({type(e).__name__}: {e})"
     return prev, ""
-
-
-def _read_columns(files: list[str], name: str, columns: list[str]) -> pd.DataFrame:
-    """As `publish.read_table_files`, for some columns only."""
-    schema = OUTPUTS[name].arrow()
-    schema = pa.schema([schema.field(c) for c in columns])
-    parts = [pq.read_table(storage.open_input(f), columns=columns).cast(schema) for f in files]
-    return (pa.concat_tables(parts) if parts else schema.empty_table()).to_pandas()
 
 
 def _plot_drift(scores: pd.DataFrame, previous: tuple[str, dict] | None) -> tuple[str | None, str, str]:

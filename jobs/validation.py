@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs import publish
 from pipelines import contract, storage
 from pipelines.config import Config
 from schemas import ENROLLMENTS, PROMOTION_SURFACES
@@ -246,15 +247,11 @@ def _load_previous(previous) -> tuple[dict | None, np.ndarray | None, str]:
     try:
         rows = {name: int(t["rows"]) for name, t in manifest["tables"].items()}
         files = [storage.join(folder, f["path"]) for f in manifest["tables"]["promotion_scores"]["files"]]
-        parts = [pq.read_table(storage.open_input(f), columns=["eligible", "score"]) for f in files]
+        t = publish.read_table_files(files, "promotion_scores", ["eligible", "score"])
     except Exception as e:  # a damaged previous snapshot must not block today's
         log.warning("previous snapshot %s cannot be read for comparison: %s", sid, e)
         return None, None, f"previous snapshot {sid} cannot be read ({type(e).__name__}: {e}); not compared"
-    if parts:
-        t = pa.concat_tables(parts)
-        sc = t.filter(pc.fill_null(t.column("eligible"), False)).column("score").to_numpy(zero_copy_only=False)
-    else:
-        sc = np.array([], dtype=float)
+    sc = t.filter(pc.fill_null(t.column("eligible"), False)).column("score").to_numpy(zero_copy_only=False)
     return rows, sc.astype(float), f"previous snapshot {sid}"
 
 

@@ -105,15 +105,6 @@ def key_runs(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     return order, [(int(sorted_keys[s]), int(s), int(e)) for s, e in zip(starts, ends)] if len(keys) else []
 
 
-def split_by_array(table: pa.Table, keys: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
-    """Split rows by an integer key array (e.g. shard numbers) into compact parts."""
-    if table.num_rows == 0:
-        return
-    order, runs = key_runs(keys)
-    for key, s, e in runs:
-        yield key, table.take(pa.array(order[s:e]))
-
-
 def first_per_key(table: pa.Table, key: str) -> pa.Table:
     """Keep the first row (in table order) of each distinct `key`."""
     if table.num_rows == 0:

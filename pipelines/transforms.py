@@ -196,7 +196,7 @@ def read_spilled(refs) -> pa.Table:
     for _, uri, index in sorted(refs):
         with storage.open_input(uri) as f:
             batches.append(pa.ipc.open_file(f).get_batch(index))
-    return pa.Table.from_batches(batches).combine_chunks() if batches else None
+    return pa.Table.from_batches(batches).combine_chunks()
 
 
 class AggregateShardFn(beam.DoFn):

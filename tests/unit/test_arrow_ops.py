@@ -45,13 +45,10 @@ def test_stable_shard_is_in_range_spread_and_the_same_for_equal_values():
     assert counts.min() > 997 / 16 / 2  # no shard starves
 
 
-def test_split_by_array_parts_are_compact_and_complete():
+def test_key_runs_group_equal_keys_in_key_order_keeping_row_order():
     t = pa.table({"k": [3, 1, 3, 2, 1], "v": ["a", "b", "c", "d", "e"]})
-    parts = list(arrow_ops.split_by_array(t, np.array([3, 1, 3, 2, 1])))
-    assert [k for k, _ in parts] == [1, 2, 3]
-    assert [p.column("v").to_pylist() for _, p in parts] == [["b", "e"], ["d"], ["a", "c"]]
-    # a part owns its rows only: a slice would carry its parent's whole buffers
-    # (and be pickled or spilled with them), 4x the table over four parts
-    big = pa.table({"k": list(range(1000)), "v": [f"x{i}" for i in range(1000)]})
-    quarters = list(arrow_ops.split_by_array(big, np.arange(1000) % 4))
-    assert sum(p.get_total_buffer_size() for _, p in quarters) < 1.1 * big.get_total_buffer_size()
+    order, runs = arrow_ops.key_runs(np.array([3, 1, 3, 2, 1]))
+    assert [k for k, _, _ in runs] == [1, 2, 3]
+    grouped = t.take(pa.array(order))
+    assert [grouped.column("v").slice(s, e - s).to_pylist() for _, s, e in runs] == [["b", "e"], ["d"], ["a", "c"]]
+    assert arrow_ops.key_runs(np.array([], dtype=np.int64))[1] == []
