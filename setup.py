@@ -32,5 +32,5 @@ setup(
     packages=find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*", "jobs", "jobs.*"]),
     install_requires=RUNTIME,
     extras_require={"test": TEST},
-    entry_points={"console_scripts": ["oasis=jobs.cli:main"]},
+    entry_points={"console_scripts": ["oasis=jobs.cli.main:main"]},
 )

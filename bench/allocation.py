@@ -50,7 +50,7 @@ def _shape(n: int) -> tuple[int, int, int, int]:
 def _problem(seed: int, rows: int, problems: int, index: int):
     import numpy as np
 
-    from pipelines.allocation import random_problem
+    from pipelines.allocation.problem import random_problem
 
     n = max(100, rows // problems)
     rng = np.random.default_rng([seed, rows, problems, index])
@@ -58,7 +58,7 @@ def _problem(seed: int, rows: int, problems: int, index: int):
 
 
 def _solver(method: str):
-    from pipelines import allocation
+    from pipelines.allocation import problem as allocation
 
     if method == "dual-raw":                     # the dual ascent + repair, never polished
         return lambda p: allocation.solve_dual(p, polish=False)
@@ -98,7 +98,7 @@ class _Memory:
 def _child(spec: dict) -> dict:
     """Solve problems spec['indices'] with spec['method'], stop once the solves took
     spec['budget_s'] (if set); report per-problem objectives and feasibility."""
-    from pipelines.allocation import check_feasible
+    from pipelines.allocation.problem import check_feasible
 
     solve = _solver(spec["method"])
     mem = _Memory()

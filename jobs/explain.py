@@ -37,8 +37,11 @@ import sys
 import numpy as np
 import pandas as pd
 
-from jobs import publish
-from pipelines import allocation, scoring, storage, yardstick
+from jobs.snapshots import store as publish
+from pipelines import storage
+from pipelines.allocation import problem as allocation
+from pipelines.scoring import market as scoring
+from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
 
 TIGHT = 1e-6      # relative tolerance for "this constraint is tight"
@@ -483,7 +486,7 @@ def _clean(o):
 
 # ------------------------------------------------------------------ CLI ---
 def register(subparsers) -> None:
-    from jobs.cli import date_arg  # the one date type of the CLI
+    from jobs.cli.main import date_arg  # the one date type of the CLI
 
     p = subparsers.add_parser(
         "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",

@@ -38,8 +38,9 @@ import datetime as dt
 import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily for `luigi --module jobs.luigi_tasks`
 
-from jobs import logs, publish
-from jobs.plan import partition
+from jobs import logs
+from jobs.snapshots import store as publish
+from jobs.run.plan import partition
 from pipelines import storage
 
 
@@ -130,7 +131,7 @@ class DailyScores(luigi.Task):
         return done
 
     def run(self):
-        from jobs import daily
+        from jobs.run import daily
 
         with logs.bind(date=self.date):
             req = daily.RunRequest(as_of=self.date, input_root=self.input_root, output_root=self.output_root,

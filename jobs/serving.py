@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import publish
+from jobs.snapshots import store as publish
 from pipelines import storage
 from schemas import OUTPUTS
 

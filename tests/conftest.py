@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests import emulators  # noqa: E402
+from tests.support import emulators  # noqa: E402
 
 
 def _start(start, *args, **kwargs):

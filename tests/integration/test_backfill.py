@@ -13,8 +13,8 @@ import sys
 import duckdb
 import pytest
 
-from jobs import cli
-from tests import worlds
+from jobs.cli import main as cli
+from tests.support import worlds
 
 START, END = "2026-11-22", "2026-11-24"  # logs-up-to dates; the world holds 2026-11-19 .. 2026-11-24
 

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from pipelines import storage
-from tests import worlds
-from tests.integration import invariants as inv
+from tests.support import worlds
+from tests.support import invariants as inv
 
 DAY = worlds.END
 SCORE = (DAY + dt.timedelta(days=1)).isoformat()
@@ -185,7 +185,7 @@ def test_create_only_refuses_a_second_writer(tmp_path):
 
 # -------------------------------------------------------------- warehouse ---
 def test_warehouse_publish_waits_for_another_process_holding_the_file(tmp_path):
-    from jobs.warehouse import DuckDBWarehouse, registry_row
+    from jobs.warehouse.base import DuckDBWarehouse, registry_row
     from schemas import OUTPUTS
 
     path = str(tmp_path / "warehouse.duckdb")

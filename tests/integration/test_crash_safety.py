@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from jobs import faults
-from tests import worlds
-from tests.integration import invariants as inv
+from pipelines import faults
+from tests.support import worlds
+from tests.support import invariants as inv
 
 PREV_DAY = worlds.END - dt.timedelta(days=1)
 DAY = worlds.END

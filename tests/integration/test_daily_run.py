@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import cli
-from tests import worlds
+from jobs.cli import main as cli
+from tests.support import worlds
 
 DAY = worlds.END.isoformat()
 SCORE_DATE = (worlds.END + dt.timedelta(days=1)).isoformat()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import worlds
+from tests.support import worlds
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "pipelines", "jobs")
@@ -111,9 +111,9 @@ def test_the_pipeline_translates_to_a_dataflow_job_without_submitting(project, w
     from apache_beam.portability.api import beam_runner_api_pb2
     from apache_beam.runners.dataflow.internal import apiclient
 
-    from jobs import cli
-    from jobs.plan import make_plan
-    from pipelines import daily
+    from jobs.cli import main as cli
+    from jobs.run.plan import make_plan
+    from pipelines.beam import pipeline as daily
     from pipelines.config import Config
 
     monkeypatch.chdir(project)  # --setup_file=./setup.py, as the README runs it
@@ -191,7 +191,7 @@ def test_the_pipeline_translates_to_a_dataflow_job_without_submitting(project, w
 
 
 def _oasis_run(*args: str) -> tuple[int, str]:
-    from jobs import cli
+    from jobs.cli import main as cli
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import cli
-from pipelines import allocation, yardstick
+from jobs.cli import main as cli
+from pipelines.allocation import problem as allocation
+from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
-from tests import worlds
+from tests.support import worlds
 
 DAY = worlds.END.isoformat()
 SCORE_DATE = (worlds.END + dt.timedelta(days=1)).isoformat()

@@ -19,9 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import cli, daily, publish, validation
+from jobs.cli import main as cli
+from jobs.run import daily
+from jobs.snapshots import store as publish
+from jobs.gates import checks as validation
 from pipelines.config import Config
-from tests import worlds
+from tests.support import worlds
 
 DAY = worlds.END
 PREV_DAY = worlds.END - dt.timedelta(days=1)

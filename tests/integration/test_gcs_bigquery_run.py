@@ -32,13 +32,15 @@ from pathlib import Path
 
 import pytest
 
-import jobs.daily  # noqa: F401 - imported up front: the timings below exclude importing Beam
-from jobs import cli, publish
-from jobs.warehouse import DuckDBWarehouse, registry_row
-from jobs.warehouse_bigquery import BigQueryWarehouse
+import jobs.run.daily  # noqa: F401 - imported up front: the timings below exclude importing Beam
+from jobs.cli import main as cli
+from jobs.snapshots import store as publish
+from jobs.warehouse.base import DuckDBWarehouse, registry_row
+from jobs.warehouse.bigquery import BigQueryWarehouse
 from pipelines import storage
 from schemas import OUTPUTS, SNAPSHOTS
-from tests import emulators, worlds
+from tests.support import emulators
+from tests.support import worlds
 
 pytestmark = pytest.mark.emulator
 

@@ -13,7 +13,7 @@ import luigi
 import pytest
 
 from jobs.luigi_tasks import DailyScores, InputPartition
-from tests import worlds
+from tests.support import worlds
 
 ROOT = Path(__file__).resolve().parents[2]
 LUIGI = str(Path(sys.executable).with_name("luigi"))

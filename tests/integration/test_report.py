@@ -23,8 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs import cli, publish, report, summary
-from tests import worlds
+from jobs.cli import main as cli
+from jobs.snapshots import store as publish
+from jobs.report import html as report
+from jobs.run import summary
+from tests.support import worlds
 
 DAY1 = (worlds.END - dt.timedelta(days=1)).isoformat()
 DAY2 = worlds.END.isoformat()

@@ -11,9 +11,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import cli, serving
+from jobs import serving
+from jobs.cli import main as cli
 from pipelines import storage
-from tests import worlds
+from tests.support import worlds
 
 DAYS = [worlds.END - dt.timedelta(days=1), worlds.END]
 

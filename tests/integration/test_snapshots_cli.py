@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cli
-from tests import worlds
+from jobs.cli import main as cli
+from tests.support import worlds
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = time.time() - 3 * 86400  # an mtime well past any grace period

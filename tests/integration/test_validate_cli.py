@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import cli
+from jobs.cli import main as cli
 from schemas import ALL_SURFACES
-from tests import worlds
+from tests.support import worlds
 
 DAY = worlds.END.isoformat()
 

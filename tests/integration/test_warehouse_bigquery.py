@@ -6,8 +6,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from jobs.warehouse import DuckDBWarehouse, WarehouseError, registry_row
-from jobs.warehouse_bigquery import BigQueryWarehouse
+from jobs.warehouse.base import DuckDBWarehouse, WarehouseError, registry_row
+from jobs.warehouse.bigquery import BigQueryWarehouse
 from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
 
 pytestmark = pytest.mark.emulator
@@ -300,7 +300,7 @@ def test_bigquery_emulator_loads_from_the_gcs_emulator(gcs_env, bq_env):
     gs:// load job sees what the storage layer wrote."""
     from google.cloud import bigquery
 
-    from jobs.warehouse import parquet_bytes
+    from jobs.warehouse.base import parquet_bytes
     from pipelines import storage
 
     tables, _ = snapshot(D1, "s1")

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
 
-from jobs import cli
-from pipelines import allocation, yardstick
-from tests import worlds
+from jobs.cli import main as cli
+from pipelines.allocation import problem as allocation
+from pipelines.allocation import verify as yardstick
+from tests.support import worlds
 
 DAY = worlds.END.isoformat()
 SCORE_DATE = worlds.END + dt.timedelta(days=1)

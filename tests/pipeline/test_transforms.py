@@ -14,10 +14,9 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from pipelines import arrow_ops
+from pipelines import arrays as arrow_ops
 from pipelines.config import Config
-from pipelines.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ReadInputBatches,
-                                  ScoreMarkets, SpillShardsFn, WriteParquetParts, read_spilled)
+from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ReadInputBatches, ScoreMarkets, SpillShardsFn, WriteParquetParts, read_spilled)
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS,
                      PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 

@@ -15,17 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.optimize import OptimizeResult, linprog
 
-from pipelines import allocation
-from pipelines.allocation import (
-    AllocationError,
-    Problem,
-    binding_families,
-    check_feasible,
-    objective,
-    random_problem,
-    solve,
-    solve_exact,
-)
+from pipelines.allocation import problem as allocation
+from pipelines.allocation.problem import (AllocationError, Problem, binding_families, check_feasible, objective, random_problem, solve, solve_exact)
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REL = 1e-6

@@ -11,18 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pipelines import allocation
-from pipelines.allocation import (
-    METHODS,
-    Problem,
-    check_feasible,
-    objective,
-    random_problem,
-    solve,
-    solve_auto,
-    solve_dual,
-    solve_exact,
-)
+from pipelines.allocation import problem as allocation
+from pipelines.allocation.problem import (METHODS, Problem, check_feasible, objective, random_problem, solve, solve_auto, solve_dual, solve_exact)
 from tests.unit.test_allocation import assert_certificate, group_sums, make, problems
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import arrow_ops
+from pipelines import arrays as arrow_ops
 
 M = 2**64
 

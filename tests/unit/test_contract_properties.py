@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.contract import check_engagement, split_good_bad
-from pipelines.transforms import AggregateShardFn, SpillShardsFn
+from pipelines.beam.transforms import AggregateShardFn, SpillShardsFn
 from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, PROMOTION_SURFACES
 
 UTC = dt.timezone.utc
@@ -279,7 +279,7 @@ def injected_run(tmp_path_factory):
     contract-breaking rows injected at the start of the last day's engagement
     file: each kind once on a poison track, once on a real enrolled track, and a
     few carrying the event_id of a good event further down the file."""
-    from tests import worlds
+    from tests.support import worlds
 
     root = tmp_path_factory.mktemp("contract-e2e")
     w = worlds.make_world(str(root / "w"), days=4, tracks=60, events_per_day=4000, markets=2,
@@ -326,7 +326,7 @@ def injected_run(tmp_path_factory):
 
 
 def test_injected_bad_rows_end_to_end(injected_run):
-    from tests import worlds
+    from tests.support import worlds
 
     r = injected_run
     assert r["proc"].returncode == 0, r["proc"].stderr[-3000:]

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import sample
+from jobs.sample import world as sample
 from schemas import ALL_SURFACES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SURFACES
 
 END = dt.date(2026, 11, 24)

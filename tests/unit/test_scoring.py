@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from pipelines import scoring
+from pipelines.scoring import market as scoring
 from pipelines.config import Config
 from schemas import DAILY_AGGREGATES, ENROLLMENTS, PROMOTION_SURFACES, SURFACE_TOTALS
 

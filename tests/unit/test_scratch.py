@@ -6,7 +6,8 @@ import datetime as dt
 import os
 import tempfile
 
-from jobs import daily, plan
+from jobs.run import daily
+from jobs.run import plan
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -27,9 +27,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.warehouse import (
-    _PROJECT, WAREHOUSE_TABLES, WarehouseError, check_identifier, latest_view_sql, parquet_bytes,
-)
+from jobs.warehouse.base import (_PROJECT, WAREHOUSE_TABLES, WarehouseError, check_identifier, latest_view_sql, parquet_bytes)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import sys
 import duckdb
 import pyarrow.parquet as pq
 
-from jobs import publish
+from jobs.snapshots import store as publish
 from schemas import OUTPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

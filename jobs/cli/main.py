@@ -36,7 +36,7 @@ def _add_run(sub):
     p.add_argument("--method", choices=["auto", "exact", "dual"], default="auto",
                    help="allocation solver: exact (HiGHS), dual (ridge-regularised dual ascent polished to the "
                         "exact optimum), auto (exact below 5,000 eligible tracks per problem, dual above)")
-    from jobs.validation import GATES
+    from jobs.gates.checks import GATES
 
     p.add_argument("--skip-gate", action="append", default=[], choices=list(GATES), metavar="NAME",
                    help="publish even if this validation gate fails (repeatable), for an engineer who has "
@@ -46,7 +46,8 @@ def _add_run(sub):
 
 
 def _cmd_run(args, beam_args) -> int:
-    from jobs import daily, summary
+    from jobs.run import daily
+    from jobs.run import summary
 
     req = daily.RunRequest(as_of=args.date, input_root=args.input, output_root=args.output,
                            config_path=args.config, warehouse=args.warehouse, beam_args=beam_args,
@@ -60,7 +61,7 @@ def _cmd_run(args, beam_args) -> int:
 
 
 def _add_sample(sub):
-    from jobs import sample
+    from jobs.sample import world as sample
 
     p = sub.add_parser("sample", help="generate a realistic synthetic world in the input contract",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -83,10 +84,10 @@ def _cmd_config(args, _) -> int:
 COMMANDS = [_add_run, _add_sample, _add_config]
 # Modules that add their own subcommand with `register(subparsers)`.
 COMMAND_MODULES: list[str] = [
-    "jobs.backfill",
-    "jobs.snapshots",
+    "jobs.run.backfill",
+    "jobs.snapshots.admin",
     "jobs.explain",
-    "jobs.validate_inputs",
+    "jobs.input_check",
 ]
 
 
@@ -106,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.errors import explain_error
+    from jobs.cli.errors import explain_error
 
     ap = parser()
     args, rest = ap.parse_known_args(argv)

@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from pipelines import arrow_ops, contract, storage
-from pipelines.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
+from pipelines import contract, storage
+from pipelines import arrays as arrow_ops
+from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from pipelines.config import Config
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
                      PROMOTION_SURFACES, SURFACE_TOTALS)
@@ -212,7 +213,7 @@ class AggregateShardFn(beam.DoFn):
         self.tracks = pa.array(sorted(self.enrolled_tracks)) if self.enrolled_tracks is not None else None
 
     def process(self, element):
-        from jobs import faults
+        from pipelines import faults
 
         faults.checkpoint("aggregating")
         shard, refs = element
@@ -322,7 +323,7 @@ class ScoreMarketFn(beam.DoFn):
             yield from self._score(market, enrolled, groups)
 
     def _score(self, market, enrolled, groups):
-        from pipelines import scoring
+        from pipelines.scoring import market as scoring
 
         aggs = _sorted(arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()),
                        DAILY_AGGREGATES).to_pandas()

@@ -11,9 +11,7 @@ import apache_beam as beam
 
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
-                                  Named, ReadInputBatches, ReadStoredAggregates, ScoreMarkets, Table,
-                                  WriteParquetParts, concat_dead_letters)
+from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments, Named, ReadInputBatches, ReadStoredAggregates, ScoreMarkets, Table, WriteParquetParts, concat_dead_letters)
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 

@@ -21,10 +21,14 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs import faults, logs, publish, validation
-from jobs.plan import aggregates_root, make_plan, stale_scratch
-from jobs.warehouse import open_warehouse, registry_row
-from pipelines import daily, storage
+from jobs import logs
+from pipelines import faults
+from jobs.snapshots import store as publish
+from jobs.gates import checks as validation
+from jobs.run.plan import aggregates_root, make_plan, stale_scratch
+from jobs.warehouse.base import open_warehouse, registry_row
+from pipelines import storage
+from pipelines.beam import pipeline as daily
 from pipelines.config import Config
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,7 @@ def code_version() -> str:
     except importlib.metadata.PackageNotFoundError:
         version = "0+unknown"
     h = hashlib.sha256()
-    base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for pkg in ("schemas", "pipelines", "jobs"):
         for root, _, files in sorted(os.walk(os.path.join(base, pkg))):
             for f in sorted(files):
@@ -335,7 +339,7 @@ def _run(req: RunRequest, progress) -> RunResult:
     }
     # REPORT HOOK: the run report is written here, before the manifest, so the
     # manifest can list it with its sha256.
-    from jobs import report
+    from jobs.report import html as report
 
     manifest["report"] = report.write_report_or_error(plan.snapshot_dir, manifest, tables, previous)
     laps.mark("report")

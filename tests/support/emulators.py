@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMULATORS = ROOT / ".emulators"
 GCS_BIN = EMULATORS / "gcs" / "venv" / "bin" / "gcp-storage-emulator"
 BQ_BIN = EMULATORS / "bq" / "venv" / "bin" / "bqemulator"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.plan import check_file_schema, partition
+from jobs.run.plan import check_file_schema, partition
 from pipelines import contract, storage
 from pipelines.config import Config
 from schemas import ENGAGEMENT, ENROLLMENTS
@@ -172,7 +172,7 @@ def render(report: Report) -> str:
 def register(sub) -> None:
     import argparse
 
-    from jobs.cli import date_arg
+    from jobs.cli.main import date_arg
 
     p = sub.add_parser("validate", help="check one day's input partitions against the contract (no run)",
                        description="Check IN/enrollments/dt=D and IN/engagement/dt=D: every file's schema, "

@@ -90,8 +90,8 @@ def rebuild_days(day: dt.date, covered: list[dt.date], rebuilt: set, failed: set
 def run_one(spec: dict) -> dict:
     """Run one date (in this process or a worker process). Never raises for a
     failed run: returns {"status": "failed", "error": ...}."""
-    from jobs import daily
-    from jobs.errors import explain_error
+    from jobs.run import daily
+    from jobs.cli.errors import explain_error
 
     day = spec["date"]
     started = time.monotonic()
@@ -127,9 +127,9 @@ def publish_in_order(output_root: str, warehouse_uri: str | None, manifest: dict
     """What `jobs.daily.run` does after its manifest, for a snapshot a worker
     wrote: load the warehouse, then move LATEST (forward only). Returns whether
     LATEST now points to it."""
-    from jobs import publish
-    from jobs.daily import publish_lock
-    from jobs.warehouse import open_warehouse, registry_row
+    from jobs.snapshots import store as publish
+    from jobs.run.daily import publish_lock
+    from jobs.warehouse.base import open_warehouse, registry_row
     from pipelines import storage
 
     folder = publish.snapshot_dir_of(output_root, manifest)
@@ -216,7 +216,7 @@ def _hms(seconds: float) -> str:
 
 # -------------------------------------------------------------- backfill ---
 def backfill(req: BackfillRequest, progress_stream=None) -> list[DateOutcome]:
-    from jobs.warehouse import open_warehouse
+    from jobs.warehouse.base import open_warehouse
     from pipelines.config import Config
 
     if req.end < req.start:
@@ -336,7 +336,7 @@ def _parallel(req, outcomes, covered, base, progress) -> None:
 
 
 def summary_table(req: BackfillRequest, outcomes: list[DateOutcome], seconds: float) -> str:
-    from jobs import publish
+    from jobs.snapshots import store as publish
 
     counts = {s: sum(o.status == s for o in outcomes) for s in FINISHED}
     lines = [f"backfill {req.start} .. {req.end}: {len(outcomes)} date(s), {counts['published']} published, "
@@ -369,7 +369,7 @@ def _positive_int(s: str) -> int:
 
 
 def register(sub) -> None:
-    from jobs.cli import date_arg  # the one date type of the CLI
+    from jobs.cli.main import date_arg  # the one date type of the CLI
 
     p = sub.add_parser(
         "backfill", help="run and publish every date of a range (oldest first)",

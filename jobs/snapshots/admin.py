@@ -31,8 +31,8 @@ import sys
 
 import pyarrow.fs as pafs
 
-from jobs import publish
-from jobs.plan import stored_build
+from jobs.snapshots import store as publish
+from jobs.run.plan import stored_build
 from pipelines import storage
 
 DEFAULT_GRACE_MINUTES = 60.0

@@ -66,7 +66,7 @@ def open_warehouse(uri: str | None, output_root: str):
     """`None` → DuckDB at OUT/warehouse.duckdb (local output roots only);
     `duckdb:///path` or a `.duckdb` path → that file; `bq://PROJECT.DATASET` → BigQuery."""
     if uri and uri.startswith("bq://"):
-        from jobs.warehouse_bigquery import BigQueryWarehouse
+        from jobs.warehouse.bigquery import BigQueryWarehouse
 
         return BigQueryWarehouse.from_uri(uri)
     if uri is None:

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs import publish
+from jobs.snapshots import store as publish
 from pipelines import contract, storage
 from pipelines.config import Config
 from schemas import ENROLLMENTS, PROMOTION_SURFACES

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 
-from jobs import publish
+from jobs.snapshots import store as publish
 from pipelines import storage
 from schemas import PROMOTION_SURFACES
 

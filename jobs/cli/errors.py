@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def explain_error(e: BaseException) -> str | None:
-    from jobs.daily import RunFailed
-    from jobs.warehouse import WarehouseError
+    from jobs.run.daily import RunFailed
+    from jobs.warehouse.base import WarehouseError
     from pipelines.config import ConfigError
     from pipelines.contract import InputFileError
 

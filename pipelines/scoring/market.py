@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special
 
-from pipelines import allocation
+from pipelines.allocation import problem as allocation
 from pipelines.config import Config
 from schemas import PROMOTION_SURFACES
 

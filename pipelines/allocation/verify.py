@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines import allocation
+from pipelines.allocation import problem as allocation
 
 
 @dataclass
