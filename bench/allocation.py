@@ -50,7 +50,7 @@ def _shape(n: int) -> tuple[int, int, int, int]:
 def _problem(seed: int, rows: int, problems: int, index: int):
     import numpy as np
 
-    from pipelines.allocation.problem import random_problem
+    from pipelines.allocation.instances import random_problem
 
     n = max(100, rows // problems)
     rng = np.random.default_rng([seed, rows, problems, index])
@@ -58,11 +58,12 @@ def _problem(seed: int, rows: int, problems: int, index: int):
 
 
 def _solver(method: str):
-    from pipelines.allocation import problem as allocation
+    from pipelines.allocation.dual import solve_dual
+    from pipelines.allocation.solve import solve
 
     if method == "dual-raw":                     # the dual ascent + repair, never polished
-        return lambda p: allocation.solve_dual(p, polish=False)
-    return lambda p: allocation.solve(p, method=method)
+        return lambda p: solve_dual(p, polish=False)
+    return lambda p: solve(p, method=method)
 
 
 class _Memory:

@@ -39,7 +39,8 @@ import pandas as pd
 
 from jobs.snapshots import store as publish
 from pipelines import storage
-from pipelines.allocation import problem as allocation
+from pipelines.allocation.exact import solve_exact
+from pipelines.allocation.problem import check_feasible, objective
 from pipelines.scoring import market as scoring
 from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
@@ -265,7 +266,7 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
     (rb,) = yardstick.rebuild(sel(scores), sel(delivery), sel(capacity))
     p = rb.problem
     i = int(np.flatnonzero(rb.rows["track_id"].to_numpy() == row["track_id"])[0])
-    sol = allocation.solve_exact(p)
+    sol = solve_exact(p)
     x = rb.x
     a, lic, c = int(p.artist[i]), int(p.licensor[i]), int(p.campaign[i])
     used = float(x.sum())
@@ -321,8 +322,8 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
 
     # Is the published plan this LP's optimum? (Prices belong to the exact optimum.)
     u = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=x, minlength=len(p.floors)))
-    published_obj = allocation.objective(p, x, u)
-    violations = allocation.check_feasible(p, x, u)
+    published_obj = objective(p, x, u)
+    violations = check_feasible(p, x, u)
     gap = yardstick.relative_gap(published_obj, sol.objective)
     out["plan_check"] = {
         "published_objective": published_obj, "exact_objective": sol.objective, "relative_gap": gap,

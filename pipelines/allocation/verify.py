@@ -8,14 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.allocation import problem as allocation
+from pipelines.allocation.exact import solve_exact
+from pipelines.allocation.problem import Problem, check_feasible, objective
 
 
 @dataclass
 class Rebuilt:
     market: str
     surface: str
-    problem: allocation.Problem
+    problem: Problem
     x: np.ndarray  # the published plan
     shortfall: np.ndarray  # the published u_c, per campaign code (last: floor-less group)
     rows: pd.DataFrame  # the promotion_scores rows, in problem order
@@ -33,7 +34,7 @@ def rebuild(scores: pd.DataFrame, delivery: pd.DataFrame, capacity: pd.DataFrame
         index = {c: i for i, c in enumerate(campaigns)}
         extra = len(campaigns)
         camp = np.array([index.get(c, extra) for c in r["campaign_id"]], dtype=np.int64)
-        problem = allocation.Problem(
+        problem = Problem(
             value=r["value"].to_numpy(float), upper=r["max_promoted_plays"].to_numpy(float),
             artist=pd.factorize(r["artist_id"], sort=True)[0].astype(np.int64),
             licensor=pd.factorize(r["licensor_id"], sort=True)[0].astype(np.int64),
@@ -49,12 +50,12 @@ def rebuild(scores: pd.DataFrame, delivery: pd.DataFrame, capacity: pd.DataFrame
 def gap(rebuilt: Rebuilt) -> tuple[float, float, list[str]]:
     """(published objective, exact optimum, feasibility violations)."""
     p = rebuilt.problem
-    exact = allocation.solve_exact(p)
+    exact = solve_exact(p)
     # the published shortfall must be consistent with the plan; recompute u from x
     per_campaign = np.bincount(p.campaign, weights=rebuilt.x, minlength=len(p.floors))
     u = np.maximum(0.0, p.floors - per_campaign)
-    published = allocation.objective(p, rebuilt.x, u)
-    violations = allocation.check_feasible(p, rebuilt.x, u)
+    published = objective(p, rebuilt.x, u)
+    violations = check_feasible(p, rebuilt.x, u)
     if not np.allclose(u, rebuilt.shortfall, rtol=1e-6, atol=1e-6):
         violations.append("published shortfall disagrees with the plan")
     return published, exact.objective, violations

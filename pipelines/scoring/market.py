@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special
 
-from pipelines.allocation import problem as allocation
+from pipelines.allocation.problem import Problem
+from pipelines.allocation.solve import solve
 from pipelines.config import Config
 from schemas import PROMOTION_SURFACES
 
@@ -395,12 +396,12 @@ def _allocate(market: str, tracks: _Candidates, value: np.ndarray, upper: np.nda
         lo, hi = camp["offsets"][s], camp["offsets"][s + 1]   # this surface's campaigns
         vmax = float(np.max(np.abs(value[s][eligible[s]]))) if eligible[s].any() else 0.0
         penalty = cfg.shortfall_penalty_factor * (vmax + 1e-6)
-        problem = allocation.Problem(
+        problem = Problem(
             value=value[s], upper=upper[s], artist=artist, licensor=licensor, campaign=camp["group"][s],
             floors=np.concatenate([camp["floor"][lo:hi], [0.0]]), capacity=float(K[s]),
             artist_cap=cfg.artist_share_cap * K[s], licensor_cap=cfg.licensor_share_cap * K[s],
             penalty=float(penalty))
-        sol = allocation.solve(problem, method=method)
+        sol = solve(problem, method=method)
         x[s] = sol.x
         planned[lo:hi] = np.bincount(camp["group"][s], weights=sol.x, minlength=hi - lo + 1)[:hi - lo]
         shortfall[lo:hi] = sol.shortfall[:hi - lo]

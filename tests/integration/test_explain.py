@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from jobs.cli import main as cli
-from pipelines.allocation import problem as allocation
+from pipelines.allocation.exact import solve_exact
 from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
 from tests.support import worlds
@@ -138,7 +138,7 @@ def _independent_prices(p: dict, track: str, market: str, surface: str) -> dict:
     the codes looked up independently of explain."""
     sel = lambda df: df[(df["market"] == market) & (df["surface"] == surface)]  # noqa: E731
     (rb,) = yardstick.rebuild(sel(p["scores"]), sel(p["delivery"]), sel(p["capacity"]))
-    sol = allocation.solve_exact(rb.problem)
+    sol = solve_exact(rb.problem)
     rows = sel(p["scores"]).sort_values("track_id").reset_index(drop=True)
     i = int(np.flatnonzero(rows["track_id"] == track)[0])
     artists = sorted(rows["artist_id"].unique())

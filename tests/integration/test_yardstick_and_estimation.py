@@ -12,6 +12,8 @@ from scipy.stats import spearmanr
 
 from jobs.cli import main as cli
 from pipelines.allocation import problem as allocation
+from pipelines.allocation.instances import random_problem
+from pipelines.allocation.solve import solve
 from pipelines.allocation import verify as yardstick
 from tests.support import worlds
 
@@ -68,7 +70,7 @@ def test_published_plan_is_within_half_a_percent_of_the_exact_optimum(tmp_path):
 def _publish_random(problem: allocation.Problem, method: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The published columns of one (market, surface) solved by the production
     solver, in the shape of DESIGN §5."""
-    sol = allocation.solve(problem, method=method)
+    sol = solve(problem, method=method)
     n = len(problem.value)
     scores = pd.DataFrame({
         "market": "XX", "surface": "radio", "track_id": [f"t{i:05d}" for i in range(n)],
@@ -87,7 +89,7 @@ def _publish_random(problem: allocation.Problem, method: str) -> tuple[pd.DataFr
 @pytest.mark.parametrize("seed", range(6))
 def test_random_binding_instances_rebuilt_from_columns_meet_the_optimum(seed):
     rng = np.random.default_rng(seed)
-    problem = allocation.random_problem(rng, n_tracks=300, n_artists=40, n_licensors=8, n_campaigns=12,
+    problem = random_problem(rng, n_tracks=300, n_artists=40, n_licensors=8, n_campaigns=12,
                                         binding=True)
     (rb,) = yardstick.rebuild(*_publish_random(problem, "exact"))
     published, optimum, violations = yardstick.gap(rb)

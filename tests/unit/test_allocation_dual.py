@@ -1,4 +1,4 @@
-"""The first-order dual method of pipelines/allocation.py (`solve_dual`, method "dual")
+"""The first-order dual method of pipelines/allocation/dual.py (`solve_dual`, method "dual")
 and the size-based choice (`solve_auto`, method "auto"), with the exact LP
 (`solve_exact`, HiGHS) as the yardstick: every plan must be feasible and within 0.5%
 of the optimum; polished plans must be optimal with a dual certificate.
@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pipelines.allocation import problem as allocation
-from pipelines.allocation.problem import (METHODS, Problem, check_feasible, objective, random_problem, solve, solve_auto, solve_dual, solve_exact)
+from pipelines.allocation import dual as allocation
+from pipelines.allocation import solve as solve_module
+from pipelines.allocation.dual import solve_dual
+from pipelines.allocation.exact import solve_exact
+from pipelines.allocation.instances import random_problem
+from pipelines.allocation.problem import Problem, check_feasible, objective
+from pipelines.allocation.solve import METHODS, solve, solve_auto
 from tests.unit.test_allocation import assert_certificate, group_sums, make, problems
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -190,9 +195,9 @@ def test_methods_registered():
 def test_auto_picks_by_size(monkeypatch):
     p = random_problem(np.random.default_rng(1), 400, 40, 12, 10)
     eligible = int(np.count_nonzero(p.upper > 0))
-    monkeypatch.setattr(allocation, "AUTO_DUAL_MIN_ELIGIBLE", eligible + 1)
+    monkeypatch.setattr(solve_module, "AUTO_DUAL_MIN_ELIGIBLE", eligible + 1)
     assert solve(p, method="auto").method == "exact"
-    monkeypatch.setattr(allocation, "AUTO_DUAL_MIN_ELIGIBLE", eligible)
+    monkeypatch.setattr(solve_module, "AUTO_DUAL_MIN_ELIGIBLE", eligible)
     s = solve(p, method="auto")
     assert s.method == "dual"
     assert s.objective == pytest.approx(solve_exact(p).objective, rel=1e-7)
