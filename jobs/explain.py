@@ -41,7 +41,7 @@ from jobs.snapshots import store as publish
 from pipelines import storage
 from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.problem import check_feasible, objective
-from pipelines.scoring import market as scoring
+from pipelines.scoring import estimation
 from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
 
@@ -180,7 +180,7 @@ def _derived_weighted(shrunk: float, w: float, mu: float, k: float) -> float:
 
 def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dict) -> dict:
     """The guardrail on the evidence of all the track's promotion surfaces in the
-    market, as `scoring._disliked_in_market` computes it."""
+    market, as `estimation._disliked_in_market` computes it."""
     w = s = mu_w = 0.0
     ks = []
     for surf, r in track_rows.iterrows():
@@ -196,7 +196,7 @@ def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dic
     mu = mu_w / w if w > 0 else 0.0
     k = min(ks)
     delta = float(cfg["guardrail_delta"])
-    prob = float(scoring.prob_above(s, w, mu, k, mu + delta)) if 0 < mu < 1 else 0.0
+    prob = float(estimation.prob_above(s, w, mu, k, mu + delta)) if 0 < mu < 1 else 0.0
     return {"weighted_plays": w, "weighted_skips": s, "baseline_skip_rate": mu, "prior_strength": k,
             "threshold": mu + delta, "probability": prob}
 
@@ -227,7 +227,7 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
                 "shrunk_rate": shrunk}
 
     skip, save = shrinkage("skip"), shrinkage("save")
-    prob_surface = float(scoring.prob_above(skip["weighted_count"], w, skip["baseline_rate"],
+    prob_surface = float(estimation.prob_above(skip["weighted_count"], w, skip["baseline_rate"],
                                             skip["prior_strength"], skip["baseline_rate"] + delta))
     save_lift = save["shrunk_rate"] - save["baseline_rate"]
     skip_lift = skip["shrunk_rate"] - skip["baseline_rate"]

@@ -15,7 +15,7 @@ from pipelines import storage
 from pipelines.config import Config
 from pipelines.contract import InputFileError
 from pipelines.beam.pipeline import BuildDay, RunPlan, StoredDay
-from pipelines.scoring.market import window_days
+from pipelines.scoring.signals import window_days
 from schemas import ENGAGEMENT, ENROLLMENTS, schema_mismatches
 
 PACING_LOOKBACK_DAYS = 31  # monthly flights: delivery to date needs up to a month

@@ -9,7 +9,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from pipelines.scoring import market as scoring
+from pipelines import arrays
+from pipelines.scoring import campaigns
+from pipelines.scoring import estimation
+from pipelines.scoring import market as market_scoring
+from pipelines.scoring import signals
 from pipelines.config import Config
 from schemas import DAILY_AGGREGATES, ENROLLMENTS, PROMOTION_SURFACES, SURFACE_TOTALS
 
@@ -17,7 +21,7 @@ UTC = dt.timezone.utc
 AS_OF = dt.date(2024, 5, 20)
 SCORE_DATE = AS_OF + dt.timedelta(days=1)
 CFG = Config()
-WINDOW = scoring.window_days(AS_OF, CFG.window_days)
+WINDOW = signals.window_days(AS_OF, CFG.window_days)
 
 finite = dict(allow_nan=False, allow_infinity=False)
 
@@ -33,13 +37,13 @@ def test_window_days_are_the_trailing_window_ending_on_as_of():
 @given(half_life=st.integers(1, 60), start=st.integers(0, 200))
 def test_day_weights_halve_every_half_life(half_life, start):
     days = [AS_OF - dt.timedelta(days=start + k * half_life) for k in range(4)]
-    w = scoring.day_weights(days, AS_OF, float(half_life))
+    w = signals.day_weights(days, AS_OF, float(half_life))
     for k in range(3):
         assert w.iloc[k + 1] == pytest.approx(w.iloc[k] / 2, rel=1e-12)
 
 
 def test_day_weights_are_one_on_as_of_and_decreasing_with_age():
-    w = scoring.day_weights(WINDOW, AS_OF, 14.0)
+    w = signals.day_weights(WINDOW, AS_OF, 14.0)
     assert w[AS_OF] == 1.0
     assert w[AS_OF - dt.timedelta(days=14)] == pytest.approx(0.5)
     assert list(w.index) == WINDOW
@@ -58,19 +62,19 @@ def binomial(draw):
 def test_shrink_lies_between_raw_rate_and_baseline(obs, baseline, strength):
     successes, trials = obs
     assume(trials + strength > 0)
-    s = float(scoring.shrink(successes, trials, baseline, strength))
+    s = float(estimation.shrink(successes, trials, baseline, strength))
     raw = successes / trials if trials > 0 else baseline
     eps = 1e-12
     assert min(raw, baseline) - eps <= s <= max(raw, baseline) + eps
 
 
 def test_shrink_limits():
-    assert scoring.shrink(3, 10, 0.5, 0.0) == pytest.approx(0.3)       # no prior: the raw rate
-    assert scoring.shrink(0, 0, 0.2, 50.0) == pytest.approx(0.2)       # no data: the baseline
-    near_raw = scoring.shrink(30_000, 100_000, 0.5, 10.0)
-    near_base = scoring.shrink(3, 10, 0.5, 10_000.0)
+    assert estimation.shrink(3, 10, 0.5, 0.0) == pytest.approx(0.3)       # no prior: the raw rate
+    assert estimation.shrink(0, 0, 0.2, 50.0) == pytest.approx(0.2)       # no data: the baseline
+    near_raw = estimation.shrink(30_000, 100_000, 0.5, 10.0)
+    near_base = estimation.shrink(3, 10, 0.5, 10_000.0)
     assert abs(near_raw - 0.3) < abs(near_base - 0.3)
-    np.testing.assert_allclose(scoring.shrink(np.array([1, 5]), np.array([10, 10]), 0.3, 10.0),
+    np.testing.assert_allclose(estimation.shrink(np.array([1, 5]), np.array([10, 10]), 0.3, 10.0),
                                [(1 + 3) / 20, (5 + 3) / 20])
 
 
@@ -79,16 +83,16 @@ def test_shrink_limits():
 def test_prob_above_increases_with_successes(trials, baseline, strength, threshold, data):
     s1 = data.draw(st.integers(0, trials))
     s2 = data.draw(st.integers(s1, trials))
-    p1, p2 = (float(scoring.prob_above(s, trials, baseline, strength, threshold)) for s in (s1, s2))
+    p1, p2 = (float(estimation.prob_above(s, trials, baseline, strength, threshold)) for s in (s1, s2))
     assert 0.0 <= p1 <= 1.0 and 0.0 <= p2 <= 1.0
     assert p1 <= p2 + 1e-12
 
 
 def test_prob_above_separates_clear_cases():
-    low = scoring.prob_above(10, 100, 0.2, 20.0, 0.25)
-    high = scoring.prob_above(60, 100, 0.2, 20.0, 0.25)
+    low = estimation.prob_above(10, 100, 0.2, 20.0, 0.25)
+    high = estimation.prob_above(60, 100, 0.2, 20.0, 0.25)
     assert low < 0.1 < 0.9 < high
-    assert scoring.prob_above(100, 100, 0.5, 10.0, 1.0) == 0.0  # no rate exceeds 1
+    assert estimation.prob_above(100, 100, 0.5, 10.0, 1.0) == 0.0  # no rate exceeds 1
 
 
 @given(st.lists(st.tuples(st.integers(0, 500), st.integers(1, 500)), min_size=0, max_size=12),
@@ -96,20 +100,20 @@ def test_prob_above_separates_clear_cases():
 def test_prior_strength_is_within_its_clip_bounds(pairs, baseline, lo, hi):
     successes = np.array([min(s, n) for s, n in pairs], dtype=float)
     trials = np.array([n for _, n in pairs], dtype=float)
-    k = scoring.prior_strength(successes, trials, baseline, lo, hi)
+    k = estimation.prior_strength(successes, trials, baseline, lo, hi)
     assert lo <= k <= hi
 
 
 def test_prior_strength_is_large_when_all_tracks_share_the_rate():
     trials = np.full(10, 200.0)
-    same = scoring.prior_strength(0.25 * trials, trials, 0.25, 5.0, 2000.0)
+    same = estimation.prior_strength(0.25 * trials, trials, 0.25, 5.0, 2000.0)
     assert same == 2000.0
     # Rates that differ far more than binomial noise: a weak prior.
     spread = np.array([0.05, 0.5, 0.1, 0.45, 0.2, 0.3, 0.02, 0.48, 0.25, 0.15]) * trials
-    weak = scoring.prior_strength(spread, trials, 0.25, 5.0, 2000.0)
+    weak = estimation.prior_strength(spread, trials, 0.25, 5.0, 2000.0)
     assert 5.0 <= weak < 50.0
     # Too few tracks to estimate anything: the strongest prior.
-    assert scoring.prior_strength(np.array([1.0, 50.0]), np.array([100.0, 100.0]), 0.25, 5.0, 2000.0) == 2000.0
+    assert estimation.prior_strength(np.array([1.0, 50.0]), np.array([100.0, 100.0]), 0.25, 5.0, 2000.0) == 2000.0
 
 
 # ------------------------------------------------------------------ pacing ---
@@ -118,10 +122,10 @@ def test_pacing_multiplier_behind_ahead_on_pace(base, flight, data):
     remaining = data.draw(st.integers(1, flight - 1))
     elapsed = flight - remaining
     on_pace = base * elapsed
-    m = scoring.pacing_multiplier(on_pace, base, flight, remaining, 0.5, 2.0)
+    m = campaigns.pacing_multiplier(on_pace, base, flight, remaining, 0.5, 2.0)
     assert m == pytest.approx(1.0, rel=1e-9)
-    behind = scoring.pacing_multiplier(on_pace * 0.5, base, flight, remaining, 0.5, 2.0)
-    ahead = scoring.pacing_multiplier(on_pace * 1.5 + base, base, flight, remaining, 0.5, 2.0)
+    behind = campaigns.pacing_multiplier(on_pace * 0.5, base, flight, remaining, 0.5, 2.0)
+    ahead = campaigns.pacing_multiplier(on_pace * 1.5 + base, base, flight, remaining, 0.5, 2.0)
     assert behind > 1.0 or elapsed == 0
     assert ahead < 1.0
     assert 0.5 <= behind <= 2.0 and 0.5 <= ahead <= 2.0
@@ -129,11 +133,11 @@ def test_pacing_multiplier_behind_ahead_on_pace(base, flight, data):
 
 def test_pacing_multiplier_values_and_clipping():
     # 10-day flight at 100/day, 5 days left, 300 delivered: 700 to go over 5 days.
-    assert scoring.pacing_multiplier(300.0, 100.0, 10, 5, 0.1, 5.0) == pytest.approx(1.4)
-    assert scoring.pacing_multiplier(0.0, 100.0, 30, 1, 0.5, 2.0) == 2.0      # far behind: clipped
-    assert scoring.pacing_multiplier(5000.0, 100.0, 10, 5, 0.5, 2.0) == 0.5   # far ahead: clipped
-    assert scoring.pacing_multiplier(0.0, 0.0, 10, 5, 0.5, 2.0) == 1.0        # nothing to pace
-    assert scoring.pacing_multiplier(0.0, 100.0, 10, 0, 0.5, 2.0) == 1.0      # flight over
+    assert campaigns.pacing_multiplier(300.0, 100.0, 10, 5, 0.1, 5.0) == pytest.approx(1.4)
+    assert campaigns.pacing_multiplier(0.0, 100.0, 30, 1, 0.5, 2.0) == 2.0      # far behind: clipped
+    assert campaigns.pacing_multiplier(5000.0, 100.0, 10, 5, 0.5, 2.0) == 0.5   # far ahead: clipped
+    assert campaigns.pacing_multiplier(0.0, 0.0, 10, 5, 0.5, 2.0) == 1.0        # nothing to pace
+    assert campaigns.pacing_multiplier(0.0, 100.0, 10, 0, 0.5, 2.0) == 1.0      # flight over
 
 
 # ------------------------------------------------------------ frames ---
@@ -179,7 +183,7 @@ def run_market(enrolled_rows, agg_rows, cfg=CFG, total_rows=None, observed=WINDO
     enrolled = frame(enrolled_rows, ENROLLMENTS)
     aggregates = frame(agg_rows, DAILY_AGGREGATES)
     totals = frame(total_rows if total_rows is not None else totals_for(agg_rows, WINDOW), SURFACE_TOTALS)
-    return scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg)
+    return market_scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg)
 
 
 # ----------------------------------------------------------- eligibility ---
@@ -300,7 +304,7 @@ def test_choose_enrollments_prefers_the_live_campaign():
         enroll_row("u", campaign_id="u_old", start_date=dt.date(2024, 3, 1), end_date=dt.date(2024, 3, 31)),
         enroll_row("u", campaign_id="u_next", start_date=dt.date(2024, 6, 1), end_date=dt.date(2024, 6, 30)),
     ]
-    chosen = scoring.choose_enrollments(frame(rows, ENROLLMENTS), SCORE_DATE)
+    chosen = campaigns.choose_enrollments(frame(rows, ENROLLMENTS), SCORE_DATE)
     assert dict(zip(chosen["track_id"], chosen["campaign_id"])) == {"t": "live", "u": "u_next"}
 
 
@@ -405,7 +409,7 @@ def test_random_markets_respect_every_cap(market):
         for _, total in r.groupby("licensor_id")["planned_promoted_plays"].sum().items():
             assert _le(total, c["licensor_cap"]), "licensor cap"
         assert np.all(x[~elig] == 0)
-        assert r.loc[~elig, "reason"].isin(scoring.REASONS).all()
+        assert r.loc[~elig, "reason"].isin(market_scoring.REASONS).all()
         assert r.loc[elig, "reason"].isna().all()
 
         score = r["score"].to_numpy()
@@ -441,8 +445,8 @@ def test_group_sum_is_bit_for_bit_a_pandas_group_by_sum(rows):
     codes = np.array([c for c, _ in rows], dtype=np.int64)
     values = np.array([v for _, v in rows], dtype=float)
     expected = _pandas_group_sum(codes, values, 7)
-    np.testing.assert_array_equal(scoring.group_sum(codes, values, 7), expected)
-    both = scoring.group_sum(codes, np.stack([values, -2.0 * values]), 7)
+    np.testing.assert_array_equal(arrays.group_sum(codes, values, 7), expected)
+    both = arrays.group_sum(codes, np.stack([values, -2.0 * values]), 7)
     np.testing.assert_array_equal(both[0], expected)
     np.testing.assert_array_equal(both[1], _pandas_group_sum(codes, -2.0 * values, 7))
 
@@ -450,7 +454,7 @@ def test_group_sum_is_bit_for_bit_a_pandas_group_by_sum(rows):
 def test_group_sum_differs_from_a_naive_sum_where_pandas_does():
     codes = np.zeros(5, dtype=np.int64)
     values = np.array([1e16, 1.0, 1.0, 1.0, 1.0])
-    assert scoring.group_sum(codes, values, 1)[0] == 1e16 + 4.0   # compensated
+    assert arrays.group_sum(codes, values, 1)[0] == 1e16 + 4.0   # compensated
     assert np.bincount(codes, weights=values)[0] == 1e16           # naive loses the ones
 
 
@@ -459,13 +463,13 @@ def test_group_sum_differs_from_a_naive_sum_where_pandas_does():
 def test_compensated_sum_is_the_group_sum_of_terms_in_order(terms):
     terms = np.array(terms)          # (k terms, 4 groups)
     codes = np.tile(np.arange(4), len(terms))
-    np.testing.assert_array_equal(scoring.compensated_sum(terms), _pandas_group_sum(codes, terms.ravel(), 4))
+    np.testing.assert_array_equal(arrays.compensated_sum(terms), _pandas_group_sum(codes, terms.ravel(), 4))
 
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=30))
 def test_sorted_codes_is_pandas_factorize_sorted(values):
     values = np.array(values, dtype=object)
-    codes, uniques = scoring.sorted_codes(values)
+    codes, uniques = arrays.sorted_codes(values)
     want_codes, want_uniques = pd.factorize(values, sort=True)
     np.testing.assert_array_equal(codes, want_codes)
     assert list(uniques) == list(want_uniques)
@@ -480,35 +484,35 @@ def test_prob_above_is_the_beta_survival_function(successes, extra, baseline, st
     a = max(baseline * strength + successes, 1e-9)
     b = max((1 - baseline) * strength + trials - successes, 1e-9)
     want = 0.0 if threshold >= 1.0 else scipy_stats.beta.sf(min(threshold, 1.0), a, b)
-    assert scoring.prob_above(successes, trials, baseline, strength, threshold) == want
+    assert estimation.prob_above(successes, trials, baseline, strength, threshold) == want
 
 
 def test_daynums_of_dates_datetimes_and_strings():
     days = [dt.date(1969, 12, 31), dt.date(1970, 1, 1), dt.date(2024, 5, 21)]
     want = [-1, 0, 19864]
-    assert scoring.daynums(pd.Series(days, dtype=object)).tolist() == want
-    assert scoring.daynums(pd.Series(pd.to_datetime(days))).tolist() == want
-    assert scoring.daynums(pd.Series([d.isoformat() for d in days])).tolist() == want
-    with_null = scoring.daynums(pd.Series([days[2], None], dtype=object))
+    assert signals.daynums(pd.Series(days, dtype=object)).tolist() == want
+    assert signals.daynums(pd.Series(pd.to_datetime(days))).tolist() == want
+    assert signals.daynums(pd.Series([d.isoformat() for d in days])).tolist() == want
+    with_null = signals.daynums(pd.Series([days[2], None], dtype=object))
     assert with_null[0] == want[2] and with_null[1] == np.datetime64("NaT").astype(np.int64)
-    assert scoring.daynums(pd.Series([], dtype=object)).tolist() == []
+    assert signals.daynums(pd.Series([], dtype=object)).tolist() == []
 
 
 def test_enrolled_on_reads_lists_and_arrays():
     surfaces = np.array([["radio", "mixes"], np.array(["autoplay"], dtype=object), [], ["search", "radio"]],
                         dtype=object)
-    on = scoring.enrolled_on(surfaces)
+    on = campaigns.enrolled_on(surfaces)
     assert on.shape == (len(PROMOTION_SURFACES), 4)
     got = {(PROMOTION_SURFACES[s], t) for s, t in zip(*np.nonzero(on))}
     assert got == {("radio", 0), ("mixes", 0), ("autoplay", 1), ("radio", 3)}
 
 
 def test_first_reason_takes_the_first_broken_rule():
-    broken = np.zeros((len(scoring.REASONS), 4), dtype=bool)
+    broken = np.zeros((len(market_scoring.REASONS), 4), dtype=bool)
     broken[2, 0] = broken[5, 0] = True      # outside_flight before too_few_plays
     broken[6, 1] = True
     broken[0, 3] = True
-    assert scoring.first_reason(broken).tolist() == ["outside_flight", "listeners_dislike", None,
+    assert market_scoring.first_reason(broken).tolist() == ["outside_flight", "listeners_dislike", None,
                                                      "campaign_cancelled"]
 
 
@@ -526,7 +530,7 @@ def test_choose_enrollments_is_the_sort_and_drop_duplicates_it_describes(rows):
     want = (e.sort_values(["track_id", "market", "_live", "start_date", "campaign_id"],
                           ascending=[True, True, False, False, True], kind="mergesort")
             .drop_duplicates(["track_id", "market"], keep="first").drop(columns="_live"))
-    got = scoring.choose_enrollments(enrolled, SCORE_DATE)
+    got = campaigns.choose_enrollments(enrolled, SCORE_DATE)
     assert list(got.index) == list(want.index)
 
 
@@ -537,7 +541,7 @@ def test_campaign_floors_group_live_rows_by_surface_then_campaign():
     upper = np.where(eligible, np.array([1.0, 2.0, 4.0, 8.0]), 0.0)
     delivered = np.full(live.shape, 10.0)
     start, end = np.array([0, 5, 2, 1]), np.array([30, 20, 25, 40])
-    camp = scoring._campaign_floors(campaign, live, eligible, upper, delivered, start, end, 10, CFG)
+    camp = campaigns.campaign_floors(campaign, live, eligible, upper, delivered, start, end, 10, CFG)
     assert camp["surface"].tolist() == [0, 0, 2, 2] and camp["campaign"].tolist() == [0, 1, 0, 2]
     assert camp["offsets"].tolist() == [0, 2, 2, 4]
     assert camp["first_row"].tolist() == [0, 1, 0, 3]
