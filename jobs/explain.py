@@ -1,8 +1,7 @@
-"""`oasis explain`: why a track got its score, from a published snapshot alone.
+"""Why a track got its score, from a published snapshot alone (`oasis explain`;
+`jobs.cli.explain` prints what `explain` returns).
 
-    oasis explain --date D --track T --market M [--surface S] --output OUT [--snapshot ID] [--json]
-
-`--date` is the **score date**: the day the scores are for, i.e. the day after
+The date is the **score date**: the day the scores are for, i.e. the day after
 the last day of logs (`oasis run --date 2026-11-24` publishes score date
 2026-11-25). Without `--snapshot` the snapshot LATEST points to is used when it
 is for that date, else the newest published snapshot of that date.
@@ -16,7 +15,7 @@ Per promotion surface the breakdown shows, with the snapshot's own numbers:
   strength) and the guardrail's posterior probability;
 * value = save lift - lambda * skip lift (lambda from the manifest config);
 * the track's (market, surface) LP rebuilt from the published columns
-  (`pipelines.yardstick.rebuild`) and solved exactly (`allocation.solve_exact`):
+  (`pipelines.allocation.verify.rebuild`) and solved exactly (`solve_exact`):
   which constraints bind (capacity, the artist's and licensor's caps, the
   track's own cap x <= rho*E, its campaign's floor with pacing) and their
   shadow prices;
@@ -28,28 +27,27 @@ probabilities, prices) is labelled as derived.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import math
-import sys
 
 import numpy as np
 import pandas as pd
 
-from jobs.snapshots import store as publish
-from pipelines import storage
+from jobs import layout
+from jobs.manifest import Manifest
+from jobs.snapshots import store
+from pipelines.allocation import verify
 from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.problem import check_feasible, objective
+from pipelines.errors import OasisError
 from pipelines.scoring import estimation
-from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
 
 TIGHT = 1e-6      # relative tolerance for "this constraint is tight"
 PRICE_TOL = 1e-9  # a shadow price above this counts as positive
 
 
-class ExplainError(Exception):
+class ExplainError(OasisError):
     """The request cannot be answered (no such snapshot, track or market)."""
 
 
@@ -79,47 +77,44 @@ def reason_in_words(reason: str | None, ctx: dict) -> str:
 
 
 # ------------------------------------------------------------ snapshot ---
-def find_snapshot(output_root: str, score_date: dt.date, snapshot_id: str | None = None) -> tuple[str, dict, str]:
+def find_snapshot(output_root: str, score_date: dt.date,
+                  snapshot_id: str | None = None) -> tuple[str, Manifest, str]:
     """(snapshot folder, manifest, how it was chosen) for the score date."""
-    published = publish.list_manifests(output_root, score_date)
+    published = store.list_manifests(output_root, score_date)
     if snapshot_id:
         sid = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
         for folder, m in published:
-            if m["snapshot_id"] == sid:
+            if m.snapshot_id == sid:
                 return folder, m, "requested with --snapshot"
-        elsewhere = [m["score_date"] for _, m in publish.list_manifests(output_root) if m["snapshot_id"] == sid]
+        elsewhere = [m.score_date for _, m in store.list_manifests(output_root) if m.snapshot_id == sid]
         if elsewhere:
             raise ExplainError(f"snapshot {sid} is for score date {elsewhere[0]}, not {score_date} "
                                f"(--date is the score date)")
         raise ExplainError(f"no published snapshot {sid} under {output_root} "
                            f"(published for {score_date}: {_ids(published)})")
     if not published:
-        dates = sorted({m["score_date"] for _, m in publish.list_manifests(output_root)})
+        dates = sorted({m.score_date.isoformat() for _, m in store.list_manifests(output_root)})
         hint = ""
         if (score_date + dt.timedelta(days=1)).isoformat() in dates:
             hint = (f"; --date is the score date, the day after the last day of logs: did you mean "
                     f"{score_date + dt.timedelta(days=1)}?")
         raise ExplainError(f"no published snapshot for score date {score_date} under {output_root} "
                            f"(published score dates: {', '.join(dates) or 'none'}){hint}")
-    latest = publish.read_latest(output_root).content
+    latest = store.read_latest(output_root).content
     if latest:
         for folder, m in published:
-            if publish.relative_snapshot(score_date, m["snapshot_id"]) == latest:
+            if layout.snapshot_rel(score_date, m.snapshot_id) == latest:
                 return folder, m, "LATEST"
     folder, m = published[-1]
     return folder, m, "newest published for the score date"
 
 
 def _ids(published) -> str:
-    return ", ".join(m["snapshot_id"] for _, m in published) or "none"
+    return ", ".join(m.snapshot_id for _, m in published) or "none"
 
 
-def read_tables(folder: str, manifest: dict) -> dict[str, pd.DataFrame]:
-    out = {}
-    for name in ("promotion_scores", "campaign_delivery", "capacity"):
-        files = [storage.join(folder, f["path"]) for f in manifest["tables"][name]["files"]]
-        out[name] = publish.read_table_files(files, name).to_pandas()
-    return out
+def read_tables(folder: str, manifest: Manifest) -> dict[str, pd.DataFrame]:
+    return {name: t.to_pandas() for name, t in store.read_snapshot_tables(folder, manifest).items()}
 
 
 # ------------------------------------------------------------- explain ---
@@ -130,7 +125,7 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
     market = market.strip().upper()
     t = read_tables(folder, manifest)
     scores, delivery, capacity = t["promotion_scores"], t["campaign_delivery"], t["capacity"]
-    sid = manifest["snapshot_id"]
+    sid = manifest.snapshot_id
     markets = sorted(scores["market"].unique())
     if market not in markets:
         raise ExplainError(f"market {market} has no rows in snapshot {sid} (score date {score_date}); "
@@ -143,7 +138,7 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
                                f"it is enrolled in: {', '.join(other)}")
         raise ExplainError(f"track {track_id} is not in snapshot {sid} (score date {score_date}): "
                            f"no enrollment of it in any market")
-    cfg = manifest["config"]
+    cfg = manifest.config
     surfaces = [surface] if surface else list(PROMOTION_SURFACES)
     track_rows = mine.set_index("surface")
     cap_rows = capacity[capacity["market"] == market].set_index("surface")
@@ -160,7 +155,7 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
     doc = {
         "track_id": track_id, "market": market, "score_date": score_date.isoformat(),
         "snapshot_id": sid, "snapshot_dir": folder, "snapshot_chosen": how,
-        "as_of": manifest.get("as_of"),
+        "as_of": manifest.as_of.isoformat(),
         "campaign_id": first["campaign_id"], "artist_id": first["artist_id"], "licensor_id": first["licensor_id"],
         "release_date": _iso(first["release_date"]),
         "config": {k: cfg[k] for k in ("window_days", "half_life_days", "skip_penalty", "guardrail_delta",
@@ -212,9 +207,10 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
     window_plays = int(track_rows["plays"].sum())
     plays, skips, saves = int(row["plays"]), int(row["skips"]), int(row["saves"])
     w = float(row["weighted_plays"])
-    ctx = dict(score_date=score_date.isoformat(), surface=surface, market=market, campaign_id=row["campaign_id"],
-               release_date=_iso(release), age_days=age, window_plays=window_plays,
-               min_track_age_days=cfg.get("min_track_age_days"), min_window_plays=cfg.get("min_window_plays"))
+    ctx = {"score_date": score_date.isoformat(), "surface": surface, "market": market,
+           "campaign_id": row["campaign_id"], "release_date": _iso(release), "age_days": age,
+           "window_plays": window_plays, "min_track_age_days": cfg.get("min_track_age_days"),
+           "min_window_plays": cfg.get("min_window_plays")}
     reason = row["reason"] if isinstance(row["reason"], str) else None
 
     def shrinkage(kind: str) -> dict:
@@ -263,7 +259,7 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
 
 def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
     sel = lambda df: df[(df["market"] == market) & (df["surface"] == surface)]  # noqa: E731
-    (rb,) = yardstick.rebuild(sel(scores), sel(delivery), sel(capacity))
+    (rb,) = verify.rebuild(sel(scores), sel(delivery), sel(capacity))
     p = rb.problem
     i = int(np.flatnonzero(rb.rows["track_id"].to_numpy() == row["track_id"])[0])
     sol = solve_exact(p)
@@ -324,7 +320,7 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
     u = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=x, minlength=len(p.floors)))
     published_obj = objective(p, x, u)
     violations = check_feasible(p, x, u)
-    gap = yardstick.relative_gap(published_obj, sol.objective)
+    gap = verify.relative_gap(published_obj, sol.objective)
     out["plan_check"] = {
         "published_objective": published_obj, "exact_objective": sol.objective, "relative_gap": gap,
         "max_abs_plan_difference": float(np.max(np.abs(sol.x - x))) if p.n else 0.0,
@@ -344,121 +340,6 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
                f"(marginal value {marginal:.6g})")
     out["why"] = why
     return out
-
-
-# --------------------------------------------------------------- render ---
-def num(v) -> str:
-    """How the text prints a number: 6 significant digits."""
-    if v is None:
-        return "n/a"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return str(int(v))
-    return format(float(v), ".6g")
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * float(v):.2f}%"
-
-
-def render_text(doc: dict) -> str:
-    cfg = doc["config"]
-    L = []
-    L.append(f"Why track {doc['track_id']} in {doc['market']} got its score for {doc['score_date']}")
-    L.append(f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs up to {doc['as_of']})")
-    L.append(f"             {doc['snapshot_dir']}")
-    L.append(f"  campaign   {doc['campaign_id']}   artist {doc['artist_id']}   licensor {doc['licensor_id']}   "
-             f"released {doc['release_date']}")
-    L.append(f"  config     lambda (skip_penalty) = {num(cfg.get('skip_penalty'))}, "
-             f"delta (guardrail_delta) = {num(cfg.get('guardrail_delta'))}, "
-             f"guardrail confidence = {num(cfg.get('guardrail_confidence'))}, rho = {num(cfg.get('track_boost_cap'))}, "
-             f"kappa = {num(cfg.get('promoted_share_cap'))}, phi = {num(cfg.get('artist_share_cap'))}, "
-             f"psi = {num(cfg.get('licensor_share_cap'))}, window {cfg.get('window_days')} days "
-             f"(half-life {num(cfg.get('half_life_days'))})")
-    for s in doc["surfaces"]:
-        L.append("")
-        L.append(f"== {s['surface']} " + "=" * (72 - len(s["surface"])))
-        L.append(f"eligibility  {'ELIGIBLE' if s['eligible'] else 'NOT ELIGIBLE'}")
-        L.append(f"             {s['reason_text']}")
-        g = s["signals"]
-        L.append(f"signals      window plays on {s['surface']}: {g['plays']} (decay-weighted {num(g['weighted_plays'])}); "
-                 f"all promotion surfaces: {s['window_plays_all_surfaces']}")
-        L.append(f"             skips {g['skips']}  raw rate {num(g['raw_skip_rate'])}   "
-                 f"market baseline skip rate {num(g['baseline_skip_rate'])}")
-        L.append(f"             saves {g['saves']}  raw rate {num(g['raw_save_rate'])}   "
-                 f"market baseline save rate {num(g['baseline_save_rate'])}")
-        L.append("shrinkage    empirical Bayes toward the baseline: shrunk = (weighted count + k*baseline) / "
-                 "(weighted plays + k)")
-        for kind in ("skip", "save"):
-            h = s["shrinkage"][kind]
-            L.append(f"             {kind} rate: decay-weighted {num(h['weighted_rate'])} on {num(h['weighted_plays'])} "
-                     f"plays, prior strength k = {num(h['prior_strength'])} (data weight {_pct(h['data_weight'])}) "
-                     f"-> shrunk {kind}_rate {num(h['shrunk_rate'])}")
-        gr = s["guardrail"]
-        L.append(f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = "
-                 f"{num(gr['probability_surface'])} on {s['surface']}, {num(gr['probability_pooled'])} pooled over "
-                 f"the track's surfaces in {doc['market']}; pulled back above {num(gr['confidence'])}: "
-                 f"{'DISLIKED' if gr['disliked'] else 'not disliked'}")
-        v = s["value"]
-        sh = s["shrinkage"]
-        L.append(f"value        save lift = {num(sh['save']['shrunk_rate'])} - {num(sh['save']['baseline_rate'])} = "
-                 f"{num(v['save_lift'])};  skip lift = {num(sh['skip']['shrunk_rate'])} - "
-                 f"{num(sh['skip']['baseline_rate'])} = {num(v['skip_lift'])}")
-        L.append(f"             value = save lift - lambda x skip lift = ({num(v['save_lift'])}) - {num(v['lambda'])} x "
-                 f"({num(v['skip_lift'])}) = {num(v['value'])}")
-        if abs(v["recomputed"] - v["value"]) > 1e-9:
-            L.append(f"             (note: recomputed from the published rates: {num(v['recomputed'])})")
-        sp = s["supply"]
-        L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays; max promoted plays "
-                 f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
-        lp = s["lp"]
-        L.append(f"allocation   the {doc['market']} {s['surface']} LP ({lp['eligible_tracks']} eligible of "
-                 f"{lp['tracks']} rows) rebuilt from the published columns and solved exactly (HiGHS); "
-                 f"shadow price = objective gained per unit the limit is relaxed")
-        cp = lp["capacity"]
-        L.append(f"  capacity   sum x = {num(cp['planned_total'])} of K = {num(cp['capacity'])}   "
-                 f"{_state(cp['tight'], cp['shadow_price'])}   shadow price {num(cp['shadow_price'])} "
-                 f"(published {num(cp['published_shadow_price'])})")
-        for owner in ("artist", "licensor"):
-            c = lp[owner]
-            L.append(f"  {owner:<11}{c[owner + '_id']}: sum x = {num(c['planned'])} of cap {num(c['cap'])} "
-                     f"({c['eligible_tracks']} eligible track(s))   {_state(c['tight'], c['shadow_price'])}   "
-                     f"shadow price {num(c['shadow_price'])}")
-        tc = lp["track_cap"]
-        L.append(f"  track cap  x = {num(tc['planned'])} of rho*E = {num(tc['cap'])}   "
-                 f"{'x = rho*E: BINDS' if tc['tight'] else 'x < rho*E'}   shadow price {num(tc['shadow_price'])}")
-        fl = lp["campaign_floor"]
-        if fl is None:
-            L.append(f"  floor      none: campaign {s['campaign_id']} is not live on {s['surface']} on the score date")
-        else:
-            L.append(f"  floor      {fl['campaign_id']}: planned {num(fl['planned'])} vs floor {num(fl['floor'])}, "
-                     f"shortfall {num(fl['shortfall'])}: {fl['status'].upper()}   shadow price {num(fl['shadow_price'])}")
-            L.append(f"             pacing x{num(fl['pacing_multiplier'])}: {num(fl['delivered_to_date'])} promoted "
-                     f"plays delivered since {fl['flight_start']} (flight to {fl['flight_end']}); max boost "
-                     f"{num(fl['max_boost'])} over {fl['eligible_tracks']} eligible track(s)")
-        if s["eligible"]:
-            L.append(f"  marginal   value - capacity - artist - licensor + floor prices = {num(lp['marginal_value'])}: "
-                     f"the track {lp['why']}")
-        else:
-            L.append(f"  marginal   the track {lp['why']}")
-        pc = lp["plan_check"]
-        if not pc["published_is_optimal"]:
-            L.append(f"  WARNING    the published plan is not this LP's exact optimum (objective "
-                     f"{num(pc['published_objective'])} vs {num(pc['exact_objective'])}, max |x difference| "
-                     f"{num(pc['max_abs_plan_difference'])}, this track's exact x {num(lp['exact_planned'])}"
-                     + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "")
-                     + "); the shadow prices above belong to the exact optimum")
-        r = s["result"]
-        L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
-                 f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")
-    return "\n".join(L)
-
-
-def _state(tight: bool, price: float) -> str:
-    if tight and price > PRICE_TOL:
-        return "BINDS"
-    if tight:
-        return "tight (price 0)"
-    return "slack"
 
 
 # ---------------------------------------------------------------- utils ---
@@ -485,37 +366,3 @@ def _clean(o):
     return o
 
 
-# ------------------------------------------------------------------ CLI ---
-def register(subparsers) -> None:
-    from jobs.cli.main import date_arg  # the one date type of the CLI
-
-    p = subparsers.add_parser(
-        "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",
-        description="Explain one track's published promotion score in one market, per surface, from a published "
-                    "snapshot: eligibility and reason, plays/skips/saves against the market baseline, the "
-                    "shrinkage, the value, which constraints of its (market, surface) LP bind and their shadow "
-                    "prices, and the planned plays, boost probability and score.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--date", type=date_arg, required=True,
-                   help="the SCORE date (YYYY-MM-DD): the day the scores are for, i.e. the day after the last "
-                        "day of logs (`oasis run --date D` publishes score date D+1)")
-    p.add_argument("--track", required=True, help="track_id")
-    p.add_argument("--market", required=True, help="market (ISO 3166-1 alpha-2)")
-    p.add_argument("--surface", choices=list(PROMOTION_SURFACES), default=None,
-                   help="one promotion surface; default all three")
-    p.add_argument("--output", required=True, help="output root of the runs: local folder or gs://bucket/prefix")
-    p.add_argument("--snapshot", default=None,
-                   help="snapshot id; default the one LATEST points to if it is for --date, else the newest "
-                        "published for --date")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    p.set_defaults(func=_cmd_explain, beam=False)
-
-
-def _cmd_explain(args, _rest) -> int:
-    try:
-        doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
-    except ExplainError as e:
-        print(f"oasis: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
-    return 0

@@ -1,8 +1,8 @@
-"""`oasis validate`: check one day's input partitions against the contract
-without running the job.
+"""Check one day's input partitions against the contract without running the
+job (`oasis validate`; `jobs.cli.validate` prints the report).
 
 For the enrollments and engagement partitions of D: every file's schema
-(`plan.check_file_schema`: the footer is read and compared with the contract),
+(`jobs.run.plan.check_file_schema`: the footer is read and compared with the contract),
 then every row against the contract (`pipelines.contract`, the same checks the
 run applies), reading the files in Arrow record batches. Prints the breaks per
 file and per reason. Exit 0 when everything is valid; 1 when a partition is
@@ -13,7 +13,6 @@ contract (the run would dead-letter those rows, and fail above
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.run.plan import check_file_schema, partition
+from jobs import layout
+from jobs.run.options import DEFAULT_BATCH_ROWS
+from jobs.run.plan import check_file_schema
 from pipelines import contract, storage
 from pipelines.config import Config
 from schemas import ENGAGEMENT, ENROLLMENTS
@@ -78,7 +79,7 @@ class Report:
 
 
 def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,
-               batch_rows: int = 262_144) -> FileReport:
+               batch_rows: int = DEFAULT_BATCH_ROWS) -> FileReport:
     rep = FileReport(uri)
     try:
         check_file_schema(uri, contract_table)
@@ -108,11 +109,11 @@ def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,
 
 
 def validate(input_root: str, day: dt.date, cfg: Config | None = None, progress=None,
-             batch_rows: int = 262_144) -> Report:
+             batch_rows: int = DEFAULT_BATCH_ROWS) -> Report:
     cfg = cfg or Config()
     parts = []
     for source, table in SOURCES:
-        folder = partition(input_root, source, day)
+        folder = layout.input_partition(input_root, source, day)
         files = storage.list_files(folder, ".parquet")
         rep = PartitionReport(source, folder)
         for i, uri in enumerate(files, 1):
@@ -125,70 +126,3 @@ def validate(input_root: str, day: dt.date, cfg: Config | None = None, progress=
                          f"({time.monotonic() - started:.1f}s; {rep.rows:,} rows so far)")
         parts.append(rep)
     return Report(day, input_root, parts, cfg.max_bad_row_share)
-
-
-def render(report: Report) -> str:
-    lines = [f"OASIS input check for dt={report.day} under {report.input_root}"]
-    for p in report.partitions:
-        lines.append("")
-        if not p.files:
-            lines.append(f"{p.source}: MISSING partition: no *.parquet under {p.folder}")
-            continue
-        share = p.bad / p.rows if p.rows else 0.0
-        lines.append(f"{p.source}: {len(p.files)} file(s), {p.rows:,} rows checked, {p.bad:,} break the "
-                     f"contract ({share:.3%}), {len(p.unreadable)} unreadable")
-        for f in p.files:
-            if f.error:
-                lines.append(f"  {f.uri}: UNREADABLE: {f.error.removeprefix(f.uri + ': ')}")
-                continue
-            lines.append(f"  {f.uri}: {f.rows:,} rows, {f.bad:,} breaks")
-            for reason, n in sorted(f.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"      {reason:<32} {n:>10,}")
-        if p.bad and len(p.files) > 1:
-            lines.append("  all files, by reason:")
-            for reason, n in sorted(p.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"      {reason:<32} {n:>10,}")
-        if p.bad:
-            verdict = ("above" if share > report.max_bad_row_share else "within")
-            lines.append(f"  a run would dead-letter these rows; {share:.3%} is {verdict} the "
-                         f"max_bad_row_share ceiling of {report.max_bad_row_share:.2%}"
-                         + (" (the run would fail)" if verdict == "above" else ""))
-    lines.append("")
-    problems = []
-    missing = [p.source for p in report.partitions if not p.files]
-    unreadable = sum(len(p.unreadable) for p in report.partitions)
-    bad = sum(p.bad for p in report.partitions)
-    if missing:
-        problems.append(f"missing partition(s): {', '.join(missing)}")
-    if unreadable:
-        problems.append(f"{unreadable} unreadable file(s) or wrong schema")
-    if bad:
-        problems.append(f"{bad:,} rows break the contract")
-    lines.append("VALID: every file reads and every row keeps the contract" if report.valid
-                 else "INVALID: " + "; ".join(problems))
-    return "\n".join(lines)
-
-
-def register(sub) -> None:
-    import argparse
-
-    from jobs.cli.main import date_arg
-
-    p = sub.add_parser("validate", help="check one day's input partitions against the contract (no run)",
-                       description="Check IN/enrollments/dt=D and IN/engagement/dt=D: every file's schema, "
-                                   "then every row against the input contract. Prints the breaks per file and "
-                                   "per reason. Exit 0 when everything is valid, 1 otherwise.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--date", type=date_arg, required=True, help="partition day (YYYY-MM-DD)")
-    p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
-    p.add_argument("--config", default=None, help="TOML config (event_ts_slack_hours, max_bad_row_share)")
-    p.add_argument("--batch-rows", type=int, default=262_144, help="rows per Arrow record batch")
-    p.set_defaults(func=main, beam=False)
-
-
-def main(args, _rest=None) -> int:
-    cfg = Config.load(args.config)
-    report = validate(args.input, args.date, cfg, batch_rows=args.batch_rows,
-                      progress=lambda s: print(s, file=sys.stderr, flush=True))
-    print(render(report))
-    return 0 if report.valid else 1

@@ -16,6 +16,7 @@ object per line.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
 import json
@@ -169,3 +170,80 @@ def progress(message: str) -> None:
         logging.getLogger(PROGRESS_LOGGER).info(message)
     else:
         print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------- secrets ---
+_SENSITIVE_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
+
+
+def _sensitive(text: str) -> bool:
+    return any(w in text.lower() for w in _SENSITIVE_WORDS)
+
+
+def redact_beam_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Beam arguments with the value of every sensitive option replaced by
+    "<redacted>", the secret values). Both forms count: `--name=value` and
+    `--name value` (a separate argument, which a filter on single arguments
+    would let through)."""
+    out, secrets, redact_next = [], [], False
+    for a in args:
+        if redact_next and not a.startswith("-"):
+            out.append("<redacted>")
+            secrets.append(a)
+            redact_next = False
+            continue
+        redact_next = False
+        name, eq, value = a.partition("=")
+        if a.startswith("-") and eq:
+            if _sensitive(a):
+                out.append(f"{name}=<redacted>")
+                secrets.append(value)
+            else:
+                out.append(a)
+        elif a.startswith("-"):
+            out.append(a)
+            redact_next = _sensitive(name)
+        elif _sensitive(a):
+            out.append("<redacted>")
+            secrets.append(a)
+        else:
+            out.append(a)
+    return out, [x for x in secrets if x]
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces secret option values in every log record (Beam itself logs
+    arguments it cannot parse, values included)."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        if any(x in message for x in self.secrets):
+            for x in self.secrets:
+                message = message.replace(x, "<redacted>")
+            record.msg, record.args = message, None
+        return True
+
+
+@contextlib.contextmanager
+def redacted(beam_args: list[str]):
+    """Within the block, every log line has the secret values of `beam_args` redacted."""
+    secrets = redact_beam_args(beam_args)[1]
+    if not secrets:
+        yield
+        return
+    f = _RedactSecrets(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(f)

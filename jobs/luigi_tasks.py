@@ -12,7 +12,7 @@
 * `DailyScores(date, input_root, output_root, config, warehouse)`: `date` is
   the last day of logs (as `oasis run --date`); it requires that day's
   enrollments and engagement partitions and publishes the snapshot of score
-  date `date + 1` through `jobs.daily.run`.
+  date `date + 1` through `jobs.run.daily.run`.
 
   Complete when a published snapshot (a `_MANIFEST.json`, the file a publish
   writes last in the snapshot folder, only after validation passed) exists for
@@ -38,9 +38,10 @@ import datetime as dt
 import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily for `luigi --module jobs.luigi_tasks`
 
-from jobs import logs
-from jobs.snapshots import store as publish
-from jobs.run.plan import partition
+from jobs import layout, logs
+from jobs.run import daily
+from jobs.run.options import RunOptions
+from jobs.snapshots import store
 from pipelines import storage
 
 
@@ -72,10 +73,10 @@ class PublishedSnapshotTarget(luigi.Target):
 
     def __init__(self, output_root: str, score_date: dt.date):
         self.output_root, self.score_date = output_root, score_date
-        self.path = storage.join(publish.snapshots_root(output_root), f"score_date={score_date.isoformat()}")
+        self.path = layout.score_date_dir(output_root, score_date)
 
     def exists(self) -> bool:
-        return bool(publish.list_manifests(self.output_root, self.score_date))
+        return bool(store.list_manifests(self.output_root, self.score_date))
 
 
 class InputPartition(luigi.ExternalTask):
@@ -86,7 +87,7 @@ class InputPartition(luigi.ExternalTask):
     date = luigi.DateParameter()
 
     def output(self):
-        return PartitionTarget(partition(self.root, self.table, self.date))
+        return PartitionTarget(layout.input_partition(self.root, self.table, self.date))
 
 
 class DailyScores(luigi.Task):
@@ -125,17 +126,16 @@ class DailyScores(luigi.Task):
             task = cls(**p) if isinstance(p, dict) else cls(*p) if isinstance(p, (list, tuple)) else cls(p)
             root = task.output_root
             if root not in published:
-                published[root] = {m["score_date"] for _, m in publish.list_manifests(root)}
-            if task.score_date.isoformat() in published[root]:
+                published[root] = {m.score_date for _, m in store.list_manifests(root)}
+            if task.score_date in published[root]:
                 done.append(p)
         return done
 
     def run(self):
-        from jobs.run import daily
-
         with logs.bind(date=self.date):
             req = daily.RunRequest(as_of=self.date, input_root=self.input_root, output_root=self.output_root,
                                    config_path=self.config or None, warehouse=self.warehouse or None,
-                                   beam_args=list(self.beam_args))
+                                   beam_args=list(self.beam_args), options=RunOptions(),
+                                   retry_hint="rerun the task with the same parameters and")
             result = daily.run(req, progress=logs.progress)
-            self.set_status_message(f"{result.status}: {result.manifest['snapshot_id']}")
+            self.set_status_message(f"{result.status}: {result.manifest.snapshot_id}")

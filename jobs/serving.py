@@ -23,21 +23,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.snapshots import store as publish
+from jobs import layout
+from jobs.manifest import Manifest, ManifestError
+from jobs.snapshots import store
 from pipelines import storage
+from pipelines.errors import OasisError
 from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
 
 
-class NoValidSnapshot(RuntimeError):
+class NoValidSnapshot(OasisError):
     """No snapshot under the output root can be served; the message says why."""
 
 
@@ -52,104 +54,89 @@ class LoadedSnapshot:
     tables: dict[str, pa.Table]
     fell_back_from: list[tuple[str, str]] = field(default_factory=list)  # (snapshot_id, reason), newest first
     folder: str = ""
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest | None = None
 
 
-def _candidates(output_root: str) -> list[tuple[str, str]]:
+def _candidates(output_root: str) -> list[tuple[dt.date, str]]:
     """(score date, snapshot id) of every snapshot folder, newest first. Folder
     names only: manifests are read when a candidate is tried."""
-    root = publish.snapshots_root(output_root)
-    found = []
-    for d in storage.list_dirs(root):
-        if d.startswith("score_date="):
-            found += [(d.removeprefix("score_date="), sid) for sid in storage.list_dirs(storage.join(root, d))]
-    return sorted(found, reverse=True)
+    return sorted(((day, sid) for day, sid, _ in store.snapshot_folders(output_root)), reverse=True)
 
 
-def verify_and_read(folder: str, score_date: str, snapshot_id: str) -> tuple[dict, dict[str, pa.Table]]:
+def verify_and_read(folder: str, score_date: dt.date, snapshot_id: str) -> tuple[Manifest, dict[str, pa.Table]]:
     """(manifest, tables) of one snapshot folder, or DamagedSnapshot with the reason."""
     try:
-        raw = storage.read_bytes(storage.join(folder, publish.MANIFEST))
+        manifest = store.read_manifest(folder)
     except FileNotFoundError:
-        raise DamagedSnapshot(f"{publish.MANIFEST} is missing") from None
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DamagedSnapshot(f"{publish.MANIFEST} cannot be parsed: {e}") from None
-    if manifest.get("snapshot_id") != snapshot_id or manifest.get("score_date") != score_date:
-        raise DamagedSnapshot(f"{publish.MANIFEST} names {manifest.get('score_date')}/"
-                              f"{manifest.get('snapshot_id')}, not the folder's {score_date}/{snapshot_id}")
-    blocking = [c.get("name") for c in manifest.get("validation") or []
-                if not c.get("passed") and not c.get("skipped")]
-    if blocking:
-        raise DamagedSnapshot(f"its validation failed: {', '.join(map(str, blocking))}")
-    listed = manifest.get("tables") or {}
+        raise DamagedSnapshot(f"{layout.MANIFEST} is missing") from None
+    except ManifestError as e:
+        raise DamagedSnapshot(f"{layout.MANIFEST} cannot be read: {e}") from None
+    if manifest.snapshot_id != snapshot_id or manifest.score_date != score_date:
+        raise DamagedSnapshot(f"{layout.MANIFEST} names {manifest.score_date}/{manifest.snapshot_id}, "
+                              f"not the folder's {score_date}/{snapshot_id}")
+    if manifest.blocking_gates:
+        raise DamagedSnapshot(f"its validation failed: {', '.join(manifest.blocking_gates)}")
     tables = {}
     for name, contract in OUTPUTS.items():
-        meta = listed.get(name)
-        if not meta or not meta.get("files"):
+        meta = manifest.tables.get(name)
+        if not meta or not meta.files:
             raise DamagedSnapshot(f"the manifest lists no files for table {name}")
         parts = []
-        for entry in meta["files"]:
-            path = entry["path"]
+        for entry in meta.files:
             try:
-                data = storage.read_bytes(storage.join(folder, *path.split("/")))
+                data = storage.read_bytes(layout.listed_file(folder, entry.path))
             except FileNotFoundError:
-                raise DamagedSnapshot(f"{path} is listed in the manifest but missing") from None
-            if len(data) != entry.get("bytes", len(data)):
-                raise DamagedSnapshot(f"{path} has {len(data)} bytes, the manifest says {entry['bytes']}")
+                raise DamagedSnapshot(f"{entry.path} is listed in the manifest but missing") from None
+            if len(data) != entry.bytes:
+                raise DamagedSnapshot(f"{entry.path} has {len(data)} bytes, the manifest says {entry.bytes}")
             digest = hashlib.sha256(data).hexdigest()
-            if digest != entry.get("sha256"):
-                raise DamagedSnapshot(f"{path} sha256 {digest[:12]}... does not match the manifest's "
-                                      f"{str(entry.get('sha256'))[:12]}...")
+            if digest != entry.sha256:
+                raise DamagedSnapshot(f"{entry.path} sha256 {digest[:12]}... does not match the manifest's "
+                                      f"{entry.sha256[:12]}...")
             try:
                 parts.append(pq.read_table(io.BytesIO(data)).cast(contract.arrow()))
             except Exception as e:  # checksum right but unusable: written damaged
-                raise DamagedSnapshot(f"{path} cannot be read as {name}: {e}") from None
+                raise DamagedSnapshot(f"{entry.path} cannot be read as {name}: {e}") from None
         table = pa.concat_tables(parts)
-        if table.num_rows != meta.get("rows", table.num_rows):
-            raise DamagedSnapshot(f"{name} has {table.num_rows} rows, the manifest says {meta['rows']}")
+        if table.num_rows != meta.rows:
+            raise DamagedSnapshot(f"{name} has {table.num_rows} rows, the manifest says {meta.rows}")
         tables[name] = table
     _check_report(folder, manifest)
     return manifest, tables
 
 
-def _check_report(folder: str, manifest: dict) -> None:
+def _check_report(folder: str, manifest: Manifest) -> None:
     """The run report (report.html) is listed with its sha256 but is not data:
     a damaged one is logged, and the snapshot is still served."""
-    entry = manifest.get("report") or {}
-    if not entry.get("sha256") or not entry.get("path"):
+    entry = manifest.report or {}
+    if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("path"), str):
         return
     try:
-        data = storage.read_bytes(storage.join(folder, *entry["path"].split("/")))
+        data = storage.read_bytes(layout.listed_file(folder, entry["path"]))
     except FileNotFoundError:
         log.warning("snapshot %s: %s is listed in the manifest but missing (not data; still served)",
-                    manifest.get("snapshot_id"), entry["path"])
+                    manifest.snapshot_id, entry["path"])
         return
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         log.warning("snapshot %s: %s does not match its sha256 (not data; still served)",
-                    manifest.get("snapshot_id"), entry["path"])
+                    manifest.snapshot_id, entry["path"])
 
 
 def load_latest(output_root: str) -> LoadedSnapshot:
     """The snapshot LATEST points to, verified; else the newest earlier valid one
     (with `fell_back_from` saying what was wrong with each newer one)."""
-    pointer = publish.read_latest(output_root).content
+    pointer = store.read_latest(output_root).content
     if not pointer:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: "
-                              f"{publish.latest_uri(output_root)} does not exist (nothing published yet)")
+                              f"{layout.latest_uri(output_root)} does not exist (nothing published yet)")
     try:
-        date_part, latest_id = pointer.split("/", 1)
-        latest = (date_part.removeprefix("score_date="), latest_id)
-        dt.date.fromisoformat(latest[0])
-    except ValueError:
-        raise NoValidSnapshot(f"no valid snapshot under {output_root}: LATEST holds {pointer!r}, "
-                              f"not score_date=YYYY-MM-DD/<snapshot_id>") from None
+        latest = layout.parse_snapshot_rel(pointer)
+    except ValueError as e:
+        raise NoValidSnapshot(f"no valid snapshot under {output_root}: LATEST holds {e}") from None
     order = [latest] + [c for c in _candidates(output_root) if c < latest]
     fell_back: list[tuple[str, str]] = []
-    root = publish.snapshots_root(output_root)
     for score_date, sid in order:
-        folder = storage.join(root, f"score_date={score_date}", sid)
+        folder = layout.snapshot_dir(output_root, score_date, sid)
         try:
             manifest, tables = verify_and_read(folder, score_date, sid)
         except DamagedSnapshot as e:
@@ -160,6 +147,6 @@ def load_latest(output_root: str) -> LoadedSnapshot:
         if fell_back:
             log.warning("serving snapshot %s/%s instead of LATEST %s: %s", score_date, sid, pointer,
                         "; ".join(f"{s}: {r}" for s, r in fell_back))
-        return LoadedSnapshot(sid, dt.date.fromisoformat(score_date), tables, fell_back, folder, manifest)
+        return LoadedSnapshot(sid, score_date, tables, fell_back, folder, manifest)
     detail = "; ".join(f"{s}: {r}" for s, r in fell_back)
     raise NoValidSnapshot(f"no valid snapshot under {output_root} (LATEST -> {pointer}): {detail}")

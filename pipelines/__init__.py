@@ -1,0 +1,1 @@
+"""What is computed: the Beam pipeline and the pure math it calls. Imports `schemas` only."""

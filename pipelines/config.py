@@ -14,13 +14,16 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 
+from pipelines import storage
+from pipelines.errors import OasisError
+
 
 def _p(default, lo, hi, doc, *, lo_open=False, hi_open=False, kind=float):
     return field(default=default, metadata=dict(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
                                                  doc=doc, kind=kind))
 
 
-class ConfigError(ValueError):
+class ConfigError(OasisError, ValueError):
     """A config file that cannot be used; the message names the key."""
 
 
@@ -53,7 +56,7 @@ class Config:
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")
-    # --- publish gates (jobs/validation.py; `oasis run --skip-gate NAME` overrides one) ---
+    # --- publish gates (jobs/gates; `oasis run --skip-gate NAME` overrides one) ---
     gate_max_row_drop: float = _p(
         0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "
         "previous snapshot (1 disables)")
@@ -101,14 +104,14 @@ class Config:
     def load(cls, path: str | None) -> "Config":
         if not path:
             return cls()
-        from pipelines.storage import read_bytes  # local or gs://
-
         try:
-            values = tomllib.loads(read_bytes(path).decode("utf-8"))
+            values = tomllib.loads(storage.read_bytes(path).decode("utf-8"))  # local or gs://
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        except (IsADirectoryError, NotADirectoryError, PermissionError) as e:
+            raise ConfigError(f"config file cannot be read: {path}: {e.strerror or e}") from None
         return cls.from_mapping(values, source=path)
 
     def to_dict(self) -> dict:

@@ -13,13 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.errors import OasisError
 from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES
 from schemas import schema_mismatches
 
 MARKET_PATTERN = r"^[A-Z]{2}$"
 
 
-class InputFileError(RuntimeError):
+class InputFileError(OasisError):
     """An input file that cannot be read or whose schema breaks the contract."""
 
 

@@ -1,0 +1,1 @@
+"""The `oasis` command line: one module per command; nothing outside this package imports it."""

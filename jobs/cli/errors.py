@@ -1,21 +1,30 @@
-"""Which failures are the user's to fix (a message, exit 1) and which are bugs
-(a traceback)."""
+"""Which failures are the user's to act on (one line, `oasis <command>: error:
+<message>`, exit 1, or 2 for a usage error) and which are bugs (a traceback)."""
 from __future__ import annotations
 
+from pipelines.errors import OasisError
 
-def explain_error(e: BaseException) -> str | None:
-    from jobs.run.daily import RunFailed
-    from jobs.warehouse.base import WarehouseError
-    from pipelines.config import ConfigError
-    from pipelines.contract import InputFileError
 
-    known = (RunFailed, WarehouseError, ConfigError, InputFileError, FileNotFoundError)
-    if isinstance(e, known):
-        return str(e)
-    # Beam wraps exceptions raised inside a DoFn; find ours in the message chain.
+def _subclasses(cls) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub] + _subclasses(sub)
+    return out
+
+
+def user_error(e: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) when `e` is, or wraps, an error the user can act
+    on; None for a bug."""
+    if isinstance(e, OasisError):
+        return str(e), e.exit_code
+    if isinstance(e, FileNotFoundError):
+        return str(e), 1
+    # Beam re-raises an exception from inside a DoFn as another type, with the
+    # original's "TypeName: message" in its text: find ours there.
     text = str(e)
-    for marker in ("InputFileError: ",):
+    for cls in sorted(_subclasses(OasisError), key=lambda c: c.__name__):
+        marker = f"{cls.__name__}: "
         if marker in text:
-            return text.split(marker, 1)[1].splitlines()[0]
+            return text.split(marker, 1)[1].splitlines()[0], cls.exit_code
     cause = e.__cause__ or e.__context__
-    return explain_error(cause) if cause is not None else None
+    return user_error(cause) if cause is not None else None

@@ -1,0 +1,1 @@
+"""A run: its options, plan, fingerprint, phases, the one publish path, backfill."""

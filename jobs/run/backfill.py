@@ -1,16 +1,15 @@
-"""`oasis backfill --start D1 --end D2 --input IN --output OUT [--workers N] [--force]`:
-run the daily job for every logs-up-to date from D1 to D2 (both inclusive),
+"""Backfill (`oasis backfill`): run the daily job for every logs-up-to date from D1 to D2 (both inclusive),
 oldest first, and publish each date's snapshot.
 
 * A date already published with the same inputs, config and code is skipped
-  (`jobs.daily.run` says "already_published"), unless `--force`.
+  (`jobs.run.daily.run` says "already_published"), unless forced.
 * Aggregates: a backfill rebuilds the daily aggregates of the days it covers
   (D1..D2) from raw events, each day once: a run rebuilds the covered days of
   its window that no earlier run of this backfill has built. A day whose own
   run was skipped is rebuilt by the next run that does work; a day whose own run
   failed is left to the normal plan (stored aggregates if any, else raw).
   Window days before D1 are reused as stored (their raw logs may be gone).
-* LATEST only moves forward (`publish.move_latest`): backfilling old dates
+* LATEST only moves forward (`jobs.snapshots.store.move_latest`): backfilling old dates
   never moves it back.
 * A date that fails is reported and the others still run; the exit code is 1
   when any date failed. A table of every date is printed at the end.
@@ -29,7 +28,6 @@ the bar) with counts and an ETA; on a terminal the bar is redrawn in place; with
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import multiprocessing
@@ -43,6 +41,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from jobs import logs
+from jobs.run import daily
+from jobs.run.options import RunOptions
+from jobs.manifest import Manifest
+from jobs.run.publish import publish_written
+from jobs.snapshots import store
+from jobs.warehouse.backends import open_warehouse
+from pipelines.config import Config
+from pipelines.errors import OasisError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +74,10 @@ class BackfillRequest:
     input_root: str
     output_root: str
     workers: int = 1
-    force: bool = False
     config_path: str | None = None
     warehouse: str | None = None
     beam_args: list[str] = field(default_factory=list)
-    method: str = "exact"
+    options: RunOptions = field(default_factory=RunOptions)
 
     @property
     def dates(self) -> list[dt.date]:
@@ -90,55 +95,35 @@ def rebuild_days(day: dt.date, covered: list[dt.date], rebuilt: set, failed: set
 def run_one(spec: dict) -> dict:
     """Run one date (in this process or a worker process). Never raises for a
     failed run: returns {"status": "failed", "error": ...}."""
-    from jobs.run import daily
-    from jobs.cli.errors import explain_error
-
     day = spec["date"]
     started = time.monotonic()
     with logs.bind(date=day):
         req = daily.RunRequest(
             as_of=day, input_root=spec["input_root"], output_root=spec["output_root"],
             config_path=spec["config_path"], warehouse=spec["warehouse"], beam_args=list(spec["beam_args"]),
-            force=spec["force"], method=spec["method"], rebuild_days=set(spec["rebuild"]),
-            move_latest=spec["move_latest"])
+            options=RunOptions(**spec["options"]), rebuild_days=set(spec["rebuild"]),
+            move_latest=spec["move_latest"], retry_hint=RETRY_HINT)
         try:
             result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s))
-        except Exception as e:  # noqa: BLE001 - one failed date must not stop the others
-            message = explain_error(e)
-            if message is None:
-                log.error("backfill date %s failed", day, exc_info=True)
-                message = f"{type(e).__name__}: {e}"
-            else:
-                log.info("backfill date %s failed: %s", day, message)
-            return {"status": "failed", "error": message, "seconds": time.monotonic() - started}
+        except OasisError as e:  # one failed date must not stop the others
+            log.info("backfill date %s failed: %s", day, e)
+            return {"status": "failed", "error": str(e), "seconds": time.monotonic() - started}
+        except Exception as e:  # noqa: BLE001 - a bug on one date: logged with its traceback, the others go on
+            log.error("backfill date %s failed", day, exc_info=True)
+            return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - started}
     m = result.manifest
     published = result.status == "published"
     return {
         "status": "published" if published else "skipped",
-        "snapshot_id": m["snapshot_id"],
-        "manifest": m if published else None,
-        "built_days": m.get("inputs", {}).get("built_days", []) if published else [],
+        "snapshot_id": m.snapshot_id,
+        "manifest": m.to_dict() if published else None,
+        "built_days": m.inputs.built_days if published else [],
         "latest_moved": result.latest_moved,
         "seconds": time.monotonic() - started,
     }
 
 
-def publish_in_order(output_root: str, warehouse_uri: str | None, manifest: dict) -> bool:
-    """What `jobs.daily.run` does after its manifest, for a snapshot a worker
-    wrote: load the warehouse, then move LATEST (forward only). Returns whether
-    LATEST now points to it."""
-    from jobs.snapshots import store as publish
-    from jobs.run.daily import publish_lock
-    from jobs.warehouse.base import open_warehouse, registry_row
-    from pipelines import storage
-
-    folder = publish.snapshot_dir_of(output_root, manifest)
-    tables = publish.read_snapshot_tables(folder, manifest)
-    score_date = dt.date.fromisoformat(manifest["score_date"])
-    with publish_lock(output_root):  # the same lock as `oasis run`'s publish step
-        open_warehouse(warehouse_uri, output_root).publish(
-            score_date, tables, registry_row(manifest, storage.join(folder, publish.MANIFEST)))
-        return publish.move_latest(output_root, score_date, manifest["snapshot_id"])
+RETRY_HINT = "rerun the backfill of that date with"
 
 
 def _init_worker(log_format: str, log_level: int) -> None:
@@ -216,13 +201,10 @@ def _hms(seconds: float) -> str:
 
 # -------------------------------------------------------------- backfill ---
 def backfill(req: BackfillRequest, progress_stream=None) -> list[DateOutcome]:
-    from jobs.warehouse.base import open_warehouse
-    from pipelines.config import Config
-
     if req.end < req.start:
-        raise ValueError(f"--end {req.end} is before --start {req.start}")
+        raise UsageError(f"--end {req.end} is before --start {req.start}")
     if req.workers < 1:
-        raise ValueError("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
     Config.load(req.config_path)  # a bad config or warehouse fails once, before any work
     open_warehouse(req.warehouse, req.output_root)
 
@@ -230,7 +212,7 @@ def backfill(req: BackfillRequest, progress_stream=None) -> list[DateOutcome]:
     outcomes = [DateOutcome(d) for d in covered]
     progress = Progress(outcomes, req.workers, progress_stream)
     base = {"input_root": req.input_root, "output_root": req.output_root, "config_path": req.config_path,
-            "beam_args": list(req.beam_args), "force": req.force, "method": req.method}
+            "beam_args": list(req.beam_args), "options": req.options.to_dict()}
     try:
         if req.workers == 1:
             _sequential(req, outcomes, covered, base, progress)
@@ -316,7 +298,8 @@ def _parallel(req, outcomes, covered, base, progress) -> None:
                 if res["status"] == "published":
                     t0 = time.monotonic()
                     try:
-                        res["latest_moved"] = publish_in_order(req.output_root, req.warehouse, res["manifest"])
+                        res["latest_moved"] = publish_written(req.output_root, req.warehouse,
+                                                              Manifest.from_dict(res["manifest"]))
                     except Exception as e:  # noqa: BLE001
                         log.error("publishing %s failed", res["snapshot_id"], exc_info=True)
                         res = dict(res, status="failed",
@@ -336,8 +319,6 @@ def _parallel(req, outcomes, covered, base, progress) -> None:
 
 
 def summary_table(req: BackfillRequest, outcomes: list[DateOutcome], seconds: float) -> str:
-    from jobs.snapshots import store as publish
-
     counts = {s: sum(o.status == s for o in outcomes) for s in FINISHED}
     lines = [f"backfill {req.start} .. {req.end}: {len(outcomes)} date(s), {counts['published']} published, "
              f"{counts['skipped']} skipped (already published), {counts['failed']} failed, in {seconds:.1f} s"]
@@ -352,55 +333,6 @@ def summary_table(req: BackfillRequest, outcomes: list[DateOutcome], seconds: fl
     for o in outcomes:  # the whole message where one line of the table does not hold it
         if o.error and "\n" in o.error.strip():
             lines.append(f"{o.date} {o.status}: {o.error.strip()}")
-    latest = publish.read_latest(req.output_root).content
+    latest = store.read_latest(req.output_root).content
     lines.append(f"LATEST: {latest or '(none)'}")
     return "\n".join(lines)
-
-
-# -------------------------------------------------------------------- CLI ---
-def _positive_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
-
-
-def register(sub) -> None:
-    from jobs.cli.main import date_arg  # the one date type of the CLI
-
-    p = sub.add_parser(
-        "backfill", help="run and publish every date of a range (oldest first)",
-        description="Run the daily job for every logs-up-to date from --start to --end (both inclusive) and "
-                    "publish each date's snapshot; dates already published with the same inputs, config and "
-                    "code are skipped unless --force. LATEST never moves back to an older score date. "
-                    "Arguments not listed here are passed to Apache Beam as pipeline options.")
-    p.add_argument("--start", type=date_arg, required=True, help="first logs-up-to date (YYYY-MM-DD), inclusive")
-    p.add_argument("--end", type=date_arg, required=True, help="last logs-up-to date (YYYY-MM-DD), inclusive")
-    p.add_argument("--input", required=True, help="input root: local folder or gs://bucket/prefix")
-    p.add_argument("--output", required=True, help="output root: local folder or gs://bucket/prefix")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="dates run at once, each in its own process; warehouse loads and LATEST stay one at a "
-                        "time, in date order (default 1: one date after the other, in this process)")
-    p.add_argument("--force", action="store_true", help="publish again dates already published with the same "
-                   "inputs, config and code")
-    p.add_argument("--config", default=None, help="TOML file overriding the defaults (see `oasis config`)")
-    p.add_argument("--warehouse", default=None,
-                   help="bq://PROJECT.DATASET, or a .duckdb path; default OUTPUT/warehouse.duckdb")
-    p.add_argument("--method", choices=["exact", "dual"], default="exact", help="allocation solver (default exact)")
-    p.set_defaults(func=_cmd_backfill, beam=True)
-
-
-def _cmd_backfill(args, beam_args) -> int:
-    if args.end < args.start:
-        print(f"oasis backfill: error: --end {args.end} is before --start {args.start}", file=sys.stderr)
-        return 2
-    req = BackfillRequest(start=args.start, end=args.end, input_root=args.input, output_root=args.output,
-                          workers=args.workers, force=args.force, config_path=args.config,
-                          warehouse=args.warehouse, beam_args=beam_args, method=args.method)
-    started = time.monotonic()
-    outcomes = backfill(req)
-    print(summary_table(req, outcomes, time.monotonic() - started), flush=True)
-    return 1 if any(o.status == "failed" for o in outcomes) else 0

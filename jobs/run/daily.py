@@ -1,221 +1,80 @@
 """Run the daily job for one date and publish its snapshot.
 
-plan -> Beam pipeline (aggregates, scores, tables) -> data-quality checks ->
-aggregate markers -> validation -> manifest -> warehouse -> LATEST.
+The run reads as its phases (`DailyRun.run`):
+
+    prepare            config, warehouse (checked before any work), plan
+    reuse              the same inputs, config, code and method already published?
+    run_pipeline       the Beam pipeline: aggregates, scores, tables
+    check_bad_rows     dead letters above the ceiling fail the run
+    keep_aggregates    the days built become reusable (their markers)
+    validate           describe the tables, run the gates; a failure quarantines
+    write_manifest     the run report, then the manifest (the snapshot exists)
+    publish            warehouse, then LATEST (`jobs.run.publish`)
+
 Any failure before the manifest leaves nothing visible; a failure after it
 leaves LATEST where it was, and the next run of the same date finishes that
 publish (warehouse, then LATEST) instead of answering "already published".
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from jobs import logs
-from pipelines import faults
-from jobs.snapshots import store as publish
-from jobs.gates import checks as validation
-from jobs.run.plan import aggregates_root, make_plan, stale_scratch
-from jobs.warehouse.base import open_warehouse, registry_row
-from pipelines import storage
-from pipelines.beam import pipeline as daily
+from jobs.gates import checks, quarantine, suite
+from jobs.manifest import GateResult, Inputs, Manifest, TableEntry
+from jobs.report import html as report
+from jobs.run import aggregates, fingerprint, scratch
+from jobs.run.options import RunOptions
+from jobs.run.plan import make_plan
+from jobs.run.publish import latest_covers, publish
+from jobs.snapshots import store
+from jobs.warehouse.backends import open_warehouse
+from pipelines import faults, storage
+from pipelines.beam.pipeline import RunPlan, build
 from pipelines.config import Config
+from pipelines.errors import OasisError
+from pipelines.metrics import counters
 
 log = logging.getLogger(__name__)
 
 
-class RunFailed(RuntimeError):
+class RunFailed(OasisError):
     """The run did not publish; the message says why."""
 
 
 @dataclass
 class RunRequest:
-    as_of: dt.date
+    as_of: dt.date                 # the last day of logs; the snapshot is for the day after
     input_root: str
     output_root: str
     config_path: str | None = None
     warehouse: str | None = None
     beam_args: list[str] = field(default_factory=list)
-    force: bool = False
-    method: str = "auto"
-    rebuild_days: set = field(default_factory=set)
+    options: RunOptions = field(default_factory=RunOptions)
+    rebuild_days: set = field(default_factory=set)  # days whose stored aggregates are rebuilt from raw
     move_latest: bool = True
-    skip_gates: list[str] = field(default_factory=list)  # validation gates checked by hand (--skip-gate)
+    retry_hint: str = "rerun with"  # how the gate-failure advice names the command in use
 
-    def __post_init__(self):
-        try:
-            self.skip_gates = validation.check_gate_names(self.skip_gates)
-        except validation.UnknownGate as e:
-            raise RunFailed(str(e)) from None
+    @property
+    def score_date(self) -> dt.date:
+        return self.as_of + dt.timedelta(days=1)
 
 
 @dataclass
 class RunResult:
     status: str  # published | already_published
-    manifest: dict
+    manifest: Manifest
     snapshot_dir: str
     latest_moved: bool = False
     seconds: float = 0.0
     tables: dict = field(default_factory=dict)
-
-
-def code_version() -> str:
-    """Package version plus a hash of the package sources (works without git,
-    e.g. on Dataflow workers)."""
-    import importlib.metadata
-
-    try:
-        version = importlib.metadata.version("oasis-scores")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0+unknown"
-    h = hashlib.sha256()
-    base = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for pkg in ("schemas", "pipelines", "jobs"):
-        for root, _, files in sorted(os.walk(os.path.join(base, pkg))):
-            for f in sorted(files):
-                if f.endswith(".py"):
-                    with open(os.path.join(root, f), "rb") as fh:
-                        h.update(f.encode() + fh.read())
-    return f"{version}+src.{h.hexdigest()[:12]}"
-
-
-def run_fingerprint(score_date: dt.date, cfg: Config, version: str, sources: dict) -> str:
-    doc = {"score_date": score_date.isoformat(), "config": cfg.to_dict(), "code_version": version,
-           "sources": {k: sorted(v) for k, v in sources.items()}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _source_fingerprints(plan: daily.RunPlan, inputs: dict, output_root: str) -> dict:
-    """Raw-input fingerprints per day, for built and stored days alike (a stored
-    day's marker records the raw files it was built from), so a rerun that
-    reuses aggregates has the same fingerprint as the run that built them."""
-    by_day = {f"enrollments/{plan.as_of}": sorted(inputs["enrollments"].values())}
-    for bd in plan.build_days:
-        by_day[f"engagement/{bd.day}"] = sorted(inputs["engagement"][f] for f in bd.engagement_files)
-    for sd in plan.stored_days:
-        marker = _read_marker(output_root, sd.day)
-        by_day[f"engagement/{sd.day}"] = sorted(marker.get("sources", {}).values())
-    return by_day
-
-
-def _read_marker(output_root: str, day: dt.date) -> dict:
-    try:
-        return json.loads(storage.read_bytes(storage.join(aggregates_root(output_root, day), "_SUCCESS.json")))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _write_marker(output_root: str, bd: daily.BuildDay, inputs: dict) -> None:
-    root = aggregates_root(output_root, bd.day)
-    build = bd.aggregate_dir.rstrip("/").rsplit("/", 1)[-1]
-    detail = {"build": build, "sources": {f: inputs["engagement"][f] for f in bd.engagement_files},
-              "built_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-    # details first, then the marker that makes the build visible
-    storage.write_bytes(storage.join(root, "_SUCCESS.json"), json.dumps(detail, indent=2).encode())
-    storage.write_bytes(storage.join(root, "_SUCCESS"), build.encode())
-
-
-def counters(result) -> dict[str, int]:
-    out = {}
-    for c in result.metrics().query(MetricsFilter())["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
-    return dict(sorted(out.items()))
-
-
-def _bad_row_shares(metrics: dict[str, int]) -> dict[str, dict]:
-    shares = {}
-    for name, n in metrics.items():
-        if name.startswith("checked/"):
-            part = name[len("checked/"):]
-            dead = metrics.get(f"dead_lettered/{part}", 0)
-            shares[part] = {"rows": n, "dead_lettered": dead, "share": dead / n if n else 0.0}
-    return shares
-
-
-_SENSITIVE_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
-
-
-def _sensitive(text: str) -> bool:
-    return any(w in text.lower() for w in _SENSITIVE_WORDS)
-
-
-def redact_beam_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """(Beam arguments with the value of every sensitive option replaced by
-    "<redacted>", the secret values). Both forms count: `--name=value` and
-    `--name value` (a separate argument, which a filter on single arguments
-    would let through)."""
-    out, secrets, redact_next = [], [], False
-    for a in args:
-        if redact_next and not a.startswith("-"):
-            out.append("<redacted>")
-            secrets.append(a)
-            redact_next = False
-            continue
-        redact_next = False
-        name, eq, value = a.partition("=")
-        if a.startswith("-") and eq:
-            if _sensitive(a):
-                out.append(f"{name}=<redacted>")
-                secrets.append(value)
-            else:
-                out.append(a)
-        elif a.startswith("-"):
-            out.append(a)
-            redact_next = _sensitive(name)
-        elif _sensitive(a):
-            out.append("<redacted>")
-            secrets.append(a)
-        else:
-            out.append(a)
-    return out, [x for x in secrets if x]
-
-
-class _RedactSecrets(logging.Filter):
-    """Replaces secret option values in every log record (Beam itself logs
-    arguments it cannot parse, values included)."""
-
-    def __init__(self, secrets: list[str]):
-        super().__init__()
-        self.secrets = sorted(set(secrets), key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        if any(x in message for x in self.secrets):
-            for x in self.secrets:
-                message = message.replace(x, "<redacted>")
-            record.msg, record.args = message, None
-        return True
-
-
-@contextlib.contextmanager
-def _redacted_logs(beam_args: list[str]):
-    secrets = redact_beam_args(beam_args)[1]
-    if not secrets:
-        yield
-        return
-    f = _RedactSecrets(secrets)
-    handlers = list(logging.getLogger().handlers)
-    for h in handlers:
-        h.addFilter(f)
-    try:
-        yield
-    finally:
-        for h in handlers:
-            h.removeFilter(f)
 
 
 def run(req: RunRequest, progress=print) -> RunResult:
@@ -224,200 +83,177 @@ def run(req: RunRequest, progress=print) -> RunResult:
     storage.use_emulator_for_beam()
     # every log record of this run carries its date (and snapshot id); secrets
     # given as Beam options are redacted from every log line
-    with logs.bind(date=req.as_of), _redacted_logs(req.beam_args):
-        return _run(req, progress)
+    with logs.bind(date=req.as_of), logs.redacted(req.beam_args):
+        return DailyRun(req, progress).run()
 
 
-def _run(req: RunRequest, progress) -> RunResult:
-    started = time.monotonic()
-    laps = Laps(started)
-    cfg = Config.load(req.config_path)
-    score_date = req.as_of + dt.timedelta(days=1)
-    warehouse = open_warehouse(req.warehouse, req.output_root)  # validates the URI before any work
-    plan, inputs = make_plan(req.as_of, req.input_root, req.output_root, cfg, method=req.method,
-                             rebuild=req.rebuild_days)
-    logs.bind(snapshot_id=plan.snapshot_id)
-    _remove_stale_scratch(req.output_root)
-    laps.mark("plan")
-    version = code_version()
-    sources = _source_fingerprints(plan, inputs, req.output_root)
-    fingerprint = run_fingerprint(score_date, cfg, version, sources)
-    if not req.force:
-        existing = publish.find_published(req.output_root, score_date, fingerprint)
-        if existing:
-            logs.bind(snapshot_id=existing["snapshot_id"])
-            folder = publish.snapshot_dir_of(req.output_root, existing)
-            if not req.move_latest or _latest_covers(req.output_root, score_date, fingerprint):
-                progress(f"already published: {existing['snapshot_id']} has the same inputs, config and code "
-                         f"(use --force to publish again)")
-                return RunResult("already_published", existing, folder, seconds=time.monotonic() - started)
-            # Its manifest is written but LATEST never reached it: an earlier run
-            # stopped (was killed) between the manifest and the pointer. Finish
-            # that publish rather than report "already published" with LATEST behind.
-            damaged = _damaged_files(folder, existing)
-            if not damaged:
-                progress(f"finishing the publish of {existing['snapshot_id']}: its snapshot is complete but "
-                         f"LATEST does not point to it (an earlier run stopped after its manifest)")
-                tables = publish.read_snapshot_tables(folder, existing)
-                return _publish_tail(req, warehouse, existing, folder, tables, started, progress, recheck=False)
-            progress(f"{existing['snapshot_id']} has the same inputs but damaged files "
-                     f"({', '.join(damaged[:3])}); publishing a new snapshot")
+class DailyRun:
+    """One run's state as it moves through its phases."""
 
-    progress(f"run {plan.snapshot_id}: logs up to {req.as_of}, scores for {score_date}; "
-             f"building {len(plan.build_days)} day(s) of aggregates, reusing {len(plan.stored_days)}")
-    created_at = dt.datetime.now(dt.timezone.utc)
-    try:
-        options = PipelineOptions(req.beam_args)
-        p = beam.Pipeline(options=options)
-        daily.build(p, plan)
-        result = p.run()
-        result.wait_until_finish()
-        metrics = counters(result)
-    except BaseException:
-        _discard(plan)
-        raise
-    finally:
-        _remove_scratch(plan)
+    def __init__(self, req: RunRequest, progress):
+        self.req, self.progress = req, progress
+        self.started = time.monotonic()
+        self.laps = Laps(self.started)
 
-    laps.mark("pipeline")
-    shares = _bad_row_shares(metrics)
-    over = {k: v for k, v in shares.items() if v["share"] > cfg.max_bad_row_share}
-    if over:
-        _discard(plan)
-        detail = "; ".join(f"{k}: {v['dead_lettered']}/{v['rows']} = {v['share']:.2%}" for k, v in over.items())
-        raise RunFailed(f"bad rows above the ceiling of {cfg.max_bad_row_share:.2%}: {detail}; "
-                        f"nothing published (dead letters kept under {plan.dead_letter_dir})")
+    def run(self) -> RunResult:
+        self.prepare()
+        done = self.reuse()
+        if done is not None:
+            return done
+        metrics = self.run_pipeline()
+        shares = self.check_bad_rows(metrics)
+        self.keep_aggregates()
+        entries, tables, gates = self.validate()
+        manifest = self.write_manifest(entries, tables, gates, metrics, shares)
+        return self.publish(manifest, tables, recheck=not self.req.options.force)
 
-    for bd in plan.build_days:
-        _write_marker(req.output_root, bd, inputs)
+    # --- phases ------------------------------------------------------------
+    def prepare(self) -> None:
+        req = self.req
+        self.cfg = Config.load(req.config_path)
+        self.warehouse = open_warehouse(req.warehouse, req.output_root)  # checks the URI before any work
+        self.plan, self.inputs = make_plan(req.as_of, req.input_root, req.output_root, self.cfg, req.options,
+                                           rebuild=req.rebuild_days)
+        logs.bind(snapshot_id=self.plan.snapshot_id)
+        scratch.remove_stale(req.output_root)
+        self.laps.mark("plan")
+        self.version = fingerprint.code_version()
+        self.sources = fingerprint.source_fingerprints(self.plan, self.inputs, req.output_root)
+        self.fingerprint = fingerprint.run_fingerprint(req.score_date, self.cfg, req.options, self.version,
+                                                       self.sources)
 
-    tables_meta, tables = publish.describe_tables(plan.snapshot_dir)
-    faults.checkpoint("after_data")
-    previous = publish.previous_snapshot(req.output_root, score_date)  # (folder, manifest) or None
-    checks = validation.check_snapshot(tables, cfg, previous=previous,
-                                       expected_keys=validation.expected_enrollment_keys(plan.enrollment_files),
-                                       skip=req.skip_gates)
-    for r in validation.skipped(checks):
-        progress(f"gate {r['name']} skipped (--skip-gate): {'passed' if r['passed'] else 'FAILED'}, {r['detail']}")
-    laps.mark("describe_and_gates")
-    failed = validation.failed(checks)
-    if failed:
-        # The aggregates stay: they are complete (their markers are written) and
-        # right whatever the gates say; only the would-be snapshot is set aside.
-        where, problem = None, None
+    def reuse(self) -> RunResult | None:
+        """A snapshot with this run fingerprint is already published: say so, or
+        finish its publish if an earlier run stopped between manifest and LATEST."""
+        req = self.req
+        if req.options.force:
+            return None
+        found = store.find_published(req.output_root, req.score_date, self.fingerprint)
+        if found is None:
+            return None
+        folder, existing = found
+        logs.bind(snapshot_id=existing.snapshot_id)
+        if not req.move_latest or latest_covers(req.output_root, req.score_date, self.fingerprint):
+            self.progress(f"already published: {existing.snapshot_id} has the same inputs, config and code "
+                          f"(use --force to publish again)")
+            return RunResult("already_published", existing, folder, seconds=self.elapsed())
+        damaged = [p.split(": ", 1)[0] for p in store.file_problems(folder, existing)]
+        if damaged:
+            self.progress(f"{existing.snapshot_id} has the same inputs but damaged files "
+                          f"({', '.join(damaged[:3])}); publishing a new snapshot")
+            return None
+        self.progress(f"finishing the publish of {existing.snapshot_id}: its snapshot is complete but "
+                      f"LATEST does not point to it (an earlier run stopped after its manifest)")
+        return self.publish(existing, store.read_snapshot_tables(folder, existing), recheck=False, folder=folder)
+
+    def run_pipeline(self) -> dict[str, int]:
+        plan = self.plan
+        self.progress(f"run {plan.snapshot_id}: logs up to {plan.as_of}, scores for {plan.score_date}; "
+                      f"building {len(plan.build_days)} day(s) of aggregates, reusing {len(plan.stored_days)}")
+        self.created_at = dt.datetime.now(dt.timezone.utc)
         try:
-            where = validation.quarantine(req.output_root, plan, checks, tables_meta)
-        except Exception as e:  # the unpublished folder has no manifest: invisible to readers
-            problem = f"could not quarantine ({e}); the unpublished files stay in {plan.snapshot_dir}"
-        raise RunFailed(validation.failure_message(checks, where, problem))
+            p = beam.Pipeline(options=PipelineOptions(self.req.beam_args))
+            build(p, plan)
+            result = p.run()
+            result.wait_until_finish()
+            metrics = counters(result)
+        except BaseException:
+            discard(plan)
+            raise
+        finally:
+            scratch.remove(plan.scratch_dir)
+        self.laps.mark("pipeline")
+        return metrics
 
-    manifest = {
-        "snapshot_id": plan.snapshot_id,
-        "score_date": score_date.isoformat(),
-        "as_of": req.as_of.isoformat(),
-        "created_at": created_at.isoformat(),
-        "code_version": version,
-        "run_fingerprint": fingerprint,
-        "config": cfg.to_dict(),
-        "config_sha256": cfg.sha256(),
-        "inputs": {
-            "enrollments": inputs["enrollments"],
-            "engagement": inputs["engagement"],
-            "aggregates": inputs["aggregates"],
-            "sources_by_day": sources,
-            "built_days": [bd.day.isoformat() for bd in plan.build_days],
-            "stored_days": [sd.day.isoformat() for sd in plan.stored_days],
-            "missing_window_days": [d.isoformat() for d in plan.missing_days],
-        },
-        "tables": tables_meta,
-        "validation": checks,
-        "metrics": metrics,
-        "bad_rows": shares,
-        "dead_letter_count": sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
-        "dead_letters": plan.dead_letter_dir,
-        "beam_options": redact_beam_args(req.beam_args)[0],
-    }
-    # REPORT HOOK: the run report is written here, before the manifest, so the
-    # manifest can list it with its sha256.
-    from jobs.report import html as report
+    def check_bad_rows(self, metrics: dict[str, int]) -> dict[str, dict]:
+        shares = bad_row_shares(metrics)
+        ceiling = self.cfg.max_bad_row_share
+        over = {k: v for k, v in shares.items() if v["share"] > ceiling}
+        if over:
+            discard(self.plan)
+            detail = "; ".join(f"{k}: {v['dead_lettered']}/{v['rows']} = {v['share']:.2%}" for k, v in over.items())
+            raise RunFailed(f"bad rows above the ceiling of {ceiling:.2%}: {detail}; "
+                            f"nothing published (dead letters kept under {self.plan.dead_letter_dir})")
+        return shares
 
-    manifest["report"] = report.write_report_or_error(plan.snapshot_dir, manifest, tables, previous)
-    laps.mark("report")
-    manifest["seconds"] = laps.seconds  # where a run's time goes, for whoever tunes it
-    manifest_uri = publish.write_manifest(plan.snapshot_dir, manifest)
-    progress(f"manifest written: {manifest_uri}")
-    faults.checkpoint("after_manifest")
-    return _publish_tail(req, warehouse, manifest, plan.snapshot_dir, tables, started, progress,
-                         recheck=not req.force)
+    def keep_aggregates(self) -> None:
+        """The aggregates are complete and right whatever the gates say: later
+        runs may reuse them even if this snapshot is never published."""
+        for bd in self.plan.build_days:
+            aggregates.mark_complete(self.req.output_root, bd.day, bd.aggregate_dir,
+                                     {f: self.inputs["engagement"][f] for f in bd.engagement_files})
 
+    def validate(self) -> tuple[dict[str, TableEntry], dict[str, pa.Table], list[GateResult]]:
+        plan, req = self.plan, self.req
+        entries, tables = store.describe_tables(plan.snapshot_dir)
+        faults.checkpoint("after_data")
+        self.previous = store.previous_snapshot(req.output_root, plan.score_date)
+        expected = checks.expected_enrollment_keys(plan.enrollment_files, req.options.batch_rows)
+        gates = suite.check_snapshot(tables, self.cfg, previous=self.previous, expected_keys=expected,
+                                     skip=req.options.skip_gates)
+        for r in gates:
+            if r.skipped:
+                self.progress(f"gate {r.name} skipped (--skip-gate): {'passed' if r.passed else 'FAILED'}, "
+                              f"{r.detail}")
+        self.laps.mark("describe_and_gates")
+        if any(r.blocking for r in gates):
+            where, problem = None, None
+            try:
+                where = quarantine.quarantine(req.output_root, plan, gates, entries)
+            except Exception as e:  # noqa: BLE001 - the unpublished folder has no manifest: invisible to readers
+                problem = f"could not quarantine ({e}); the unpublished files stay in {plan.snapshot_dir}"
+            raise RunFailed(suite.failure_message(gates, where, problem, req.retry_hint))
+        return entries, tables, gates
 
-def _publish_tail(req: RunRequest, warehouse, manifest: dict, folder: str, tables: dict, started: float,
-                  progress, *, recheck: bool) -> RunResult:
-    """Warehouse, then LATEST, for a snapshot whose manifest is written. Local
-    output roots serialise this step across processes (`publish_lock`), so two
-    runs of the same date never interleave their warehouse loads and pointer
-    moves; with `recheck`, a run that finds an identical snapshot (same run
-    fingerprint) already published meanwhile leaves the warehouse and LATEST on it."""
-    score_date = dt.date.fromisoformat(manifest["score_date"])
-    manifest_uri = storage.join(folder, publish.MANIFEST)
-    with publish_lock(req.output_root):
-        if recheck and req.move_latest:
-            other = _latest_same_run(req.output_root, score_date, manifest["run_fingerprint"])
-            if other and other[1]["snapshot_id"] != manifest["snapshot_id"]:
-                progress(f"{other[1]['snapshot_id']} with the same inputs, config and code was published "
-                         f"meanwhile by another run; LATEST and the warehouse stay on it "
-                         f"({manifest['snapshot_id']} is complete but not published)")
-                return RunResult("already_published", other[1], other[0],
-                                 seconds=time.monotonic() - started)
-        faults.checkpoint("before_warehouse")
-        warehouse.publish(score_date, tables, registry_row(manifest, manifest_uri))
-        progress(f"warehouse loaded: {warehouse.uri}")
-        faults.checkpoint("after_warehouse")
-        faults.checkpoint("before_pointer")
-        moved = (publish.move_latest(req.output_root, score_date, manifest["snapshot_id"])
-                 if req.move_latest else False)
-        faults.checkpoint("after_pointer")
-    return RunResult("published", manifest, folder, moved, time.monotonic() - started, tables)
+    def write_manifest(self, entries, tables, gates, metrics, shares) -> Manifest:
+        plan, req = self.plan, self.req
+        manifest = Manifest(
+            plan.snapshot_id, plan.score_date, as_of=plan.as_of, created_at=self.created_at,
+            code_version=self.version, run_fingerprint=self.fingerprint, config=self.cfg.to_dict(),
+            config_sha256=self.cfg.sha256(), options=req.options.to_dict(),
+            inputs=Inputs(
+                enrollments=self.inputs["enrollments"], engagement=self.inputs["engagement"],
+                aggregates=self.inputs["aggregates"], sources_by_day=self.sources,
+                built_days=[bd.day.isoformat() for bd in plan.build_days],
+                stored_days=[sd.day.isoformat() for sd in plan.stored_days],
+                missing_window_days=[d.isoformat() for d in plan.missing_days]),
+            tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
+            dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
+            dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0])
+        # the report is written before the manifest, so the manifest lists it with its sha256
+        manifest.report = report.write_report_or_error(plan.snapshot_dir, manifest, tables, self.previous)
+        self.laps.mark("report")
+        manifest.seconds = self.laps.seconds  # where a run's time goes, for whoever tunes it
+        uri = store.write_manifest(plan.snapshot_dir, manifest)
+        self.progress(f"manifest written: {uri}")
+        faults.checkpoint("after_manifest")
+        return manifest
 
+    def publish(self, manifest: Manifest, tables: dict[str, pa.Table], *, recheck: bool,
+                folder: str | None = None) -> RunResult:
+        req = self.req
+        folder = folder or self.plan.snapshot_dir
+        done = publish(req.output_root, self.warehouse, folder, manifest, tables, move_latest=req.move_latest,
+                       recheck=recheck, progress=self.progress)
+        if done.superseded_by is not None:
+            other_folder, other = done.superseded_by
+            return RunResult("already_published", other, other_folder, seconds=self.elapsed())
+        return RunResult("published", manifest, folder, done.latest_moved, self.elapsed(), tables)
 
-def publish_lock(output_root: str):
-    """Cross-process lock of a local output root's publish step (crash-safe:
-    released by the kernel if the holder dies). On gs:// the warehouse
-    transaction and LATEST's generation precondition are what keep it whole."""
-    if storage.is_gcs(output_root):
-        return contextlib.nullcontext()
-    return storage.local_lock(storage.join(publish.snapshots_root(output_root), ".publish.lock"), timeout_s=600.0)
-
-
-def _latest_same_run(output_root: str, score_date: dt.date, fingerprint: str) -> tuple[str, dict] | None:
-    """(folder, manifest) of LATEST's snapshot if it is of `score_date` with the
-    same run fingerprint, else None."""
-    current = publish.read_latest(output_root).content
-    if not current or current.split("/", 1)[0] != f"score_date={score_date.isoformat()}":
-        return None
-    folder = storage.join(publish.snapshots_root(output_root), *current.split("/"))
-    try:
-        m = publish.read_manifest(folder)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return (folder, m) if m.get("run_fingerprint") == fingerprint else None
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
 
-def _latest_covers(output_root: str, score_date: dt.date, fingerprint: str) -> bool:
-    """LATEST already serves this run's result: it points to a newer score date
-    (a backfill never moves it back) or to a snapshot of this date with the same
-    run fingerprint."""
-    current = publish.read_latest(output_root).content
-    if current:
-        current_date = current.split("/", 1)[0].removeprefix("score_date=")
-        if current_date > score_date.isoformat():
-            return True
-    return _latest_same_run(output_root, score_date, fingerprint) is not None
-
-
-def _damaged_files(folder: str, manifest: dict) -> list[str]:
-    """Files listed in the manifest that are missing or whose size or sha256 differ."""
-    return [p.split(": ", 1)[0] for p in publish.file_problems(folder, manifest)]
+# ------------------------------------------------------------------ helpers ---
+def bad_row_shares(metrics: dict[str, int]) -> dict[str, dict]:
+    """Per checked source and day: rows, dead-lettered rows and their share."""
+    shares = {}
+    for name, n in metrics.items():
+        if name.startswith("checked/"):
+            part = name[len("checked/"):]
+            dead = metrics.get(f"dead_lettered/{part}", 0)
+            shares[part] = {"rows": n, "dead_lettered": dead, "share": dead / n if n else 0.0}
+    return shares
 
 
 class Laps:
@@ -433,33 +269,11 @@ class Laps:
         log.info("%s took %.2f s", phase, self.seconds[phase])
 
 
-def _remove_scratch(plan: daily.RunPlan) -> None:
-    """The pipeline's working files are needed only while it runs."""
-    try:
-        storage.delete_tree(plan.scratch_dir)
-    except Exception as e:  # pragma: no cover - best effort
-        log.warning("could not remove the scratch folder %s: %s", plan.scratch_dir, e)
-
-
-def _remove_stale_scratch(output_root: str) -> None:
-    """What killed runs left in their scratch folders (see plan.stale_scratch)."""
-    try:
-        stale = stale_scratch(output_root)
-    except Exception as e:  # pragma: no cover - best effort
-        log.warning("could not list scratch folders: %s", e)
-        return
-    for uri in stale:
-        try:
-            storage.delete_tree(uri)
-            log.info("removed the scratch folder of a killed run: %s", uri)
-        except Exception as e:  # pragma: no cover - best effort
-            log.warning("could not remove the stale scratch folder %s: %s", uri, e)
-
-
-def _discard(plan: daily.RunPlan, keep_dead_letters: bool = True) -> None:
-    """Remove what a failed run wrote, best effort (gc cleans what is left)."""
+def discard(plan: RunPlan) -> None:
+    """Remove what a failed run wrote, best effort (gc cleans what is left);
+    its dead letters stay, for the engineer who looks into the failure."""
     for uri in [plan.snapshot_dir] + [bd.aggregate_dir for bd in plan.build_days]:
         try:
             storage.delete_tree(uri)
-        except Exception as e:  # pragma: no cover - best effort
+        except Exception as e:  # noqa: BLE001 - best effort
             log.warning("could not remove %s: %s", uri, e)

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 from collections import Counter
 
+from jobs import layout
+from jobs.run.daily import RunResult
 
-def render(result, output_root: str, warehouse_uri: str) -> str:
+
+def render(result: RunResult, warehouse: str) -> str:
     m = result.manifest
-    metrics = m.get("metrics", {})
+    metrics = m.metrics
     lines = []
     if result.status == "already_published":
-        lines.append(f"Snapshot {m['snapshot_id']} for {m['score_date']} is already published "
+        lines.append(f"Snapshot {m.snapshot_id} for score date {m.score_date} is already published "
                      "with the same inputs, config and code; nothing to do.")
         lines.append(f"  snapshot: {result.snapshot_dir}")
         if report_line(result):
             lines.append(f"  report:   {report_line(result)}")
         return "\n".join(lines)
     read = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("rows_read/")}
-    lines.append(f"OASIS snapshot {m['snapshot_id']}  score date {m['score_date']}  "
-                 f"(logs up to {m['as_of']}, {result.seconds:.1f} s)")
+    lines.append(f"OASIS snapshot {m.snapshot_id}  score date {m.score_date}  "
+                 f"(logs up to {m.as_of}, {result.seconds:.1f} s)")
     lines.append("  rows read:        " + ", ".join(f"{k} {v:,}" for k, v in sorted(read.items())))
     dupes = sum(v for k, v in metrics.items() if k.startswith("duplicates_removed/"))
-    lines.append(f"  dead-lettered:    {m['dead_letter_count']:,}   repeated events dropped: {dupes:,}")
-    days = m["inputs"]
-    lines.append(f"  aggregates:       built {len(days['built_days'])} day(s), reused {len(days['stored_days'])}"
-                 + (f", missing window days: {', '.join(days['missing_window_days'])}"
-                    if days["missing_window_days"] else ""))
+    lines.append(f"  dead-lettered:    {m.dead_letter_count:,}   repeated events dropped: {dupes:,}")
+    days = m.inputs
+    lines.append(f"  aggregates:       built {len(days.built_days)} day(s), reused {len(days.stored_days)}"
+                 + (f", missing window days: {', '.join(days.missing_window_days)}"
+                    if days.missing_window_days else ""))
     reasons = Counter({k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("ineligible/")})
     lines.append(f"  enrolled rows:    {metrics.get('rows_eligible', 0):,} eligible, "
                  f"{metrics.get('rows_ineligible', 0):,} ineligible")
@@ -38,28 +41,21 @@ def render(result, output_root: str, warehouse_uri: str) -> str:
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
                          f"{row.capacity:>12,.1f}  {share:6.1%}")
-    failed = [c["name"] for c in m["validation"] if not c["passed"] and not c.get("skipped")]
-    skipped = [c["name"] for c in m["validation"] if c.get("skipped")]
-    verdict = "all passed" if not failed else "FAILED " + ", ".join(failed)
-    if skipped:
-        verdict += f" (skipped by hand: {', '.join(skipped)})"
-    lines.append(f"  validation:       {verdict}")
+    lines.append(f"  validation:       {m.validation_text}")
     lines.append(f"  snapshot:         {result.snapshot_dir}")
     if report_line(result):
         lines.append(f"  report:           {report_line(result)}")
     lines.append(f"  LATEST:           {'moved here' if result.latest_moved else 'unchanged (newer snapshot exists)'}")
-    lines.append(f"  warehouse:        {warehouse_uri}")
-    lines.append(f"  dead letters:     {m['dead_letters']}")
+    lines.append(f"  warehouse:        {warehouse}")
+    lines.append(f"  dead letters:     {m.dead_letters}")
     return "\n".join(lines)
 
 
-def report_line(result) -> str | None:
-    """Where the run report is (DESIGN: `make run` prints it), or why it is missing."""
-    from pipelines import storage
-
-    rep = result.manifest.get("report")
+def report_line(result: RunResult) -> str | None:
+    """Where the run report is (`make run` prints it), or why it is missing."""
+    rep = result.manifest.report
     if not rep:
         return None
     if "path" in rep:
-        return storage.join(result.snapshot_dir, rep["path"])
+        return layout.listed_file(result.snapshot_dir, str(rep["path"]))
     return f"not written ({rep.get('error', 'unknown error')})"

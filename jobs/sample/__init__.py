@@ -1,0 +1,1 @@
+"""The synthetic sample world, with its planted truth (`oasis sample`)."""

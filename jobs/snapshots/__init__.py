@@ -1,0 +1,1 @@
+"""Published snapshots: the store (write, read, verify) and their administration."""

@@ -1,42 +1,31 @@
-"""Snapshots: manifest, content fingerprints and the LATEST pointer.
+"""Snapshots on disk: describing the tables, the manifest, the LATEST pointer.
 
 Order of a publish: data files, then `_MANIFEST.json` (create-only: a
 snapshot's manifest is never overwritten), then the warehouse, then LATEST (a
-compare-and-swap). A snapshot folder without a manifest is not a snapshot.
+compare-and-swap). A snapshot folder without a readable manifest is not a
+snapshot. Paths come from `jobs.layout`; every file operation goes through
+`pipelines.storage`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
-import json
 import logging
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from jobs import layout
+from jobs.manifest import FileEntry, Manifest, ManifestError, TableEntry
 from pipelines import storage
 from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_MANIFEST.json"
-LATEST = "LATEST"
 
-
-def snapshots_root(output_root: str) -> str:
-    return storage.join(output_root, "snapshots")
-
-
-def latest_uri(output_root: str) -> str:
-    return storage.join(snapshots_root(output_root), LATEST)
-
-
-def relative_snapshot(score_date: dt.date, snapshot_id: str) -> str:
-    return f"score_date={score_date.isoformat()}/{snapshot_id}"
-
-
+# ----------------------------------------------------------------- tables ---
 def content_sha256(table: pa.Table, key: list[str]) -> str:
     """Fingerprint of a table's content, independent of file layout and of the
     snapshot id: rows sorted by key, snapshot_id dropped, Arrow IPC bytes hashed."""
@@ -59,12 +48,12 @@ def read_table_files(files: list[str], name: str, columns: list[str] | None = No
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def describe_tables(snapshot_dir: str) -> tuple[dict, dict[str, pa.Table]]:
+def describe_tables(snapshot_dir: str) -> tuple[dict[str, TableEntry], dict[str, pa.Table]]:
     """Per output table: files (relative path, rows, bytes, sha256), row count
     and content fingerprint; plus the tables themselves (they are small)."""
     out, tables = {}, {}
     for name, contract in OUTPUTS.items():
-        folder = storage.join(snapshot_dir, name)
+        folder = layout.table_dir(snapshot_dir, name)
         files = storage.list_files(folder, ".parquet")
         if not files:  # an empty table still gets a file, so readers see its schema
             uri = storage.join(folder, "part-empty.parquet")
@@ -75,54 +64,135 @@ def describe_tables(snapshot_dir: str) -> tuple[dict, dict[str, pa.Table]]:
         for f in files:  # one read per file: the bytes hashed are the bytes parsed
             data = storage.read_bytes(f)
             parts.append(pq.read_table(io.BytesIO(data)).cast(contract.arrow()))
-            entries.append({
-                "path": f"{name}/{f.replace(chr(92), '/').rsplit('/', 1)[-1]}",
-                "rows": parts[-1].num_rows,
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-            })
+            entries.append(FileEntry(path=f"{name}/{f.replace(chr(92), '/').rsplit('/', 1)[-1]}",
+                                     rows=parts[-1].num_rows, bytes=len(data),
+                                     sha256=hashlib.sha256(data).hexdigest()))
         table = pa.concat_tables(parts)
-        out[name] = {"rows": table.num_rows, "files": entries,
-                     "content_sha256": content_sha256(table, list(contract.key))}
+        out[name] = TableEntry(rows=table.num_rows, files=entries,
+                               content_sha256=content_sha256(table, list(contract.key)))
         tables[name] = table
     return out, tables
 
 
-def write_manifest(snapshot_dir: str, manifest: dict) -> str:
-    uri = storage.join(snapshot_dir, MANIFEST)
-    storage.create_only(uri, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+def file_problems(folder: str, manifest: Manifest) -> list[str]:
+    """Every table file the manifest lists that is missing or whose size or
+    sha256 differs, as "path: what is wrong". Empty when all are intact."""
+    problems = []
+    for _, table in sorted(manifest.tables.items()):
+        for f in table.files:
+            try:
+                data = storage.read_bytes(layout.listed_file(folder, f.path))
+            except FileNotFoundError:
+                problems.append(f"{f.path}: missing")
+                continue
+            if len(data) != f.bytes:
+                problems.append(f"{f.path}: {len(data)} bytes, manifest says {f.bytes}")
+            elif hashlib.sha256(data).hexdigest() != f.sha256:
+                problems.append(f"{f.path}: sha256 differs from the manifest")
+    return problems
+
+
+def read_snapshot_tables(folder: str, manifest: Manifest) -> dict[str, pa.Table]:
+    """The output tables of a published snapshot, from the files its manifest lists."""
+    return {name: read_table_files([layout.listed_file(folder, f.path) for f in t.files], name)
+            for name, t in manifest.tables.items() if name in OUTPUTS}
+
+
+# --------------------------------------------------------------- manifest ---
+def write_manifest(snapshot_dir: str, manifest: Manifest) -> str:
+    uri = storage.join(snapshot_dir, layout.MANIFEST)
+    storage.create_only(uri, manifest.to_json())
     return uri
 
 
-def read_manifest(snapshot_dir: str) -> dict:
-    return json.loads(storage.read_bytes(storage.join(snapshot_dir, MANIFEST)))
+def read_manifest(snapshot_dir: str) -> Manifest:
+    """The manifest of a snapshot folder. FileNotFoundError when there is none;
+    ManifestError when it is not one (damaged, foreign, or naming another folder)."""
+    uri = storage.join(snapshot_dir, layout.MANIFEST)
+    manifest = Manifest.from_json(storage.read_bytes(uri), where=uri)
+    folder_id = snapshot_dir.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    if manifest.snapshot_id != folder_id:
+        raise ManifestError(f"{uri}: names snapshot {manifest.snapshot_id}, not its folder's {folder_id}")
+    return manifest
 
 
-def list_manifests(output_root: str, score_date: dt.date | None = None) -> list[tuple[str, dict]]:
-    """(snapshot folder, manifest) of every published snapshot, oldest first."""
-    root = snapshots_root(output_root)
-    dates = [f"score_date={score_date.isoformat()}"] if score_date else [
-        d for d in storage.list_dirs(root) if d.startswith("score_date=")]
+def snapshot_dir_of(output_root: str, manifest: Manifest) -> str:
+    return layout.snapshot_dir(output_root, manifest.score_date, manifest.snapshot_id)
+
+
+def snapshot_folders(output_root: str, score_date: dt.date | None = None) -> list[tuple[dt.date, str, str]]:
+    """(score date, snapshot id, folder) of every folder under OUT/snapshots that
+    may hold a snapshot, whether or not it has a manifest."""
+    root = layout.snapshots_root(output_root)
+    names = ([layout.score_date_dirname(score_date)] if score_date
+             else storage.list_dirs(root))
     found = []
-    for d in dates:
-        for sid in storage.list_dirs(storage.join(root, d)):
-            folder = storage.join(root, d, sid)
-            try:
-                found.append((folder, read_manifest(folder)))
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue  # no manifest: an unfinished or killed run, not a snapshot
-    return sorted(found, key=lambda fm: (fm[1]["score_date"], fm[1]["created_at"]))
+    for name in names:
+        day = layout.parse_score_date_dirname(name)
+        if day is None:
+            continue
+        for sid in storage.list_dirs(storage.join(root, name)):
+            found.append((day, sid, layout.snapshot_dir(output_root, day, sid)))
+    return sorted(found)
 
 
-def find_published(output_root: str, score_date: dt.date, run_fingerprint: str) -> dict | None:
-    for _, m in reversed(list_manifests(output_root, score_date)):
-        if m.get("run_fingerprint") == run_fingerprint:
-            return m
+def list_manifests(output_root: str, score_date: dt.date | None = None, *,
+                   problems: list[str] | None = None) -> list[tuple[str, Manifest]]:
+    """(snapshot folder, manifest) of every published snapshot, oldest first.
+    A folder without a manifest (an unfinished or killed run) is left out; one
+    whose manifest cannot be read is left out with a warning (and its reason
+    appended to `problems` when given)."""
+    found = []
+    for _, _, folder in snapshot_folders(output_root, score_date):
+        try:
+            found.append((folder, read_manifest(folder)))
+        except FileNotFoundError:
+            continue
+        except ManifestError as e:
+            log.warning("skipping %s: %s", folder, e)
+            if problems is not None:
+                problems.append(str(e))
+    return sorted(found, key=lambda fm: fm[1].order_key)
+
+
+def find_published(output_root: str, score_date: dt.date, run_fingerprint: str) -> tuple[str, Manifest] | None:
+    """The newest published snapshot of `score_date` with this run fingerprint."""
+    for folder, m in reversed(list_manifests(output_root, score_date)):
+        if m.run_fingerprint == run_fingerprint:
+            return folder, m
     return None
 
 
+def find_snapshot(output_root: str, snapshot_id: str) -> tuple[str, Manifest] | None:
+    for folder, m in list_manifests(output_root):
+        if m.snapshot_id == snapshot_id:
+            return folder, m
+    return None
+
+
+def previous_snapshot(output_root: str, before: dt.date) -> tuple[str, Manifest] | None:
+    """The newest published snapshot with a score date before `before` (what
+    gates and the report compare against), or None."""
+    earlier = [fm for fm in list_manifests(output_root) if fm[1].score_date < before]
+    return earlier[-1] if earlier else None
+
+
+# ------------------------------------------------------------------ LATEST ---
 def read_latest(output_root: str) -> storage.Pointer:
-    return storage.read_pointer(latest_uri(output_root))
+    return storage.read_pointer(layout.latest_uri(output_root))
+
+
+def latest_target(output_root: str) -> tuple[dt.date, str] | None:
+    """(score date, snapshot id) LATEST points to; None when there is no
+    pointer or it does not hold a snapshot path (the caller decides whether
+    that is an error)."""
+    content = read_latest(output_root).content
+    if not content:
+        return None
+    try:
+        return layout.parse_snapshot_rel(content)
+    except ValueError:
+        return None
 
 
 def move_latest(output_root: str, score_date: dt.date, snapshot_id: str, *, allow_older: bool = False,
@@ -131,15 +201,18 @@ def move_latest(output_root: str, score_date: dt.date, snapshot_id: str, *, allo
     (a backfill never moves it back; `allow_older` is for rollback). A
     compare-and-swap: if another writer moved it meanwhile, re-read and decide
     again. Returns whether LATEST now points to this snapshot."""
-    target = relative_snapshot(score_date, snapshot_id)
-    uri = latest_uri(output_root)
+    target = layout.snapshot_rel(score_date, snapshot_id)
+    uri = layout.latest_uri(output_root)
     for _ in range(attempts):
         current = storage.read_pointer(uri)
         if current.content == target:
             return True
         if current.content and not allow_older:
-            current_date = current.content.split("/", 1)[0].removeprefix("score_date=")
-            if current_date > score_date.isoformat():
+            try:
+                current_date, _ = layout.parse_snapshot_rel(current.content)
+            except ValueError:
+                current_date = None  # a damaged pointer: replace it
+            if current_date is not None and current_date > score_date:
                 log.info("LATEST stays on %s (newer than %s)", current.content, target)
                 return False
         try:
@@ -148,39 +221,3 @@ def move_latest(output_root: str, score_date: dt.date, snapshot_id: str, *, allo
         except storage.PointerMoved:
             continue
     raise storage.PointerMoved(f"{uri} kept moving; gave up after {attempts} attempts")
-
-
-def snapshot_dir_of(output_root: str, manifest: dict) -> str:
-    return storage.join(snapshots_root(output_root), f"score_date={manifest['score_date']}",
-                        manifest["snapshot_id"])
-
-
-def previous_snapshot(output_root: str, before: dt.date) -> tuple[str, dict] | None:
-    """The newest published snapshot with a score date before `before` (what
-    gates and the report compare against), or None."""
-    earlier = [fm for fm in list_manifests(output_root) if fm[1]["score_date"] < before.isoformat()]
-    return earlier[-1] if earlier else None
-
-
-def file_problems(folder: str, manifest: dict) -> list[str]:
-    """Every table file the manifest lists that is missing or whose size or
-    sha256 differs, as "path: what is wrong". Empty when all are intact."""
-    problems = []
-    for _, table in sorted(manifest.get("tables", {}).items()):
-        for f in table.get("files", []):
-            try:
-                data = storage.read_bytes(storage.join(folder, *f["path"].split("/")))
-            except FileNotFoundError:
-                problems.append(f"{f['path']}: missing")
-                continue
-            if len(data) != f["bytes"]:
-                problems.append(f"{f['path']}: {len(data)} bytes, manifest says {f['bytes']}")
-            elif hashlib.sha256(data).hexdigest() != f["sha256"]:
-                problems.append(f"{f['path']}: sha256 differs from the manifest")
-    return problems
-
-
-def read_snapshot_tables(folder: str, manifest: dict) -> dict[str, pa.Table]:
-    """The output tables of a published snapshot, from the files its manifest lists."""
-    return {name: read_table_files([storage.join(folder, *f["path"].split("/")) for f in t["files"]], name)
-            for name, t in manifest["tables"].items() if name in OUTPUTS}

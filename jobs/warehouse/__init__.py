@@ -1,0 +1,1 @@
+"""The warehouse: an interface and one module per backend (DuckDB, BigQuery)."""

@@ -1,5 +1,5 @@
 """The BigQuery warehouse (`--warehouse bq://PROJECT.DATASET`): same tables, views
-and interface as `jobs.warehouse.DuckDBWarehouse`.
+and interface as `jobs.warehouse.duckdb.DuckDBWarehouse`.
 
 * Explicit schemas from `schemas` (never autodetect). The three output tables
   are partitioned by score_date (DAY) and clustered by market, surface; the
@@ -27,7 +27,8 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.warehouse.base import (_PROJECT, WAREHOUSE_TABLES, WarehouseError, check_identifier, latest_view_sql, parquet_bytes)
+from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, WarehouseError, check_identifier, latest_view_sql,
+                                 parquet_bytes)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _TYPE_ALIASES = {"FLOAT64": "FLOAT", "INT64": "INTEGER", "BOOL": "BOOLEAN"}
 
 
 def check_project(project: str) -> str:
-    if not isinstance(project, str) or not _PROJECT.match(project):
+    if not isinstance(project, str) or not PROJECT_ID.match(project):
         raise WarehouseError(f"invalid project id {project!r}: 6-30 lower-case letters, digits "
                              "and hyphens, starting with a letter")
     return project

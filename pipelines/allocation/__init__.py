@@ -1,0 +1,1 @@
+"""The allocation LP per (market, surface): the problem, its exact and dual solvers, verification."""

@@ -12,6 +12,8 @@ Beam picks it; that needs Beam's type inference, which is on by default.
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import apache_beam as beam
 import pyarrow as pa
 
@@ -43,3 +45,7 @@ class ArrowTableCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
+
+# A (part or market name, table) element: declared as an output type, it makes
+# Beam encode the table with ArrowTableCoder too.
+Named = Tuple[str, pa.Table]

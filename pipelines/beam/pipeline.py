@@ -8,10 +8,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+import pyarrow as pa
 
 from pipelines import storage
 from pipelines.config import Config
-from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments, Named, ReadInputBatches, ReadStoredAggregates, ScoreMarkets, Table, WriteParquetParts, concat_dead_letters)
+from pipelines.beam.coders import Named
+from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
+from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
+                                      ScoreMarkets, concat_dead_letters)
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 
@@ -45,8 +49,8 @@ class RunPlan:
     snapshot_dir: str  # where this run's tables are written (not yet published)
     dead_letter_dir: str
     scratch_dir: str  # the run's working files (one folder per built day), deleted when it ends
-    method: str = "exact"
-    batch_rows: int = 262_144
+    method: str  # allocation method (jobs.run.options.RunOptions)
+    batch_rows: int  # rows per Arrow record batch
     missing_days: list[dt.date] = field(default_factory=list)
 
     @property
@@ -101,7 +105,7 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     _ = (tuple(dead)
          | "FlattenDeadLetters" >> beam.Flatten()
          | "CollectDeadLetters" >> beam.combiners.ToList()
-         | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(Table)
+         | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(pa.Table)
          | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
          | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
          | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))

@@ -2,83 +2,29 @@
 of up to `batch_rows` rows), never single events: per-element Python is ~30x
 slower than working on batches (NOTES.md).
 
-  ReadInputBatches      file URIs -> (order key, contract-conformed batch)
   CheckContract         batches -> good batches + dead letters (tagged outputs)
   LatestEnrollments     enrollment batches -> one table, latest row per key
   AggregateDailySignals one day's events -> per (track, market, surface) aggregates + surface totals
                         (rows spilled to scratch files by track shard; only references are shuffled)
-  ReadStoredAggregates  aggregate files -> tables
   ScoreMarkets          aggregates + totals + enrollments -> scores, delivery, capacity per market
-  WriteParquetParts     (part name, table) -> one Parquet file per part
 """
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 
-from pipelines import contract, storage
-from pipelines import arrays as arrow_ops
-from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
+from pipelines import arrays, contract, faults, storage
+from pipelines.beam.coders import Named
 from pipelines.config import Config
+from pipelines.metrics import counter
+from pipelines.scoring.market import score_market
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
                      PROMOTION_SURFACES, SURFACE_TOTALS)
-
-NAMESPACE = "oasis"
-# Output types: they make Beam encode tables with ArrowTableCoder (see pipelines.coders).
-Table = pa.Table
-Named = Tuple[str, pa.Table]  # (part or market name, table)
-log = logging.getLogger(__name__)
-
-
-def counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
-
-
-# ------------------------------------------------------------------ read ---
-class ReadParquetBatchesFn(beam.DoFn):
-    """(file index, URI) -> ((file index, batch index), conformed Arrow table)."""
-
-    def __init__(self, contract_table, batch_rows: int, metric: str):
-        self.contract_table = contract_table
-        self.batch_rows = batch_rows
-        self.metric = metric
-
-    def setup(self):
-        self.rows = counter(f"rows_read/{self.metric}")
-
-    def process(self, element):
-        file_index, uri = element
-        try:
-            f = pq.ParquetFile(storage.open_input(uri))
-        except Exception as e:
-            raise contract.InputFileError(f"{uri}: cannot be read as Parquet: {e}") from e
-        columns = [n for n in self.contract_table.names if n in f.schema_arrow.names]
-        for i, batch in enumerate(f.iter_batches(batch_size=self.batch_rows, columns=columns)):
-            table = contract.conform_batch(pa.Table.from_batches([batch]), self.contract_table, uri)
-            self.rows.inc(table.num_rows)
-            yield (file_index, i, uri), table
-
-
-class ReadInputBatches(beam.PTransform):
-    def __init__(self, files: list[str], contract_table, metric: str, batch_rows: int = 262_144):
-        super().__init__()
-        self.files, self.contract_table, self.metric, self.batch_rows = files, contract_table, metric, batch_rows
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "ListFiles" >> beam.Create(list(enumerate(self.files)), reshuffle=False)  # spread next
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadBatches" >> beam.ParDo(ReadParquetBatchesFn(self.contract_table, self.batch_rows,
-                                                                     self.metric))
-                .with_output_types(Tuple[Tuple[int, int, str], Table]))
 
 
 # ----------------------------------------------------------------- check ---
@@ -119,12 +65,12 @@ class CheckContract(beam.PTransform):
     def expand(self, batches):
         return batches | "CheckRows" >> (
             beam.ParDo(CheckContractFn(self.source, self.day, self.slack_hours, self.keep))
-            .with_output_types(Tuple[Tuple[int, int], Table], **{CheckContractFn.DEAD: Table})
+            .with_output_types(Tuple[Tuple[int, int], pa.Table], **{CheckContractFn.DEAD: pa.Table})
             .with_outputs(CheckContractFn.DEAD, main="good"))
 
 
 def _concat_latest(tables):
-    return contract.latest_enrollments(arrow_ops.concat(list(tables), ENROLLMENTS.arrow()))
+    return contract.latest_enrollments(arrays.concat(list(tables), ENROLLMENTS.arrow()))
 
 
 class LatestEnrollments(beam.PTransform):
@@ -134,7 +80,7 @@ class LatestEnrollments(beam.PTransform):
         return (good
                 | "DropOrder" >> beam.Values()
                 | "CollectExport" >> beam.combiners.ToList()
-                | "KeepLatestPerKey" >> beam.Map(_concat_latest).with_output_types(Table))
+                | "KeepLatestPerKey" >> beam.Map(_concat_latest).with_output_types(pa.Table))
 
 
 # ------------------------------------------------------------- aggregate ---
@@ -175,8 +121,8 @@ class SpillShardsFn(beam.DoFn):
         rows = np.flatnonzero(promo)
         if len(rows) == 0:
             return
-        shards = arrow_ops.stable_shard(table.column("track_id").take(pa.array(rows)), self.shards)
-        by_shard, runs = arrow_ops.key_runs(shards)
+        shards = arrays.stable_shard(table.column("track_id").take(pa.array(rows)), self.shards)
+        by_shard, runs = arrays.key_runs(shards)
         # one copy: the promotion rows, projected, in shard order; each shard is
         # then a zero-copy slice, which the IPC writer writes compactly
         table = table.select(AGGREGATE_COLUMNS).take(pa.array(rows[by_shard])).combine_chunks()
@@ -213,12 +159,10 @@ class AggregateShardFn(beam.DoFn):
         self.tracks = pa.array(sorted(self.enrolled_tracks)) if self.enrolled_tracks is not None else None
 
     def process(self, element):
-        from pipelines import faults
-
         faults.checkpoint("aggregating")
         shard, refs = element
         table = read_spilled(list(refs))
-        deduped = arrow_ops.first_per_key(table, "event_id")
+        deduped = arrays.first_per_key(table, "event_id")
         self.dupes.inc(table.num_rows - deduped.num_rows)
         flags = {
             "skips": pc.cast(deduped.column("skipped"), pa.int64()),
@@ -247,7 +191,7 @@ class AggregateShardFn(beam.DoFn):
 
 
 def _sum_totals(tables, day):
-    t = arrow_ops.concat(list(tables), pa.schema([
+    t = arrays.concat(list(tables), pa.schema([
         ("market", pa.string()), ("surface", pa.string()), ("plays", pa.int64()), ("skips", pa.int64()),
         ("saves", pa.int64()), ("promoted_plays", pa.int64())]))
     t = t.group_by(["market", "surface"], use_threads=False).aggregate(
@@ -271,34 +215,17 @@ class AggregateDailySignals(beam.PTransform):
                | "SpillShards" >> beam.ParDo(SpillShardsFn(self.scratch_dir, self.shards))
                | "GroupShards" >> beam.GroupByKey()
                | "AggregateShards" >> beam.ParDo(AggregateShardFn(self.day, self.enrolled_tracks))
-               .with_output_types(Named, **{AggregateShardFn.TOTALS: Table})
+               .with_output_types(Named, **{AggregateShardFn.TOTALS: pa.Table})
                .with_outputs(AggregateShardFn.TOTALS, main="tracks"))
         totals = (out.totals
                   | "CollectTotals" >> beam.combiners.ToList()
-                  | "SumTotals" >> beam.Map(_sum_totals, self.day).with_output_types(Table))
+                  | "SumTotals" >> beam.Map(_sum_totals, self.day).with_output_types(pa.Table))
         return {"tracks": out.tracks, "totals": totals}
-
-
-# ---------------------------------------------------------------- stored ---
-def _read_whole(uri: str, contract_table) -> pa.Table:
-    return contract.conform_batch(pq.read_table(storage.open_input(uri)), contract_table, uri)
-
-
-class ReadStoredAggregates(beam.PTransform):
-    def __init__(self, files: list[str], contract_table):
-        super().__init__()
-        self.files, self.contract_table = files, contract_table
-
-    def expand(self, pbegin):
-        return (pbegin
-                # small files, a few per window day: one bundle reads them, without a shuffle stage
-                | "ListFiles" >> beam.Create(self.files, reshuffle=False)
-                | "ReadFiles" >> beam.Map(_read_whole, self.contract_table).with_output_types(Table))
 
 
 # ----------------------------------------------------------------- score ---
 def _by_market(table: pa.Table):
-    for (market,), part in arrow_ops.split_by(table, ["market"]):
+    for (market,), part in arrays.split_by(table, ["market"]):
         yield market, part
 
 
@@ -318,18 +245,16 @@ class ScoreMarketFn(beam.DoFn):
         market, groups = element
         # Sorted by key: the shuffle delivers parts in any order, and float sums
         # must not depend on it (same inputs -> identical tables).
-        enrolled = _sorted(arrow_ops.concat(list(groups["enrollments"]), ENROLLMENTS.arrow()), ENROLLMENTS)
+        enrolled = _sorted(arrays.concat(list(groups["enrollments"]), ENROLLMENTS.arrow()), ENROLLMENTS)
         if enrolled.num_rows:  # engagement for a market with no enrollment: nothing to score
             yield from self._score(market, enrolled, groups)
 
     def _score(self, market, enrolled, groups):
-        from pipelines.scoring import market as scoring
-
-        aggs = _sorted(arrow_ops.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()),
+        aggs = _sorted(arrays.concat(list(groups["aggregates"]), DAILY_AGGREGATES.arrow()),
                        DAILY_AGGREGATES).to_pandas()
-        totals = _sorted(arrow_ops.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
+        totals = _sorted(arrays.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
                          SURFACE_TOTALS).to_pandas()
-        result = scoring.score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
+        result = score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
                                       self.as_of, self.cfg, method=self.method)
         n_elig = int(result.scores["eligible"].sum())
         self.eligible.inc(n_elig)
@@ -369,7 +294,7 @@ class ScoreMarkets(beam.PTransform):
     allocate each market. Outputs tagged `scores`, `delivery`, `capacity`, each
     of (part name, table)."""
 
-    def __init__(self, as_of, cfg, observed_days, snapshot_id, method="exact"):
+    def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str):
         super().__init__()
         self.args = (as_of, cfg, observed_days, snapshot_id, method)
 
@@ -388,30 +313,6 @@ class ScoreMarkets(beam.PTransform):
         return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity}
 
 
-# ----------------------------------------------------------------- write ---
-class WriteParquetPartFn(beam.DoFn):
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def process(self, element):
-        name, table = element
-        uri = storage.join(self.folder, f"{name}.parquet")
-        with storage.open_output(uri) as f:
-            pq.write_table(table, f, compression="zstd")
-        yield uri, table.num_rows
-
-
-class WriteParquetParts(beam.PTransform):
-    """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows)."""
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    def expand(self, parts):
-        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder))
-
-
 def concat_dead_letters(tables):
-    t = arrow_ops.concat(list(tables), DEAD_LETTERS.arrow())
+    t = arrays.concat(list(tables), DEAD_LETTERS.arrow())
     return t.sort_by([("source_file", "ascending"), ("reason", "ascending"), ("row_json", "ascending")])

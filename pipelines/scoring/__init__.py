@@ -1,0 +1,1 @@
+"""Scoring one market: signals, listener estimates, campaigns and floors (pure numpy)."""

@@ -49,8 +49,7 @@ class MarketResult:
 
 
 def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, totals: pd.DataFrame,
-                 observed_days: list[dt.date], as_of: dt.date, cfg: Config,
-                 method: str = "exact") -> MarketResult:
+                 observed_days: list[dt.date], as_of: dt.date, cfg: Config, method: str) -> MarketResult:
     """Score and allocate one market for score date as_of + 1.
 
     enrolled: latest enrollment rows of this market (the contract's columns).

@@ -185,16 +185,16 @@ def test_create_only_refuses_a_second_writer(tmp_path):
 
 # -------------------------------------------------------------- warehouse ---
 def test_warehouse_publish_waits_for_another_process_holding_the_file(tmp_path):
-    from jobs.warehouse.base import DuckDBWarehouse, registry_row
+    from jobs.warehouse.duckdb import DuckDBWarehouse
     from schemas import OUTPUTS
 
     path = str(tmp_path / "warehouse.duckdb")
     wh = DuckDBWarehouse(path)
     tables = {name: OUTPUTS[name].empty() for name in inv.TABLES}
-    manifest = {"snapshot_id": "s1", "score_date": SCORE, "created_at": "2026-11-25T01:00:00+00:00",
-                "code_version": "x", "run_fingerprint": "f",
-                "tables": {name: {"rows": 0} for name in inv.TABLES}}
-    wh.publish(dt.date.fromisoformat(SCORE), tables, registry_row(manifest, "m"))
+    registry = {"snapshot_id": "s1", "score_date": dt.date.fromisoformat(SCORE),
+                "created_at": dt.datetime(2026, 11, 25, 1, tzinfo=dt.timezone.utc), "code_version": "x",
+                "run_fingerprint": "f", "manifest_uri": "m", **{f"{name}_rows": 0 for name in inv.TABLES}}
+    wh.publish(dt.date.fromisoformat(SCORE), tables, registry)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time\n"
          f"con = duckdb.connect({path!r}, read_only=True)\n"
@@ -205,8 +205,9 @@ def test_warehouse_publish_waits_for_another_process_holding_the_file(tmp_path):
         with pytest.raises(duckdb.IOException):  # DuckDB itself does not wait
             duckdb.connect(path).close()
         t0 = time.monotonic()
-        manifest2 = dict(manifest, snapshot_id="s2", created_at="2026-11-25T02:00:00+00:00")
-        wh.publish(dt.date.fromisoformat(SCORE), tables, registry_row(manifest2, "m2"))
+        registry2 = dict(registry, snapshot_id="s2", created_at=dt.datetime(2026, 11, 25, 2, tzinfo=dt.timezone.utc),
+                         manifest_uri="m2")
+        wh.publish(dt.date.fromisoformat(SCORE), tables, registry2)
         assert time.monotonic() - t0 > 0.5  # it did wait for the other process
     finally:
         holder.wait(timeout=60)

@@ -6,7 +6,7 @@ previous day, the next day's run is SIGKILLed at every named stage of
 After each kill:
 
 * LATEST points to the previous snapshot or to a complete new one, nothing else;
-* readers (`jobs.publish.list_manifests`) list only complete snapshots;
+* readers (`jobs.snapshots.store.list_manifests`) list only complete snapshots;
 * the warehouse holds, for each score date, the old content or the new one,
   exactly (content fingerprints), never a mix or duplicates;
 * each aggregate marker names a complete build;

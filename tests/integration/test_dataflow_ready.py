@@ -112,6 +112,7 @@ def test_the_pipeline_translates_to_a_dataflow_job_without_submitting(project, w
     from apache_beam.runners.dataflow.internal import apiclient
 
     from jobs.cli import main as cli
+    from jobs.run.options import RunOptions
     from jobs.run.plan import make_plan
     from pipelines.beam import pipeline as daily
     from pipelines.config import Config
@@ -123,7 +124,7 @@ def test_the_pipeline_translates_to_a_dataflow_job_without_submitting(project, w
         ["run", "--date", DAY.isoformat(), "--input", world, "--output", str(tmp_path / "out"),
          "--warehouse", "bq://oasis-prod-1.oasis", *DATAFLOW_OPTIONS])
     assert args.command == "run" and beam_args == DATAFLOW_OPTIONS
-    plan, _ = make_plan(DAY, world, str(tmp_path / "out"), Config.load(None))
+    plan, _ = make_plan(DAY, world, str(tmp_path / "out"), Config.load(None), RunOptions())
     options = PipelineOptions([*beam_args, "--dry_run=True"])
     p = beam.Pipeline(options=options)
     daily.build(p, plan)

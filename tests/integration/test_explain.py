@@ -252,7 +252,7 @@ def test_bad_requests_are_clear_errors(published, capsys):
     rc, stdout, err = explain(capsys, "--date", SCORE_DATE, "--track", "trk-does-not-exist", "--market", market,
                               "--output", out)
     assert rc == 1 and stdout == ""
-    assert err.startswith("oasis: error: ") and "trk-does-not-exist" in err and sid in err
+    assert err.startswith("oasis explain: error: ") and "trk-does-not-exist" in err and sid in err
     assert "Traceback" not in err
 
     rc, stdout, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", "ZZ", "--output", out)

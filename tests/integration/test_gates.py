@@ -1,4 +1,4 @@
-"""Publish gates (jobs/validation.py) end to end: a normal day passes every
+"""Publish gates (jobs/gates) end to end: a normal day passes every
 gate; inputs or configs built to trip a gate make the run fail, publish
 nothing, quarantine the would-be snapshot and name the gate; `--skip-gate`
 publishes and is recorded. Gates no input can trip through a correct pipeline
@@ -20,9 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main as cli
-from jobs.run import daily
-from jobs.snapshots import store as publish
 from jobs.gates import checks as validation
+from jobs.gates import drift, quarantine, suite
+from jobs.layout import QUARANTINE_RECORD
+from jobs.manifest import GateResult, Manifest, blocking_gates
+from jobs.run.options import OptionError, RunOptions
+from jobs.snapshots import store as publish
 from pipelines.config import Config
 from tests.support import worlds
 
@@ -92,7 +95,8 @@ def _assert_failed_only(out: str, base: str, err: str, gates: set[str]) -> dict:
     assert worlds.latest(out) == worlds.latest(base)
     folder, doc = _quarantine(out)
     assert {g["name"] for g in doc["failed_gates"]} == gates
-    assert validation.failed(doc["validation"]) == [g for g in validation.GATES if g in gates]
+    assert (blocking_gates([GateResult.from_dict(r) for r in doc["validation"]])
+            == [g for g in validation.GATES if g in gates])
     assert f"validation failed ({', '.join(g for g in validation.GATES if g in gates)})" in err
     assert folder in err and "--skip-gate" in err
     # the would-be snapshot is gone from snapshots/ and its files are in quarantine, intact
@@ -221,8 +225,8 @@ def test_unknown_gate_name_is_refused_before_any_work(world, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run("--date", DAY.isoformat(), "--input", world, "--output", str(tmp_path / "o"), "--skip-gate", "nope")
     assert e.value.code == 2 and "nope" in capsys.readouterr().err
-    with pytest.raises(daily.RunFailed, match="unknown gate"):
-        daily.RunRequest(as_of=DAY, input_root=world, output_root=str(tmp_path / "o"), skip_gates=["nope"])
+    with pytest.raises(OptionError, match="unknown gate"):
+        RunOptions(skip_gates=("nope",))
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -237,21 +241,21 @@ def real(normal, world):
     tables = {name: publish.read_table_files([os.path.join(cur, f["path"]) for f in meta["files"]], name)
               for name, meta in m["tables"].items()}
     expected = validation.expected_enrollment_keys(
-        sorted(glob.glob(f"{world}/enrollments/dt={DAY.isoformat()}/*.parquet")))
-    return tables, (prev, worlds.manifest(prev)), expected
+        sorted(glob.glob(f"{world}/enrollments/dt={DAY.isoformat()}/*.parquet")), RunOptions().batch_rows)
+    return tables, (prev, Manifest.from_dict(worlds.manifest(prev))), expected
 
 
 def _check(real, cfg=None, **changes):
     tables, previous, expected = real
     tables = {**tables, **changes}
-    return _by_name(validation.check_snapshot(tables, cfg or Config(), previous=previous, expected_keys=expected))
+    return {r.name: r for r in suite.check_snapshot(tables, cfg or Config(), previous=previous, expected_keys=expected)}
 
 
 def test_real_tables_pass_and_the_eligible_share_maximum_is_enforced(real):
-    assert all(c["passed"] for c in _check(real).values())
+    assert all(c.passed for c in _check(real).values())
     c = _check(real, Config(gate_max_eligible_share=0.1))
-    assert validation.failed(list(c.values())) == ["eligible_share"]
-    assert c["eligible_share"]["measured"] > 0.1
+    assert blocking_gates(list(c.values())) == ["eligible_share"]
+    assert c["eligible_share"].measured > 0.1
 
 
 def test_finite_values_gate_finds_a_nan(real):
@@ -260,8 +264,8 @@ def test_finite_values_gate_finds_a_nan(real):
     vals = scores.column("value").to_numpy(zero_copy_only=False).copy()
     vals[3] = np.nan
     c = _check(real, promotion_scores=scores.set_column(i, "value", pa.array(vals)))
-    assert not c["finite_values"]["passed"] and c["finite_values"]["measured"] == 1
-    assert "promotion_scores.value: 1" in c["finite_values"]["detail"]
+    assert not c["finite_values"].passed and c["finite_values"].measured == 1
+    assert "promotion_scores.value: 1" in c["finite_values"].detail
 
 
 def test_capacity_gate_finds_planned_total_above_capacity(real):
@@ -270,25 +274,25 @@ def test_capacity_gate_finds_planned_total_above_capacity(real):
     planned = cap.column("planned_total").to_numpy(zero_copy_only=False).copy()
     planned[0] = cap.column("capacity")[0].as_py() * 1.5 + 1
     c = _check(real, capacity=cap.set_column(i, "planned_total", pa.array(planned)))
-    assert validation.failed(list(c.values())) == ["capacity"] and c["capacity"]["measured"] == 1
+    assert blocking_gates(list(c.values())) == ["capacity"] and c["capacity"].measured == 1
 
 
 def test_enrolled_keys_gate_finds_missing_repeated_and_unexpected_rows(real):
     scores = real[0]["promotion_scores"]
     # a row lost
     c = _check(real, promotion_scores=scores.slice(1))
-    assert "enrolled_keys" in validation.failed(list(c.values())) and "1 missing" in c["enrolled_keys"]["detail"]
+    assert "enrolled_keys" in blocking_gates(list(c.values())) and "1 missing" in c["enrolled_keys"].detail
     # a row twice
     c = _check(real, promotion_scores=pa.concat_tables([scores, scores.slice(0, 1)]))
-    assert {"enrolled_keys", "unique_rows"} <= set(validation.failed(list(c.values())))
-    assert "1 extra rows" in c["enrolled_keys"]["detail"]
+    assert {"enrolled_keys", "unique_rows"} <= set(blocking_gates(list(c.values())))
+    assert "1 extra rows" in c["enrolled_keys"].detail
     # a row for a track the export does not enroll
     other = scores.slice(0, 1)
     i = other.schema.get_field_index("track_id")
     other = other.set_column(i, other.schema.field(i), pa.array(["trk-not-enrolled"]))
     c = _check(real, promotion_scores=pa.concat_tables([scores, other]))
-    assert "1 not in the enrollment export" in c["enrolled_keys"]["detail"]
-    assert c["enrolled_keys"]["measured"] == 1
+    assert "1 not in the enrollment export" in c["enrolled_keys"].detail
+    assert c["enrolled_keys"].measured == 1
 
 
 def test_expected_keys_leave_out_rows_the_run_dead_letters(world, tmp_path):
@@ -299,7 +303,7 @@ def test_expected_keys_leave_out_rows_the_run_dead_letters(world, tmp_path):
     bad = bad.set_column(bad.schema.get_field_index("track_id"), "track_id", pa.array(["trk-bad-row"]))
     p = tmp_path / "e.parquet"
     pq.write_table(pa.concat_tables([t, bad.cast(t.schema)]), p)
-    keys = validation.expected_enrollment_keys([str(p)])
+    keys = validation.expected_enrollment_keys([str(p)], RunOptions().batch_rows)
     assert keys.num_rows == 3 * len(pairs)
     assert set(zip(*(keys.column(k).to_pylist() for k in ("track_id", "market")))) == pairs
     assert set(keys.column("surface").to_pylist()) == {"radio", "autoplay", "mixes"}
@@ -308,9 +312,9 @@ def test_expected_keys_leave_out_rows_the_run_dead_letters(world, tmp_path):
 def test_psi_is_zero_for_equal_distributions_and_grows_with_shift():
     rng = np.random.default_rng(0)
     a = rng.random(5000)
-    assert validation.population_stability_index(a, a) == 0.0
-    small = validation.population_stability_index(a, rng.random(5000))
-    big = validation.population_stability_index(a, rng.random(5000) ** 4)
+    assert drift.population_stability_index(a, a) == 0.0
+    small = drift.population_stability_index(a, rng.random(5000))
+    big = drift.population_stability_index(a, rng.random(5000) ** 4)
     assert small < 0.01 < 0.25 < big
 
 
@@ -330,12 +334,13 @@ def test_quarantine_moves_a_would_be_snapshot_on_gcs(normal, gcs_env):
         storage.write_bytes(storage.join(snap, *rel.split("/")), open(os.path.join(local, rel), "rb").read())
     plan = SimpleNamespace(score_date=SCORE_DATE, as_of=DAY, snapshot_id=sid, snapshot_dir=snap,
                            dead_letter_dir=storage.join(gcs_env.root, "out", "dead_letters", f"run={sid}"))
-    checks = m["validation"] + [{"name": "row_count", "passed": False, "skipped": False, "measured": 0.9,
-                                 "threshold": 0.5, "detail": "made up for this test"}]
-    where = validation.quarantine(storage.join(gcs_env.root, "out"), plan, checks, m["tables"])
+    checks = [GateResult.from_dict(r) for r in m["validation"]] + [
+        GateResult("row_count", passed=False, measured=0.9, threshold=0.5, detail="made up for this test")]
+    where = quarantine.quarantine(storage.join(gcs_env.root, "out"), plan, checks,
+                                  Manifest.from_dict(m).tables)
     assert where == storage.join(gcs_env.root, "out", "quarantine", f"score_date={SCORE_DATE}", sid)
     assert not storage.list_files(snap)
-    doc = json.loads(storage.read_bytes(storage.join(where, validation.QUARANTINE)))
+    doc = json.loads(storage.read_bytes(storage.join(where, QUARANTINE_RECORD)))
     assert [g["name"] for g in doc["failed_gates"]] == ["row_count"] and sorted(doc["files"]) == sorted(rels)
     for rel in rels:
         data = storage.read_bytes(storage.join(where, *rel.split("/")))

@@ -33,10 +33,14 @@ from pathlib import Path
 import pytest
 
 import jobs.run.daily  # noqa: F401 - imported up front: the timings below exclude importing Beam
+from jobs import layout
 from jobs.cli import main as cli
+from jobs.manifest import Manifest
+from jobs.run.fingerprint import code_version
 from jobs.snapshots import store as publish
-from jobs.warehouse.base import DuckDBWarehouse, registry_row
+from jobs.warehouse.base import registry_row
 from jobs.warehouse.bigquery import BigQueryWarehouse
+from jobs.warehouse.duckdb import DuckDBWarehouse
 from pipelines import storage
 from schemas import OUTPUTS, SNAPSHOTS
 from tests.support import emulators
@@ -131,7 +135,7 @@ class Cloud:
 
     def manifests(self) -> dict[str, dict]:
         """snapshot id -> manifest of every snapshot with a manifest in the bucket."""
-        uris = storage.list_files(publish.snapshots_root(self.output), publish.MANIFEST)
+        uris = storage.list_files(layout.snapshots_root(self.output), layout.MANIFEST)
         return {m["snapshot_id"]: m for m in (json.loads(storage.read_bytes(u)) for u in uris)}
 
 
@@ -144,7 +148,7 @@ def oasis(*args: str) -> tuple[int, str, str]:
 
 
 def manifest_uri(cloud: Cloud, m: dict) -> str:
-    return storage.join(publish.snapshot_dir_of(cloud.output, m), publish.MANIFEST)
+    return storage.join(publish.snapshot_dir_of(cloud.output, Manifest.from_dict(m)), layout.MANIFEST)
 
 
 def new_manifest(cloud: Cloud, before: dict) -> dict:
@@ -212,7 +216,7 @@ def first(cloud):
 @pytest.fixture(scope="module")
 def rerun(cloud, first):
     # "the same inputs, config and code": the sources must not change under the test
-    assert jobs.daily.code_version() == first[1]["code_version"], "the package sources changed during the test"
+    assert code_version() == first[1]["code_version"], "the package sources changed during the test"
     before = cloud.counts()
     t0 = time.monotonic()
     result = oasis(*cloud.args())
@@ -249,7 +253,7 @@ def forced(cloud, backfill):
 def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     proc, m = first
     sid = m["snapshot_id"]
-    folder = publish.snapshot_dir_of(cloud.output, m)
+    folder = publish.snapshot_dir_of(cloud.output, Manifest.from_dict(m))
     assert m["score_date"] == SD.isoformat() and all(c["passed"] for c in m["validation"])
     assert folder in proc.stdout and cloud.warehouse in proc.stdout
     # the inputs were read from the bucket, fingerprinted by GCS's own checksums
@@ -344,10 +348,10 @@ def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, t
     # DuckDB gets the very snapshots BigQuery got, read back from the bucket, in the same order
     duck = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
     for m, uri in cloud.published:
-        folder = publish.snapshot_dir_of(cloud.output, m)
+        folder = publish.snapshot_dir_of(cloud.output, Manifest.from_dict(m))
         tables = {name: publish.read_table_files([storage.join(folder, f["path"]) for f in meta["files"]], name)
                   for name, meta in m["tables"].items()}
-        duck.publish(dt.date.fromisoformat(m["score_date"]), tables, registry_row(m, uri))
+        duck.publish(dt.date.fromisoformat(m["score_date"]), tables, registry_row(Manifest.from_dict(m), uri))
     bq = BigQueryWarehouse.from_uri(cloud.warehouse)
     answers = {}
     for name, sql in queries:
@@ -381,7 +385,7 @@ def test_a_failed_bigquery_publish_leaves_every_date_whole_and_latest_unmoved(cl
     try:
         code, out, err = oasis(*cloud.args(DAY, "--force"))
         assert code == 1, err[-3000:]
-        assert "oasis: error:" in err and "the warehouse is unchanged" in err
+        assert "oasis run: error:" in err and "the warehouse is unchanged" in err
         assert "rolled back" in err or "does not match the contract" in err
         assert "LATEST" not in out
         after = {name: cloud.table_rows(name) for name in TABLES}
@@ -410,7 +414,7 @@ def test_bad_warehouse_names_fail_before_any_request(cloud, uri, problem):
     code, stdout, err = oasis("--date", DAY.isoformat(), "--input", cloud.input, "--output", out,
                               "--warehouse", uri)
     assert code == 1
-    assert f"oasis: error: {problem}" in err and "Traceback" not in err
+    assert f"oasis run: error: {problem}" in err and "Traceback" not in err
     assert time.monotonic() - t0 < 5  # no pipeline, no planning
     assert storage.list_files(out) == []
     assert sorted(d.dataset_id for d in cloud.bq().list_datasets()) == datasets

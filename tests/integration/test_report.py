@@ -25,7 +25,9 @@ from PIL import Image
 
 from jobs.cli import main as cli
 from jobs.snapshots import store as publish
+from jobs.manifest import Manifest
 from jobs.report import html as report
+from jobs.report import plots as report_plots
 from jobs.run import summary
 from tests.support import worlds
 
@@ -124,7 +126,7 @@ def test_plots_draw_the_published_tables(runs):
     assert sum(int(b["data-n"]) for b in bars) == len(eligible) == m["metrics"]["rows_eligible"] > 0
     assert _proportional([float(b["height"]) for b in bars], [int(b["data-n"]) for b in bars])
     colours = {b["fill"] for b in bars}
-    assert colours == {report.SURFACE_COLORS[s] for s in eligible["surface"].unique()}
+    assert colours == {report_plots.SURFACE_COLORS[s] for s in eligible["surface"].unique()}
     for s in eligible["surface"].unique():
         assert f">{s}</text>" in plots["score-distribution"]  # in the legend
 
@@ -140,12 +142,12 @@ def test_plots_draw_the_published_tables(runs):
     # delivery: a floor bar and a planned bar per campaign shown, red exactly for the short ones
     delivery = worlds.table(snap, "campaign_delivery")
     per = delivery.groupby("campaign_id")[["floor", "planned", "shortfall"]].sum()
-    shown = min(len(per), report.MAX_CAMPAIGNS)
+    shown = min(len(per), report_plots.MAX_CAMPAIGNS)
     floors, planned = _marks(plots["delivery"], "floor"), _marks(plots["delivery"], "planned")
     assert len(floors) == len(planned) == shown > 0
     n_short = min(int((per["shortfall"] > 1e-9).sum()), shown)
     assert len(_marks(plots["delivery"], "short")) == n_short
-    assert sum(b["fill"] == report.SHORT for b in planned) == n_short
+    assert sum(b["fill"] == report_plots.SHORT for b in planned) == n_short
     assert _proportional([float(b["width"]) for b in floors + planned],
                          [per.loc[c, "floor"] for c in _delivery_order(plots["delivery"])]
                          + [per.loc[c, "planned"] for c in _delivery_order(plots["delivery"])])
@@ -207,7 +209,7 @@ def test_drift_against_the_previous_snapshot(runs):
     for s, n in j["surface"].value_counts().items():
         mine = [d for d in dots if d["data-surface"] == s]
         assert sum(int(d["data-n"]) for d in mine) == n
-        assert {d["fill"] for d in mine} == {report.SURFACE_COLORS[s]}
+        assert {d["fill"] for d in mine} == {report_plots.SURFACE_COLORS[s]}
     assert sum(int(d["data-n"]) for d in dots) == len(j)
     # the histogram counts the changed rows, to scale
     bars = _marks(drift, "bar")
@@ -227,8 +229,15 @@ def _tiny_tables(shortfall: float) -> dict:
             "capacity": pa.Table.from_pandas(capacity)}
 
 
+def _manifest(**fields) -> Manifest:
+    """A minimal manifest for rendering a report from hand-made tables."""
+    doc = {"snapshot_id": "s1", "score_date": "2026-01-02", "as_of": "2026-01-01",
+           "created_at": "2026-01-02T00:00:00+00:00", "run_fingerprint": "f", "config": {}, "tables": {}}
+    return Manifest.from_dict({**doc, **fields})
+
+
 def test_delivery_plot_highlights_shortfalls():
-    manifest = {"snapshot_id": "s1", "score_date": "2026-01-02", "metrics": {}, "validation": []}
+    manifest = _manifest()
     short = report.render(manifest, _tiny_tables(0.75), None)
     met = report.render(manifest, _tiny_tables(0.0), None)
     assert "1 short of their floor by 0.75 promoted plays" in short
@@ -236,10 +245,10 @@ def test_delivery_plot_highlights_shortfalls():
     assert "0 short of their floor" in met and "c-short</td><td>XX" not in met
     short_svg, met_svg = _plots(short)["delivery"], _plots(met)["delivery"]
     (bar,) = _marks(short_svg, "short")
-    assert bar["fill"] == report.SHORT and float(bar["width"]) > 0
+    assert bar["fill"] == report_plots.SHORT and float(bar["width"]) > 0
     assert "planned (short of the floor)</text>" in short_svg and ">short 0.75</text>" in short_svg
-    assert f"style='fill:{report.SHORT}' class='tick'>c-short</text>" in short_svg
-    assert not _marks(met_svg, "short") and report.SHORT not in met_svg
+    assert f"style='fill:{report_plots.SHORT}' class='tick'>c-short</text>" in short_svg
+    assert not _marks(met_svg, "short") and report_plots.SHORT not in met_svg
     assert "short of the floor" not in met_svg
 
 
@@ -248,12 +257,12 @@ def test_report_failure_is_recorded_not_fatal(tmp_path, monkeypatch):
         raise RuntimeError("no fonts today")
 
     monkeypatch.setattr(report, "render", boom)
-    entry = report.write_report_or_error(str(tmp_path), {"snapshot_id": "s"}, {}, None)
+    entry = report.write_report_or_error(str(tmp_path), _manifest(snapshot_id="s"), {}, None)
     assert entry == {"error": "RuntimeError: no fonts today"}
     assert not (tmp_path / "report.html").exists()
 
     class Result:
-        manifest = {"report": entry}
+        manifest = _manifest(report=entry)
         snapshot_dir = str(tmp_path)
 
     assert summary.report_line(Result) == "not written (RuntimeError: no fonts today)"
@@ -264,9 +273,9 @@ def test_report_is_fast(runs, tmp_path):
     m = worlds.manifest(snap)
     tables = {n: publish.read_table_files([os.path.join(snap, f["path"]) for f in t["files"]], n)
               for n, t in m["tables"].items()}
-    previous = (runs["snaps"][0], worlds.manifest(runs["snaps"][0]))
+    previous = (runs["snaps"][0], Manifest.from_dict(worlds.manifest(runs["snaps"][0])))
     cpu = time.process_time()
-    entry = report.write_report(str(tmp_path), m, tables, previous)
+    entry = report.write_report(str(tmp_path), Manifest.from_dict(m), tables, previous)
     cpu = time.process_time() - cpu
     assert entry["bytes"] == (tmp_path / "report.html").stat().st_size
     assert cpu < 0.5, f"report took {cpu:.2f} s of CPU"
@@ -366,24 +375,24 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
         assert len(np.unique(region.reshape(-1, 3), axis=0)) > 20, anchor  # text and antialiased edges
     scores = worlds.table(snap, "promotion_scores")
     for s in scores.loc[scores["eligible"], "surface"].unique():
-        assert _near(regions["score-distribution"], report.SURFACE_COLORS[s]) > 200, s
+        assert _near(regions["score-distribution"], report_plots.SURFACE_COLORS[s]) > 200, s
     for anchor in ("capacity", "delivery"):
-        assert _near(regions[anchor], report.CAPACITY) > 200 and _near(regions[anchor], report.PLANNED) > 200
-    assert _near(regions["drift"], report.PLANNED) > 100
+        assert _near(regions[anchor], report_plots.CAPACITY) > 200 and _near(regions[anchor], report_plots.PLANNED) > 200
+    assert _near(regions["drift"], report_plots.PLANNED) > 100
     # the shortfall colour is painted exactly when a campaign is short
-    assert (_near(regions["delivery"], report.SHORT) > 100) == (len(_marks(plots["delivery"], "short")) > 0)
+    assert (_near(regions["delivery"], report_plots.SHORT) > 100) == (len(_marks(plots["delivery"], "short")) > 0)
 
 
 def test_shortfall_highlight_renders_in_headless_chromium(tmp_path):
     binary = _chromium()
     if binary is None:
         pytest.skip("chromium not installed (CI installs it via .ci/run)")
-    manifest = {"snapshot_id": "s1", "score_date": "2026-01-02", "metrics": {}, "validation": []}
+    manifest = _manifest()
     for shortfall in (0.75, 0.0):
         html = report.render(manifest, _tiny_tables(shortfall), None)
         (page := tmp_path / f"short-{shortfall}.html").write_text(html, encoding="utf-8")
         probe = {p["id"]: p for p in _probe(binary, html, tmp_path, f"probe-{shortfall}")}
         assert probe["plot-delivery"]["marks"] == 4 and probe["plot-delivery"]["red"] == (shortfall > 0)
         screen = _screenshot(binary, page, tmp_path / f"short-{shortfall}.png", tmp_path / f"shot-{shortfall}")
-        red = _near(_region(screen, probe["plot-delivery"]), report.SHORT)
+        red = _near(_region(screen, probe["plot-delivery"]), report_plots.SHORT)
         assert (red > 100) if shortfall else (red == 0), red

@@ -6,7 +6,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from jobs.warehouse.base import DuckDBWarehouse, WarehouseError, registry_row
+from jobs.warehouse.base import WarehouseError
+from jobs.warehouse.duckdb import DuckDBWarehouse
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
 
@@ -56,16 +57,16 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         CAPACITY.name: _rows(CAPACITY, [dict(market=m, surface=s) for m, s in cells],
                              score_date, snapshot_id, variant),
     }
-    manifest = {
+    registry = {
         "snapshot_id": snapshot_id,
-        "score_date": score_date.isoformat(),
-        "created_at": (created_at or T0).isoformat(),
+        "score_date": score_date,
+        "created_at": created_at or T0,
         "code_version": "test",
         "run_fingerprint": f"fp-{snapshot_id}",
-        "tables": {name: {"rows": t.num_rows} for name, t in tables.items()},
+        **{f"{name}_rows": t.num_rows for name, t in tables.items()},
+        "manifest_uri": f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json",
     }
-    uri = f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json"
-    return tables, registry_row(manifest, uri)
+    return tables, registry
 
 
 def rows(wh, sql: str, params=None) -> list[dict]:

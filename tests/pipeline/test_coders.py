@@ -7,6 +7,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.coders import coders
 
+from jobs.run.options import RunOptions
+from jobs.run.plan import make_plan
 from pipelines.beam import pipeline as daily
 from pipelines.beam.coders import ArrowTableCoder
 from pipelines.config import Config
@@ -37,10 +39,8 @@ def test_size_estimate_does_not_encode(monkeypatch):
 def test_every_table_collection_of_the_daily_graph_uses_it(tmp_path):
     """Each PCollection whose elements hold a table declares it, so Beam never
     falls back to pickling tables (which it also does to sample sizes)."""
-    from jobs.run.plan import make_plan
-
     w = worlds.make_world(str(tmp_path / "w"), days=2, tracks=20, events_per_day=500, markets=1)
-    plan, _ = make_plan(worlds.END, w, str(tmp_path / "out"), Config.load(None))
+    plan, _ = make_plan(worlds.END, w, str(tmp_path / "out"), Config.load(None), RunOptions())
     p = beam.Pipeline()
     daily.build(p, plan)
     labels = {}

@@ -16,7 +16,9 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from pipelines import arrays as arrow_ops
 from pipelines.config import Config
-from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ReadInputBatches, ScoreMarkets, SpillShardsFn, WriteParquetParts, read_spilled)
+from pipelines.beam.io import ReadInputBatches, WriteParquetParts
+from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ScoreMarkets, SpillShardsFn,
+                                      read_spilled)
 from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS,
                      PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
@@ -314,7 +316,7 @@ def test_score_markets():
             "aggregates": p | "Aggregates" >> beam.Create(agg_parts),
             "totals": p | "Totals" >> beam.Create(tot_parts),
         }
-        out = inputs | ScoreMarkets(AS_OF, Config(), OBSERVED, "snap-1")
+        out = inputs | ScoreMarkets(AS_OF, Config(), OBSERVED, "snap-1", method="exact")
         scores = out["scores"] | "ScoreRows" >> beam.FlatMap(rows, PROMOTION_SCORES)
         delivery = out["delivery"] | "DeliveryRows" >> beam.FlatMap(rows, CAMPAIGN_DELIVERY)
         capacity = out["capacity"] | "CapacityRows" >> beam.FlatMap(rows, CAPACITY)
@@ -379,7 +381,7 @@ def test_read_input_batches_names_the_file_with_a_wrong_column_type(tmp_path):
     pq.write_table(t, bad)
     with pytest.raises(Exception) as e:
         with test_pipeline.TestPipeline() as p:
-            _ = p | ReadInputBatches([good, bad], ENGAGEMENT, "engagement")
+            _ = p | ReadInputBatches([good, bad], ENGAGEMENT, "engagement", batch_rows=1024)
     assert bad in str(e.value)
     assert "ms_played" in str(e.value)
     assert good not in str(e.value)
@@ -390,6 +392,6 @@ def test_read_input_batches_names_a_file_that_is_not_parquet(tmp_path):
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(Exception) as e:
         with test_pipeline.TestPipeline() as p:
-            _ = p | ReadInputBatches([str(bad)], ENGAGEMENT, "engagement")
+            _ = p | ReadInputBatches([str(bad)], ENGAGEMENT, "engagement", batch_rows=1024)
     assert str(bad) in str(e.value)
     assert "cannot be read as Parquet" in str(e.value)

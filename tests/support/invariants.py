@@ -5,7 +5,7 @@ problems (empty: the guarantee holds), so a test can say exactly what broke.
 The guarantees (DESIGN §5, README "Outputs"):
 
 * LATEST points to a published snapshot whose files all match its manifest;
-* `jobs.publish.list_manifests` lists only complete snapshots, and every
+* `jobs.snapshots.store.list_manifests` lists only complete snapshots, and every
   `_MANIFEST.json` on disk is whole (parses);
 * the warehouse holds, per score date, exactly one snapshot's content (the
   content fingerprints of its manifest), never a mix of two, never duplicates;
@@ -86,7 +86,7 @@ def snapshot_problems(folder: str, manifest: dict) -> list[str]:
 
 def published(out: str) -> dict[str, tuple[str, dict]]:
     """snapshot id -> (folder, manifest), as readers see them."""
-    return {m["snapshot_id"]: (folder, m) for folder, m in publish.list_manifests(out)}
+    return {m.snapshot_id: (folder, m.to_dict()) for folder, m in publish.list_manifests(out)}
 
 
 def reader_view_problems(out: str) -> list[str]:

@@ -9,7 +9,7 @@ import shutil
 
 import pyarrow.parquet as pq
 
-from jobs.sample.world import generate_world
+from jobs.sample.generate import generate_world
 
 END = dt.date(2026, 11, 24)
 

@@ -3,7 +3,6 @@ exactly, and plants every realistic feature (and every kind of broken row) the
 pipeline has to cope with."""
 from __future__ import annotations
 
-import argparse
 import calendar
 import datetime as dt
 import glob
@@ -15,7 +14,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.sample import world as sample
+from jobs.cli import main as cli_main
+from jobs.cli import sample as sample_cli
+from jobs.sample import draws
+from jobs.sample import generate as sample
 from schemas import ALL_SURFACES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SURFACES
 
 END = dt.date(2026, 11, 24)
@@ -148,9 +150,9 @@ def test_enrollment_exports_follow_the_campaign_calendar(world):
         # next month's only in the last week of a month
         next_month = en["start_date"] > month_end
         if next_month.any():
-            assert sample._near_month_end(d)
+            assert draws.near_month_end(d)
         assert set(en["start_date"]) <= {
-            dt.date(*sample._month_add(d.year, d.month, k), 1) for k in (-1, 0, 1)}
+            dt.date(*draws.month_add(d.year, d.month, k), 1) for k in (-1, 0, 1)}
         # nothing is exported before it was updated
         assert (en["updated_at"] < pd.Timestamp(d + dt.timedelta(days=1), tz="UTC")).all()
     # the default end date (Nov 24) is in the last week: December campaigns are already there
@@ -335,14 +337,13 @@ def test_planted_truth_dislikes_and_variation(world):
 
 # ------------------------------------------------------------------ CLI ---
 def test_arguments_and_main(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    sample.add_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path)])
+    parser = cli_main.parser()
+    args = parser.parse_args(["sample", "--out", str(tmp_path)])
     assert (args.days, args.tracks, args.events_per_day, args.seed, args.end_date, args.bad_row_share,
             args.markets) == (35, 400, 40000, 7, dt.date(2026, 11, 24), 0.002, 6)
-    args = parser.parse_args(["--out", str(tmp_path), "--days", "2", "--tracks", "30", "--events-per-day", "200",
-                              "--end-date", "2026-03-02", "--markets", "3", "--seed", "3"])
-    assert sample.main(args) == 0
+    args = parser.parse_args(["sample", "--out", str(tmp_path), "--days", "2", "--tracks", "30",
+                              "--events-per-day", "200", "--end-date", "2026-03-02", "--markets", "3", "--seed", "3"])
+    assert sample_cli.main(args, []) == 0
     assert open(os.path.join(tmp_path, "LAST_DAY")).read().strip() == "2026-03-02"
     markets = set(_read(str(tmp_path), "enrollments", dt.date(2026, 3, 2))["market"])
     assert markets <= {"US", "GB", "DE"} and len(markets) >= 2

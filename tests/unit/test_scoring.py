@@ -183,7 +183,7 @@ def run_market(enrolled_rows, agg_rows, cfg=CFG, total_rows=None, observed=WINDO
     enrolled = frame(enrolled_rows, ENROLLMENTS)
     aggregates = frame(agg_rows, DAILY_AGGREGATES)
     totals = frame(total_rows if total_rows is not None else totals_for(agg_rows, WINDOW), SURFACE_TOTALS)
-    return market_scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg)
+    return market_scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg, method="exact")
 
 
 # ----------------------------------------------------------- eligibility ---

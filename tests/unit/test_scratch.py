@@ -6,8 +6,8 @@ import datetime as dt
 import os
 import tempfile
 
-from jobs.run import daily
-from jobs.run import plan
+from jobs import layout
+from jobs.run import scratch
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -26,15 +26,15 @@ def test_only_folders_of_runs_started_long_ago_are_stale(tmp_path, monkeypatch):
     recent = _folder(tmp_path, "oasis-scratch-20261126T060100Z-bbbbbb")   # 5 h 59 min: may still run
     _folder(tmp_path, "oasis-scratch-not-a-snapshot-id")
     _folder(tmp_path, "something-else-20200101T000000Z-cccccc")
-    assert plan.scratch_root("out", "20261126T120000Z-dddddd") == str(tmp_path / "oasis-scratch-20261126T120000Z-dddddd")
-    assert plan.stale_scratch("out", NOW) == [old]
-    assert plan.stale_scratch("out", NOW + dt.timedelta(minutes=2)) == [old, recent]
+    assert layout.scratch_dir("out", "20261126T120000Z-dddddd") == str(tmp_path / "oasis-scratch-20261126T120000Z-dddddd")
+    assert scratch.stale_scratch("out", NOW) == [old]
+    assert scratch.stale_scratch("out", NOW + dt.timedelta(minutes=2)) == [old, recent]
 
 
 def test_a_run_removes_what_killed_runs_left(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     old = _folder(tmp_path, "oasis-scratch-20200101T000000Z-aaaaaa")
-    fresh_id = plan.new_snapshot_id()
+    fresh_id = layout.new_snapshot_id()
     fresh = _folder(tmp_path, f"oasis-scratch-{fresh_id}")
-    daily._remove_stale_scratch(str(tmp_path / "out"))
+    scratch.remove_stale(str(tmp_path / "out"))
     assert not os.path.exists(old) and os.path.exists(fresh)

@@ -1,0 +1,153 @@
+"""`oasis explain`: why a track got its score (computed by `jobs.explain`;
+this prints it as text or JSON)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from jobs.cli import args as a
+from jobs.explain import PRICE_TOL, explain
+from schemas import PROMOTION_SURFACES
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",
+        description="Explain one track's published promotion score in one market, per surface, from a published "
+                    "snapshot: eligibility and reason, plays/skips/saves against the market baseline, the "
+                    "shrinkage, the value, which constraints of its (market, surface) LP bind and their shadow "
+                    "prices, and the planned plays, boost probability and score.")
+    p.add_argument("--date", type=a.date_arg, required=True, metavar="SCORE_DATE",
+                   help="the SCORE date (YYYY-MM-DD): the day the scores are for, i.e. the day after the last "
+                        "day of logs (`oasis run --date D` publishes score date D+1)")
+    p.add_argument("--track", required=True, help="track_id")
+    p.add_argument("--market", required=True, help="market (ISO 3166-1 alpha-2)")
+    p.add_argument("--surface", choices=list(PROMOTION_SURFACES), default=None,
+                   help="one promotion surface (default: all three)")
+    a.add_output(p, "output root of the runs")
+    p.add_argument("--snapshot", default=None,
+                   help="snapshot id (default: the one LATEST points to if it is for --date, else the newest "
+                        "published for --date)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.set_defaults(func=main, beam=False)
+
+
+def main(args, _beam_args) -> int:
+    doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
+    print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
+    return 0
+
+
+def num(v) -> str:
+    """How the text prints a number: 6 significant digits."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    return format(float(v), ".6g")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.2f}%"
+
+
+def render_text(doc: dict) -> str:
+    cfg = doc["config"]
+    L = []
+    L.append(f"Why track {doc['track_id']} in {doc['market']} got its score for {doc['score_date']}")
+    L.append(f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs up to {doc['as_of']})")
+    L.append(f"             {doc['snapshot_dir']}")
+    L.append(f"  campaign   {doc['campaign_id']}   artist {doc['artist_id']}   licensor {doc['licensor_id']}   "
+             f"released {doc['release_date']}")
+    L.append(f"  config     lambda (skip_penalty) = {num(cfg.get('skip_penalty'))}, "
+             f"delta (guardrail_delta) = {num(cfg.get('guardrail_delta'))}, "
+             f"guardrail confidence = {num(cfg.get('guardrail_confidence'))}, rho = {num(cfg.get('track_boost_cap'))}, "
+             f"kappa = {num(cfg.get('promoted_share_cap'))}, phi = {num(cfg.get('artist_share_cap'))}, "
+             f"psi = {num(cfg.get('licensor_share_cap'))}, window {cfg.get('window_days')} days "
+             f"(half-life {num(cfg.get('half_life_days'))})")
+    for s in doc["surfaces"]:
+        L.append("")
+        L.append(f"== {s['surface']} " + "=" * (72 - len(s["surface"])))
+        L.append(f"eligibility  {'ELIGIBLE' if s['eligible'] else 'NOT ELIGIBLE'}")
+        L.append(f"             {s['reason_text']}")
+        g = s["signals"]
+        L.append(f"signals      window plays on {s['surface']}: {g['plays']} (decay-weighted {num(g['weighted_plays'])}); "
+                 f"all promotion surfaces: {s['window_plays_all_surfaces']}")
+        L.append(f"             skips {g['skips']}  raw rate {num(g['raw_skip_rate'])}   "
+                 f"market baseline skip rate {num(g['baseline_skip_rate'])}")
+        L.append(f"             saves {g['saves']}  raw rate {num(g['raw_save_rate'])}   "
+                 f"market baseline save rate {num(g['baseline_save_rate'])}")
+        L.append("shrinkage    empirical Bayes toward the baseline: shrunk = (weighted count + k*baseline) / "
+                 "(weighted plays + k)")
+        for kind in ("skip", "save"):
+            h = s["shrinkage"][kind]
+            L.append(f"             {kind} rate: decay-weighted {num(h['weighted_rate'])} on {num(h['weighted_plays'])} "
+                     f"plays, prior strength k = {num(h['prior_strength'])} (data weight {_pct(h['data_weight'])}) "
+                     f"-> shrunk {kind}_rate {num(h['shrunk_rate'])}")
+        gr = s["guardrail"]
+        L.append(f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = "
+                 f"{num(gr['probability_surface'])} on {s['surface']}, {num(gr['probability_pooled'])} pooled over "
+                 f"the track's surfaces in {doc['market']}; pulled back above {num(gr['confidence'])}: "
+                 f"{'DISLIKED' if gr['disliked'] else 'not disliked'}")
+        v = s["value"]
+        sh = s["shrinkage"]
+        L.append(f"value        save lift = {num(sh['save']['shrunk_rate'])} - {num(sh['save']['baseline_rate'])} = "
+                 f"{num(v['save_lift'])};  skip lift = {num(sh['skip']['shrunk_rate'])} - "
+                 f"{num(sh['skip']['baseline_rate'])} = {num(v['skip_lift'])}")
+        L.append(f"             value = save lift - lambda x skip lift = ({num(v['save_lift'])}) - {num(v['lambda'])} x "
+                 f"({num(v['skip_lift'])}) = {num(v['value'])}")
+        if abs(v["recomputed"] - v["value"]) > 1e-9:
+            L.append(f"             (note: recomputed from the published rates: {num(v['recomputed'])})")
+        sp = s["supply"]
+        L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays; max promoted plays "
+                 f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
+        lp = s["lp"]
+        L.append(f"allocation   the {doc['market']} {s['surface']} LP ({lp['eligible_tracks']} eligible of "
+                 f"{lp['tracks']} rows) rebuilt from the published columns and solved exactly (HiGHS); "
+                 f"shadow price = objective gained per unit the limit is relaxed")
+        cp = lp["capacity"]
+        L.append(f"  capacity   sum x = {num(cp['planned_total'])} of K = {num(cp['capacity'])}   "
+                 f"{_state(cp['tight'], cp['shadow_price'])}   shadow price {num(cp['shadow_price'])} "
+                 f"(published {num(cp['published_shadow_price'])})")
+        for owner in ("artist", "licensor"):
+            c = lp[owner]
+            L.append(f"  {owner:<11}{c[owner + '_id']}: sum x = {num(c['planned'])} of cap {num(c['cap'])} "
+                     f"({c['eligible_tracks']} eligible track(s))   {_state(c['tight'], c['shadow_price'])}   "
+                     f"shadow price {num(c['shadow_price'])}")
+        tc = lp["track_cap"]
+        L.append(f"  track cap  x = {num(tc['planned'])} of rho*E = {num(tc['cap'])}   "
+                 f"{'x = rho*E: BINDS' if tc['tight'] else 'x < rho*E'}   shadow price {num(tc['shadow_price'])}")
+        fl = lp["campaign_floor"]
+        if fl is None:
+            L.append(f"  floor      none: campaign {s['campaign_id']} is not live on {s['surface']} on the score date")
+        else:
+            L.append(f"  floor      {fl['campaign_id']}: planned {num(fl['planned'])} vs floor {num(fl['floor'])}, "
+                     f"shortfall {num(fl['shortfall'])}: {fl['status'].upper()}   shadow price {num(fl['shadow_price'])}")
+            L.append(f"             pacing x{num(fl['pacing_multiplier'])}: {num(fl['delivered_to_date'])} promoted "
+                     f"plays delivered since {fl['flight_start']} (flight to {fl['flight_end']}); max boost "
+                     f"{num(fl['max_boost'])} over {fl['eligible_tracks']} eligible track(s)")
+        if s["eligible"]:
+            L.append(f"  marginal   value - capacity - artist - licensor + floor prices = {num(lp['marginal_value'])}: "
+                     f"the track {lp['why']}")
+        else:
+            L.append(f"  marginal   the track {lp['why']}")
+        pc = lp["plan_check"]
+        if not pc["published_is_optimal"]:
+            L.append(f"  WARNING    the published plan is not this LP's exact optimum (objective "
+                     f"{num(pc['published_objective'])} vs {num(pc['exact_objective'])}, max |x difference| "
+                     f"{num(pc['max_abs_plan_difference'])}, this track's exact x {num(lp['exact_planned'])}"
+                     + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "")
+                     + "); the shadow prices above belong to the exact optimum")
+        r = s["result"]
+        L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
+                 f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")
+    return "\n".join(L)
+
+
+def _state(tight: bool, price: float) -> str:
+    if tight and price > PRICE_TOL:
+        return "BINDS"
+    if tight:
+        return "tight (price 0)"
+    return "slack"

@@ -1,0 +1,141 @@
+"""`oasis snapshots list|show|rollback|gc --output OUT`: look after the
+published snapshots (the work is in `jobs.snapshots.admin`; this prints it)."""
+from __future__ import annotations
+
+from jobs.cli import args as a
+from jobs.snapshots import admin
+from pipelines import storage
+from pipelines.config import Config
+
+SCORE_DATE_HINT = "score dates are the day after the logs date a run was given"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("snapshots", help="list, show, roll back and garbage-collect published snapshots",
+                       description="Look after the published snapshots of an output root. Snapshots are listed "
+                                   f"by score date ({SCORE_DATE_HINT}).")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def common(q):
+        a.add_output(q)
+        q.set_defaults(func=main, beam=False)
+        return q
+
+    common(actions.add_parser("list", help="every published snapshot; * marks LATEST"))
+    q = common(actions.add_parser("show", help="summarise one snapshot's manifest"))
+    q.add_argument("snapshot_id")
+    q = common(actions.add_parser("rollback", help="point LATEST at another verified snapshot"))
+    q.add_argument("--to", required=True, dest="to", metavar="SNAPSHOT_ID")
+    q = common(actions.add_parser(
+        "gc", help="delete old snapshots, orphaned folders and aggregate builds",
+        description="Keeps the N newest valid snapshots, the one LATEST points to and any newer one; deletes "
+                    "the rest, and folders without a manifest / unreferenced aggregate builds older than the "
+                    "grace period."))
+    q.add_argument("--keep", type=a.non_negative_int, required=True, help="how many newest valid snapshots to keep")
+    q.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    q.add_argument("--grace-minutes", type=a.non_negative_float, default=admin.DEFAULT_GRACE_MINUTES,
+                   help="orphaned folders younger than this are kept: a job may still be writing them "
+                        f"(default {admin.DEFAULT_GRACE_MINUTES:g})")
+
+
+def main(args, _beam_args) -> int:
+    if args.action == "list":
+        print(render_list(admin.list_snapshots(args.output), args.output))
+    elif args.action == "show":
+        print(render_show(admin.show(args.output, args.snapshot_id)))
+    elif args.action == "rollback":
+        print(render_rollback(admin.rollback(args.output, args.to)))
+    else:
+        print(render_gc(admin.gc(args.output, args.keep, dry_run=args.dry_run, grace_minutes=args.grace_minutes)))
+    return 0
+
+
+def render_list(listing: admin.Listing, output_root: str) -> str:
+    lines = []
+    latest = listing.latest
+    if not listing.snapshots:
+        lines.append(f"no published snapshots under {output_root}")
+    else:
+        header = ("", "score_date", "snapshot_id", "created_at (UTC)", "promotion_scores", "campaign_delivery",
+                  "capacity", "validation")
+        rows = [header]
+        for _, m in listing.snapshots:
+            rows.append(("*" if admin.relative(m) == latest else "", m.score_date.isoformat(), m.snapshot_id,
+                         m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                         *(str(m.tables[t].rows) if t in m.tables else "-" for t in header[4:7]),
+                         "passed" if m.gates_passed and not m.skipped_gates else m.validation_text))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        right = {4, 5, 6}
+        for r in rows:
+            lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    for problem in listing.unreadable:
+        lines.append(f"warning: not listed, its manifest cannot be read: {problem}")
+    if latest and not listing.latest_listed:
+        lines.append(f"warning: LATEST points to {latest}, which has no readable manifest")
+    elif listing.snapshots:
+        lines.append(f"* = LATEST ({latest})" if latest else "no LATEST pointer")
+    return "\n".join(lines)
+
+
+def render_show(shown: admin.Shown) -> str:
+    m, folder = shown.manifest, shown.folder
+    lines = [f"snapshot     {m.snapshot_id}{'   (LATEST)' if shown.is_latest else ''}",
+             f"score date   {m.score_date}   (logs up to {m.as_of})",
+             f"created at   {m.created_at.isoformat()}",
+             f"code         {m.code_version or '?'}",
+             f"fingerprint  {m.run_fingerprint}",
+             f"options      {', '.join(f'{k}={v}' for k, v in sorted(m.options.items())) or '(not recorded)'}",
+             f"folder       {folder}"]
+    defaults = Config().to_dict()
+    diffs = [(k, v, defaults.get(k, "(not a current key)")) for k, v in sorted(m.config.items())
+             if defaults.get(k) != v]
+    diffs += [(k, "(not recorded)", v) for k, v in sorted(defaults.items()) if k not in m.config]
+    lines.append("config       " + ("defaults" if not diffs else f"{len(diffs)} value(s) differ from the defaults:"))
+    lines += [f"    {k} = {v}   (default {d})" for k, v, d in diffs]
+    inputs = m.inputs
+    lines += ["inputs",
+              f"    enrollments files   {len(inputs.enrollments)}",
+              f"    engagement files    {len(inputs.engagement)}   "
+              f"(aggregates built for {len(inputs.built_days)} day(s))",
+              f"    stored aggregates   {len(inputs.aggregates)} file(s) for {len(inputs.stored_days)} day(s)"]
+    missing = inputs.missing_window_days
+    if missing:
+        lines.append(f"    window days without events  {len(missing)} ({missing[0]} .. {missing[-1]})")
+    lines.append("tables")
+    for name, t in m.tables.items():
+        size = sum(f.bytes for f in t.files)
+        lines.append(f"    {name:<18} {t.rows:>10,} rows  {len(t.files):>3} file(s)  {size:>12,} bytes")
+    lines.append(f"validation   {m.validation_text}")
+    for c in m.validation:
+        mark = "ok  " if c.passed else "skip" if c.skipped else "FAIL"
+        lines.append(f"    {mark} {c.name}: {c.detail}")
+    lines.append(f"dead letters {m.dead_letter_count:,} row(s)  {m.dead_letters}")
+    report = m.report or {}
+    if isinstance(report.get("path"), str):
+        lines.append(f"report       {storage.join(folder, *report['path'].split('/'))}")
+    elif report.get("error"):
+        lines.append(f"report       not written: {report['error']}")
+    if shown.problems:
+        lines.append("DAMAGED      not fit to serve:")
+        lines += [f"    {p}" for p in shown.problems]
+    return "\n".join(lines)
+
+
+def render_rollback(r: admin.RolledBack) -> str:
+    if not r.changed:
+        return f"LATEST already points to {r.target}; nothing to do"
+    return "\n".join([
+        f"LATEST: {r.previous or '(none)'} -> {r.target}" + (f" ({r.direction})" if r.direction else ""),
+        f"verified {r.files_verified} file(s) against the manifest",
+        "note: the next daily run that publishes a newer score date moves LATEST forward again; "
+        "the warehouse *_latest views follow the newest registered snapshot, not LATEST."])
+
+
+def render_gc(c: admin.Collected) -> str:
+    verb = "would delete" if c.dry_run else "deleted"
+    lines = list(c.actions)
+    lines.append(f"gc: {verb} {len(c.snapshots)} snapshot(s), {len(c.orphans)} orphaned snapshot folder(s), "
+                 f"{len(c.builds)} orphaned aggregate build(s); kept {len(c.kept)} snapshot(s)"
+                 + (f" and {len(c.fresh)} folder(s) younger than {c.grace_minutes:g} min" if c.fresh else ""))
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Beam I/O of the daily job: input files read as contract-conformed Arrow
+batches, stored aggregate files read whole, and (part name, table) elements
+written as one Parquet file per part. Every file goes through
+`pipelines.storage`, so local folders and gs:// behave the same.
+
+  ReadInputBatches      file URIs -> ((file, batch, uri) order key, conformed batch)
+  ReadStoredAggregates  aggregate files -> tables
+  WriteParquetParts     (part name, table) -> FOLDER/<part name>.parquet, yields (uri, rows)
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import contract, storage
+from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
+from pipelines.metrics import counter
+
+
+# ------------------------------------------------------------------ read ---
+class ReadParquetBatchesFn(beam.DoFn):
+    """(file index, URI) -> ((file index, batch index), conformed Arrow table)."""
+
+    def __init__(self, contract_table, batch_rows: int, metric: str):
+        self.contract_table = contract_table
+        self.batch_rows = batch_rows
+        self.metric = metric
+
+    def setup(self):
+        self.rows = counter(f"rows_read/{self.metric}")
+
+    def process(self, element):
+        file_index, uri = element
+        try:
+            f = pq.ParquetFile(storage.open_input(uri))
+        except Exception as e:
+            raise contract.InputFileError(f"{uri}: cannot be read as Parquet: {e}") from e
+        columns = [n for n in self.contract_table.names if n in f.schema_arrow.names]
+        for i, batch in enumerate(f.iter_batches(batch_size=self.batch_rows, columns=columns)):
+            table = contract.conform_batch(pa.Table.from_batches([batch]), self.contract_table, uri)
+            self.rows.inc(table.num_rows)
+            yield (file_index, i, uri), table
+
+
+class ReadInputBatches(beam.PTransform):
+    def __init__(self, files: list[str], contract_table, metric: str, batch_rows: int):
+        super().__init__()
+        self.files, self.contract_table, self.metric, self.batch_rows = files, contract_table, metric, batch_rows
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(list(enumerate(self.files)), reshuffle=False)  # spread next
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadBatches" >> beam.ParDo(ReadParquetBatchesFn(self.contract_table, self.batch_rows,
+                                                                     self.metric))
+                .with_output_types(Tuple[Tuple[int, int, str], pa.Table]))
+
+
+# ---------------------------------------------------------------- stored ---
+def _read_whole(uri: str, contract_table) -> pa.Table:
+    return contract.conform_batch(pq.read_table(storage.open_input(uri)), contract_table, uri)
+
+
+class ReadStoredAggregates(beam.PTransform):
+    def __init__(self, files: list[str], contract_table):
+        super().__init__()
+        self.files, self.contract_table = files, contract_table
+
+    def expand(self, pbegin):
+        return (pbegin
+                # small files, a few per window day: one bundle reads them, without a shuffle stage
+                | "ListFiles" >> beam.Create(self.files, reshuffle=False)
+                | "ReadFiles" >> beam.Map(_read_whole, self.contract_table).with_output_types(pa.Table))
+
+
+# ----------------------------------------------------------------- write ---
+class WriteParquetPartFn(beam.DoFn):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def process(self, element):
+        name, table = element
+        uri = storage.join(self.folder, f"{name}.parquet")
+        with storage.open_output(uri) as f:
+            pq.write_table(table, f, compression="zstd")
+        yield uri, table.num_rows
+
+
+class WriteParquetParts(beam.PTransform):
+    """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows)."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def expand(self, parts):
+        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder))
