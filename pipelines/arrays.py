@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 

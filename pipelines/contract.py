@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import OasisError
-from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES
-from schemas import schema_mismatches
+from schemas import (ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES,
+                     schema_mismatches)
 
 MARKET_PATTERN = r"^[A-Z]{2}$"
 

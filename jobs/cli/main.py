@@ -13,7 +13,7 @@ import sys
 
 from jobs import logs
 from jobs.cli import backfill, config, explain, run, sample, snapshots, validate
-from jobs.cli.errors import user_error
+from pipelines.errors import user_error
 
 DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
 allocates promotion capacity per (market, surface) and publishes versioned

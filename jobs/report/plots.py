@@ -9,8 +9,8 @@ import pandas as pd
 
 from jobs import layout
 from jobs.manifest import Manifest
-from jobs.report.svg import (FONT, WIDTH, Frame, axes, bar_xmax, category_axis, fmt_number, legend, points, rect,
-                             svg, text, text_width)
+from jobs.report.svg import (FONT, WIDTH, Frame, axes, bar_xmax, category_axis, fmt_number, legend, points, rect, svg,
+                             text, text_width)
 from jobs.snapshots import store
 from schemas import PROMOTION_SURFACES
 

@@ -41,14 +41,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from jobs import logs
+from jobs.manifest import Manifest
 from jobs.run import daily
 from jobs.run.options import RunOptions
-from jobs.manifest import Manifest
 from jobs.run.publish import publish_written
 from jobs.snapshots import store
 from jobs.warehouse.backends import open_warehouse
 from pipelines.config import Config
-from pipelines.errors import OasisError, UsageError
+from pipelines.errors import UsageError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,14 @@ def run_one(spec: dict) -> dict:
             move_latest=spec["move_latest"], retry_hint=RETRY_HINT)
         try:
             result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s))
-        except OasisError as e:  # one failed date must not stop the others
-            log.info("backfill date %s failed: %s", day, e)
-            return {"status": "failed", "error": str(e), "seconds": time.monotonic() - started}
-        except Exception as e:  # noqa: BLE001 - a bug on one date: logged with its traceback, the others go on
-            log.error("backfill date %s failed", day, exc_info=True)
-            return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - started}
+        except Exception as e:  # noqa: BLE001 - one failed date must not stop the others
+            known = user_error(e)
+            if known is None:  # a bug: logged with its traceback
+                log.error("backfill date %s failed", day, exc_info=True)
+            else:
+                log.info("backfill date %s failed: %s", day, known[0])
+            message = known[0] if known else f"{type(e).__name__}: {e}"
+            return {"status": "failed", "error": message, "seconds": time.monotonic() - started}
     m = result.manifest
     published = result.status == "published"
     return {

@@ -33,7 +33,8 @@ from jobs.report import html as report
 from jobs.run import aggregates, fingerprint, scratch
 from jobs.run.options import RunOptions
 from jobs.run.plan import make_plan
-from jobs.run.publish import latest_covers, publish
+from jobs.run.publish import latest_covers
+from jobs.run.publish import publish as publish_snapshot
 from jobs.snapshots import store
 from jobs.warehouse.backends import open_warehouse
 from pipelines import faults, storage
@@ -233,8 +234,8 @@ class DailyRun:
                 folder: str | None = None) -> RunResult:
         req = self.req
         folder = folder or self.plan.snapshot_dir
-        done = publish(req.output_root, self.warehouse, folder, manifest, tables, move_latest=req.move_latest,
-                       recheck=recheck, progress=self.progress)
+        done = publish_snapshot(req.output_root, self.warehouse, folder, manifest, tables,
+                                move_latest=req.move_latest, recheck=recheck, progress=self.progress)
         if done.superseded_by is not None:
             other_folder, other = done.superseded_by
             return RunResult("already_published", other, other_folder, seconds=self.elapsed())

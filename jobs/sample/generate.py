@@ -57,7 +57,6 @@ from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, R
 from pipelines.errors import UsageError
 
 
-
 class SampleError(UsageError, ValueError):
     """Arguments that cannot make a world; the message names the argument."""
 

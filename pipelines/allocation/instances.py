@@ -8,6 +8,7 @@ import numpy as np
 from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.problem import Problem, binding_families
 
+
 def _zipf(k: int, s: float) -> np.ndarray:
     w = 1.0 / np.arange(1, k + 1) ** s
     return w / w.sum()

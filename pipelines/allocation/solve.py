@@ -9,7 +9,6 @@ from pipelines.allocation.dual import solve_dual
 from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.problem import Problem, Solution
 
-
 # Measured crossover (bench/allocation.py): below this many eligible tracks per problem HiGHS
 # on the whole LP is faster than the dual method; above it the dual method wins, by a factor
 # that grows with n (HiGHS grows superlinearly, the dual method about linearly).

@@ -11,11 +11,11 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines import storage
-from pipelines.config import Config
 from pipelines.beam.coders import Named
 from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
 from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
-                                      ScoreMarkets, concat_dead_letters)
+                                       ScoreMarkets, concat_dead_letters)
+from pipelines.config import Config
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from pipelines import storage
-from tests.support import worlds
 from tests.support import invariants as inv
+from tests.support import worlds
 
 DAY = worlds.END
 SCORE = (DAY + dt.timedelta(days=1)).isoformat()

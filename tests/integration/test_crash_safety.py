@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from pipelines import faults
-from tests.support import worlds
 from tests.support import invariants as inv
+from tests.support import worlds
 
 PREV_DAY = worlds.END - dt.timedelta(days=1)
 DAY = worlds.END

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from jobs.cli import main as cli
-from pipelines.allocation.exact import solve_exact
 from pipelines.allocation import verify as yardstick
+from pipelines.allocation.exact import solve_exact
 from schemas import PROMOTION_SURFACES
 from tests.support import worlds
 

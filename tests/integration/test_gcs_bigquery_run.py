@@ -43,8 +43,7 @@ from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from pipelines import storage
 from schemas import OUTPUTS, SNAPSHOTS
-from tests.support import emulators
-from tests.support import worlds
+from tests.support import emulators, worlds
 
 pytestmark = pytest.mark.emulator
 

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support import worlds
 from tests.support import invariants as inv
+from tests.support import worlds
 
 SECRETS = {
     "s3_secret": "FAKE-S3-SECRET-9c1f0e7d2b",

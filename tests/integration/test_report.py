@@ -24,11 +24,11 @@ import pytest
 from PIL import Image
 
 from jobs.cli import main as cli
-from jobs.snapshots import store as publish
 from jobs.manifest import Manifest
 from jobs.report import html as report
 from jobs.report import plots as report_plots
 from jobs.run import summary
+from jobs.snapshots import store as publish
 from tests.support import worlds
 
 DAY1 = (worlds.END - dt.timedelta(days=1)).isoformat()

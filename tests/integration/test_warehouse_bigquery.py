@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from jobs.warehouse.base import WarehouseError
-from jobs.warehouse.duckdb import DuckDBWarehouse
 from jobs.warehouse.bigquery import BigQueryWarehouse
+from jobs.warehouse.duckdb import DuckDBWarehouse
 from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
 
 pytestmark = pytest.mark.emulator

@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 
 from jobs.cli import main as cli
 from pipelines.allocation import problem as allocation
+from pipelines.allocation import verify as yardstick
 from pipelines.allocation.instances import random_problem
 from pipelines.allocation.solve import solve
-from pipelines.allocation import verify as yardstick
 from tests.support import worlds
 
 DAY = worlds.END.isoformat()

@@ -15,12 +15,12 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from pipelines import arrays as arrow_ops
-from pipelines.config import Config
 from pipelines.beam.io import ReadInputBatches, WriteParquetParts
-from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ScoreMarkets, SpillShardsFn,
-                                      read_spilled)
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS,
-                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
+from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ScoreMarkets,
+                                       SpillShardsFn, read_spilled)
+from pipelines.config import Config
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SCORES,
+                     PROMOTION_SURFACES, SURFACE_TOTALS)
 
 UTC = dt.timezone.utc
 DAY = dt.date(2024, 5, 10)

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract import check_engagement, split_good_bad
 from pipelines.beam.transforms import AggregateShardFn, SpillShardsFn
+from pipelines.contract import check_engagement, split_good_bad
 from schemas import ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, PROMOTION_SURFACES
 
 UTC = dt.timezone.utc

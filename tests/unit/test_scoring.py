@@ -10,11 +10,9 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from pipelines import arrays
-from pipelines.scoring import campaigns
-from pipelines.scoring import estimation
-from pipelines.scoring import market as market_scoring
-from pipelines.scoring import signals
 from pipelines.config import Config
+from pipelines.scoring import campaigns, estimation, signals
+from pipelines.scoring import market as market_scoring
 from schemas import DAILY_AGGREGATES, ENROLLMENTS, PROMOTION_SURFACES, SURFACE_TOTALS
 
 UTC = dt.timezone.utc
