@@ -150,14 +150,13 @@ def end_event(record: RunRecord, manifest: Manifest | None = None, snapshot_fold
 
 
 def _event(state: RunState, record: RunRecord, inputs=(), outputs=()) -> RunEvent:
+    tags = {"command": record.command, "run_id": record.run_id, "logs_date": record.logs_date,
+            "status": "running" if state == RunState.START else record.status}
     facets: dict = {"tags": tags_run.TagsRunFacet(tags=[
-        tags_run.TagsRunFacetFields(key, str(value), "OASIS")
-        for key, value in (("command", record.command), ("run_id", record.run_id),
-                           ("logs_date", record.logs_date), ("status", record.status if state != RunState.START
-                                                                          else "running"))
-        if value])}
+        tags_run.TagsRunFacetFields(key, str(value), "OASIS") for key, value in tags.items() if value])}
     if record.score_date:
-        facets["nominalTime"] = nominal_time_run.NominalTimeRunFacet(nominalStartTime=f"{record.score_date}T00:00:00Z")
+        facets["nominalTime"] = nominal_time_run.NominalTimeRunFacet(
+            nominalStartTime=f"{record.score_date}T00:00:00Z")
     if state == RunState.FAIL:
         facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
             message=f"{record.status}: {record.reason}", programmingLanguage="python")

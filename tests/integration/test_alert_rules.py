@@ -45,3 +45,10 @@ def test_the_unit_tests_catch_a_changed_objective(promtool, tmp_path):
     tested = run(promtool, "test", "rules", "oasis_alerts_test.yml", cwd=tmp_path)
     assert tested.returncode != 0
     assert "OasisSnapshotLate" in tested.stdout + tested.stderr
+
+
+def test_the_operations_guide_shows_the_rules_as_shipped():
+    """docs/operations.md quotes the rule file; a change to one without the other fails here."""
+    doc = (RULES_DIR.parents[1] / "docs" / "operations.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in doc.split("```yaml\n")[1:]]
+    assert (RULES_DIR / "oasis_alerts.yml").read_text() in blocks
