@@ -186,8 +186,10 @@ def capacity_used(manifest: Manifest | None, folder: str | None) -> list[tuple[s
 def run_daily(req: daily.RunRequest, progress=print, command: str = "run") -> daily.RunResult:
     """`jobs.run.daily.run`, recorded: what `oasis run` and the Luigi task call."""
     observer = Observer(command, req.output_root, req.warehouse, req.beam_args)
-    try:
+    with logs.bind(date=req.as_of), contextlib.ExitStack() as undo:  # what is logged here carries the run's context
         attempt = observer.begin(req.as_of, req.snapshot_id)
+        undo.enter_context(logs.bind(snapshot_id=attempt.run_id))
+        undo.callback(observer.close)
         req = dataclasses.replace(req, snapshot_id=attempt.run_id)
         try:
             result = daily.run(req, progress, laps=attempt.laps)
@@ -199,8 +201,6 @@ def run_daily(req: daily.RunRequest, progress=print, command: str = "run") -> da
         observer.end(attempt, observer.success(result.status, result.manifest, result.snapshot_dir,
                                                result.latest_moved))
         return result
-    finally:
-        observer.close()
 
 
 class BackfillWatch:

@@ -106,6 +106,7 @@ def run_one(spec: dict) -> dict:
             move_latest=spec["move_latest"], retry_hint=RETRY_HINT, snapshot_id=spec.get("snapshot_id"))
         try:
             result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s), laps=laps)
+            laps.mark("publish" if result.status == "published" else "rest")
         except OasisError as e:  # one failed date must not stop the others
             laps.mark("until_failure")
             log.info("backfill date %s failed: %s", day, e)
@@ -118,7 +119,6 @@ def run_one(spec: dict) -> dict:
                     "phase_seconds": laps.seconds}
     m = result.manifest
     published = result.status == "published"
-    laps.mark("publish" if published else "rest")
     return {
         "status": "published" if published else "skipped",
         "snapshot_id": m.snapshot_id,

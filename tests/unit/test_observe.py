@@ -4,6 +4,7 @@ verdict and the metrics of a failed run."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from jobs import layout
-from jobs.observe import lineage, metrics, records, status
+from jobs.observe import hook, lineage, metrics, records, status
 from jobs.observe.bounded import Breaker
 from jobs.observe.records import RunRecord
 
@@ -138,3 +139,29 @@ def test_a_failed_run_that_never_succeeded_exports_no_last_success_rather_than_1
     assert "oasis_last_run_failed 1.0" in text
     assert "oasis_last_success_timestamp_seconds" not in text
     assert "oasis_published_score_date_seconds" not in text
+
+
+# ------------------------------------------------- the serving-sync hook ---
+def test_observed_step_records_a_command_without_a_date_and_its_failure(no_lineage_config, monkeypatch):
+    """The hook `oasis serving sync` (issue 14) calls: a record and a lineage
+    pair per call, FAIL with the reason when the body raises, and the daily
+    run's metrics file left alone."""
+    tmp = no_lineage_config
+    events = tmp / "events.ndjson"
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(events))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
+    out = str(tmp / "out")
+    with hook.observed_step("serving sync", out) as outcome:
+        outcome["status"] = "already_published"
+    with pytest.raises(RuntimeError):
+        with hook.observed_step("serving sync", out):
+            raise RuntimeError("online store unreachable")
+    done, failed = sorted(records.read_records(out), key=lambda r: r.started_at)
+    assert (done.command, done.status, done.logs_date) == ("serving sync", "already_published", None)
+    assert (failed.status, failed.reason) == ("failed", "RuntimeError: online store unreachable")
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["job"]["name"], e["eventType"]) for e in got] == [
+        ("serving_sync", "START"), ("serving_sync", "COMPLETE"), ("serving_sync", "START"), ("serving_sync", "FAIL")]
+    assert "online store unreachable" in got[3]["run"]["facets"]["errorMessage"]["message"]
+    assert not (tmp / "out" / "metrics").exists()
