@@ -117,7 +117,11 @@ class Observer:
         """A run that raised (or, in a backfill, returned an error): quarantined
         when its would-be snapshot was set aside, else failed."""
         reason = error if isinstance(error, str) else reason_of(error)
-        ending = Ending(FAILED, reason, dead_letters=layout.dead_letters_dir(self.output_root, attempt.run_id))
+        ending = Ending(FAILED, reason)
+        dead = layout.dead_letters_dir(self.output_root, attempt.run_id)
+        with contextlib.suppress(OSError):
+            if storage.exists(dead):  # a run that got as far as the pipeline keeps its dead letters
+                ending.dead_letters = dead
         if attempt.score_date is None:
             return ending
         folder = layout.quarantine_dir(self.output_root, attempt.score_date, attempt.run_id)
@@ -126,7 +130,7 @@ class Observer:
         except (FileNotFoundError, OSError):
             return ending
         gates = []
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
             gates = [g["name"] for g in json.loads(doc)["failed_gates"]]
         return dataclasses.replace(ending, status=QUARANTINED, quarantine=folder, failed_gates=gates)
 
