@@ -15,6 +15,8 @@ RUNTIME = [
     "luigi>=3.5,<4",
     "google-cloud-storage>=2.16,<4",
     "google-cloud-bigquery>=3.20,<4",
+    "openlineage-python>=1.54,<2",  # lineage events (jobs.observe.lineage); adds httpx2, httpcore2, truststore
+    "prometheus-client>=0.26,<1",   # run metrics (jobs.observe.metrics)
 ]
 
 TEST = [

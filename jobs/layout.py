@@ -10,10 +10,13 @@ every path is built with `pipelines.storage.join`.
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
     OUT/_scratch/<snapshot_id>/                         a gs:// run's working files
+    OUT/runs/<run_id>.json                              the record of every run, failed ones included
+    OUT/metrics/oasis.prom                              the last run's metrics (Prometheus text format)
     OUT/warehouse.duckdb                                the embedded warehouse (default)
 
 A snapshot id is `YYYYMMDDTHHMMSSZ-xxxxxx`: the UTC time its run started and 6
-random hex digits, so ids sort by creation time.
+random hex digits, so ids sort by creation time. A run's id is the snapshot id
+it publishes under (given before it starts, so a run that fails has one too).
 """
 from __future__ import annotations
 
@@ -198,3 +201,28 @@ def scratch_snapshot_id(output_root: str, name: str) -> str | None:
     if storage.is_gcs(output_root):
         return name
     return name[len(SCRATCH_PREFIX):] if name.startswith(SCRATCH_PREFIX) else None
+
+
+# ----------------------------------------------------- run records, metrics ---
+RUN_RECORD_SUFFIX = ".json"
+METRICS_TEXTFILE = "oasis.prom"
+
+
+def runs_dir(output_root: str) -> str:
+    return storage.join(output_root, "runs")
+
+
+def run_record_uri(output_root: str, run_id: str) -> str:
+    return storage.join(runs_dir(output_root), f"{run_id}{RUN_RECORD_SUFFIX}")
+
+
+def run_record_id(name: str) -> str | None:
+    """The run id of a file name under `runs_dir`, or None for any other file."""
+    if not name.endswith(RUN_RECORD_SUFFIX):
+        return None
+    stem = name[:-len(RUN_RECORD_SUFFIX)]
+    return stem if is_snapshot_id(stem) else None
+
+
+def metrics_textfile(output_root: str) -> str:
+    return storage.join(output_root, "metrics", METRICS_TEXTFILE)

@@ -12,7 +12,8 @@
 * `DailyScores(date, input_root, output_root, config, warehouse)`: `date` is
   the last day of logs (as `oasis run --date`); it requires that day's
   enrollments and engagement partitions and publishes the snapshot of score
-  date `date + 1` through `jobs.run.daily.run`.
+  date `date + 1` through `jobs.run.daily.run`, recorded like `oasis run`
+  (`jobs.observe.hook.run_daily`: run record, metrics, lineage).
 
   Complete when a published snapshot (a `_MANIFEST.json`, the file a publish
   writes last in the snapshot folder, only after validation passed) exists for
@@ -39,6 +40,7 @@ import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily for `luigi --module jobs.luigi_tasks`
 
 from jobs import layout, logs
+from jobs.observe.hook import run_daily
 from jobs.run import daily
 from jobs.run.options import RunOptions
 from jobs.snapshots import store
@@ -137,5 +139,5 @@ class DailyScores(luigi.Task):
                                    config_path=self.config or None, warehouse=self.warehouse or None,
                                    beam_args=list(self.beam_args), options=RunOptions(),
                                    retry_hint="rerun the task with the same parameters and")
-            result = daily.run(req, progress=logs.progress)
+            result = run_daily(req, progress=logs.progress, command="luigi")
             self.set_status_message(f"{result.status}: {result.manifest.snapshot_id}")

@@ -18,6 +18,10 @@ Fixtures:
   dataset, uri="bq://PROJECT.DATASET")` with `.client()`. The dataset is
   deleted afterwards.
 
+* `pushgateway` (session): a real Prometheus Pushgateway (Debian's
+  `prometheus-pushgateway`, `tests/support/prometheus.py`); skipped with the
+  reason where the package is not installed (`.ci/run` installs it).
+
 All variables are set with monkeypatch and restored after each test.
 """
 from __future__ import annotations
@@ -33,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support import emulators  # noqa: E402
+from tests.support import emulators, prometheus  # noqa: E402
 
 
 def _start(start, *args, **kwargs):
@@ -130,3 +134,17 @@ def bq_env(bigquery_emulator, monkeypatch):
                                     not_found_ok=True)
     except Exception:  # cleanup only; the emulator is in-memory and goes away anyway
         pass
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory):
+    try:
+        gw = prometheus.start_pushgateway(tmp_path_factory.mktemp("pushgateway") / "pushgateway.log")
+    except prometheus.Unavailable as e:
+        pytest.skip(str(e))
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield gw
+    finally:
+        gw.stop()

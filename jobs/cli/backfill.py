@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from jobs.cli import args as a
+from jobs.observe.hook import BackfillWatch
 from jobs.run import backfill
 from jobs.run.options import RunOptions
 from pipelines.errors import OasisError
@@ -38,7 +39,11 @@ def main(args, beam_args: list[str]) -> int:
                                    workers=args.workers, config_path=args.config, warehouse=args.warehouse,
                                    beam_args=beam_args, options=options)
     started = time.monotonic()
-    outcomes = backfill.backfill(req)
+    watch = BackfillWatch(args.output, args.warehouse, beam_args)
+    try:
+        outcomes = backfill.backfill(req, watch=watch)
+    finally:
+        watch.close()
     print(backfill.summary_table(req, outcomes, time.monotonic() - started), flush=True)
     failed = [o.date.isoformat() for o in outcomes if o.status == "failed"]
     if failed:

@@ -5,6 +5,7 @@ import argparse
 
 from jobs import logs
 from jobs.cli import args as a
+from jobs.observe.hook import run_daily
 from jobs.run import daily, summary
 from jobs.run.options import RunOptions
 from jobs.warehouse import backends
@@ -31,6 +32,6 @@ def main(args, beam_args: list[str]) -> int:
     options = RunOptions(method=args.method, skip_gates=tuple(args.skip_gate), force=args.force)
     req = daily.RunRequest(as_of=args.date, input_root=args.input, output_root=args.output,
                            config_path=args.config, warehouse=args.warehouse, beam_args=beam_args, options=options)
-    result = daily.run(req, progress=logs.progress)
+    result = run_daily(req, progress=logs.progress)
     print(summary.render(result, backends.describe(args.warehouse, args.output)))
     return 0

@@ -97,22 +97,26 @@ def run_one(spec: dict) -> dict:
     failed run: returns {"status": "failed", "error": ...}."""
     day = spec["date"]
     started = time.monotonic()
+    laps = daily.Laps(started)
     with logs.bind(date=day):
         req = daily.RunRequest(
             as_of=day, input_root=spec["input_root"], output_root=spec["output_root"],
             config_path=spec["config_path"], warehouse=spec["warehouse"], beam_args=list(spec["beam_args"]),
             options=RunOptions(**spec["options"]), rebuild_days=set(spec["rebuild"]),
-            move_latest=spec["move_latest"], retry_hint=RETRY_HINT)
+            move_latest=spec["move_latest"], retry_hint=RETRY_HINT, snapshot_id=spec.get("snapshot_id"))
         try:
-            result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s))
+            result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s), laps=laps)
+            laps.mark("publish" if result.status == "published" else "rest")
         except Exception as e:  # noqa: BLE001 - one failed date must not stop the others
+            laps.mark("until_failure")
             known = user_error(e)
             if known is None:  # a bug: logged with its traceback
                 log.error("backfill date %s failed", day, exc_info=True)
             else:
                 log.info("backfill date %s failed: %s", day, known[0])
             message = known[0] if known else f"{type(e).__name__}: {e}"
-            return {"status": "failed", "error": message, "seconds": time.monotonic() - started}
+            return {"status": "failed", "error": message, "seconds": time.monotonic() - started,
+                    "phase_seconds": laps.seconds}
     m = result.manifest
     published = result.status == "published"
     return {
@@ -122,6 +126,7 @@ def run_one(spec: dict) -> dict:
         "built_days": m.inputs.built_days if published else [],
         "latest_moved": result.latest_moved,
         "seconds": time.monotonic() - started,
+        "phase_seconds": laps.seconds,
     }
 
 
@@ -202,7 +207,18 @@ def _hms(seconds: float) -> str:
 
 
 # -------------------------------------------------------------- backfill ---
-def backfill(req: BackfillRequest, progress_stream=None) -> list[DateOutcome]:
+class NoWatch:
+    """What `backfill` tells as each date begins and ends (`jobs.observe.hook.BackfillWatch`
+    records them); this one records nothing and lets each run draw its own id."""
+
+    def date_started(self, day: dt.date) -> str | None:
+        return None
+
+    def date_finished(self, day: dt.date, res: dict) -> None:
+        pass
+
+
+def backfill(req: BackfillRequest, progress_stream=None, watch=None) -> list[DateOutcome]:
     if req.end < req.start:
         raise UsageError(f"--end {req.end} is before --start {req.start}")
     if req.workers < 1:
@@ -213,13 +229,14 @@ def backfill(req: BackfillRequest, progress_stream=None) -> list[DateOutcome]:
     covered = req.dates
     outcomes = [DateOutcome(d) for d in covered]
     progress = Progress(outcomes, req.workers, progress_stream)
+    watch = watch or NoWatch()
     base = {"input_root": req.input_root, "output_root": req.output_root, "config_path": req.config_path,
             "beam_args": list(req.beam_args), "options": req.options.to_dict()}
     try:
         if req.workers == 1:
-            _sequential(req, outcomes, covered, base, progress)
+            _sequential(req, outcomes, covered, base, progress, watch)
         else:
-            _parallel(req, outcomes, covered, base, progress)
+            _parallel(req, outcomes, covered, base, progress, watch)
     finally:
         progress.close()
     return outcomes
@@ -234,21 +251,23 @@ def _apply(o: DateOutcome, res: dict) -> None:
     o.built_days = [dt.date.fromisoformat(d) for d in res.get("built_days", [])]
 
 
-def _sequential(req, outcomes, covered, base, progress) -> None:
+def _sequential(req, outcomes, covered, base, progress, watch) -> None:
     rebuilt, failed = set(), set()
     for o in outcomes:
         spec = dict(base, date=o.date, rebuild=rebuild_days(o.date, covered, rebuilt, failed),
-                    warehouse=req.warehouse, move_latest=True)
+                    warehouse=req.warehouse, move_latest=True, snapshot_id=watch.date_started(o.date))
         o.status = "running"
         progress.update(o)
-        _apply(o, run_one(spec))
+        res = run_one(spec)
+        watch.date_finished(o.date, res)
+        _apply(o, res)
         rebuilt.update(o.built_days)
         if o.status == "failed":
             failed.add(o.date)
         progress.update(o)
 
 
-def _parallel(req, outcomes, covered, base, progress) -> None:
+def _parallel(req, outcomes, covered, base, progress, watch) -> None:
     scratch = tempfile.mkdtemp(prefix="oasis-backfill-")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold Beam/gRPC threads
 
@@ -267,7 +286,8 @@ def _parallel(req, outcomes, covered, base, progress) -> None:
             while queue and len(running) < req.workers:
                 o = queue.popleft()
                 spec = dict(base, date=o.date, rebuild=rebuild_days(o.date, covered, rebuilt, failed),
-                            warehouse=f"{scratch}/{o.date}.duckdb", move_latest=False)
+                            warehouse=f"{scratch}/{o.date}.duckdb", move_latest=False,
+                            snapshot_id=watch.date_started(o.date))
                 running[pool.submit(run_one, spec)] = o
                 o.status = "running"
                 progress.update(o)
@@ -308,6 +328,7 @@ def _parallel(req, outcomes, covered, base, progress) -> None:
                                    error=f"snapshot {res['snapshot_id']} written but not published "
                                          f"(warehouse or LATEST): {type(e).__name__}: {e}")
                     res["seconds"] = res.get("seconds", 0.0) + time.monotonic() - t0
+                watch.date_finished(o.date, res)
                 _apply(o, res)
                 progress.update(o)
                 next_index += 1

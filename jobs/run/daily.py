@@ -62,6 +62,7 @@ class RunRequest:
     rebuild_days: set = field(default_factory=set)  # days whose stored aggregates are rebuilt from raw
     move_latest: bool = True
     retry_hint: str = "rerun with"  # how the gate-failure advice names the command in use
+    snapshot_id: str | None = None  # the id this run publishes under, given by whoever records the run
 
     @property
     def score_date(self) -> dt.date:
@@ -78,23 +79,25 @@ class RunResult:
     tables: dict = field(default_factory=dict)
 
 
-def run(req: RunRequest, progress=print) -> RunResult:
+def run(req: RunRequest, progress=print, laps: Laps | None = None) -> RunResult:
+    """Run the daily job. `laps`, when given, collects the phase seconds even
+    if the run fails (`jobs.observe` records them)."""
     # Against the GCS emulator, Beam's own GCS client would first spend ~25 s
     # probing for credentials; anonymous at once instead. No-op otherwise.
     storage.use_emulator_for_beam()
     # every log record of this run carries its date (and snapshot id); secrets
     # given as Beam options are redacted from every log line
     with logs.bind(date=req.as_of), logs.redacted(req.beam_args):
-        return DailyRun(req, progress).run()
+        return DailyRun(req, progress, laps).run()
 
 
 class DailyRun:
     """One run's state as it moves through its phases."""
 
-    def __init__(self, req: RunRequest, progress):
+    def __init__(self, req: RunRequest, progress, laps: Laps | None = None):
         self.req, self.progress = req, progress
         self.started = time.monotonic()
-        self.laps = Laps(self.started)
+        self.laps = laps if laps is not None else Laps(self.started)
 
     def run(self) -> RunResult:
         self.prepare()
@@ -114,7 +117,7 @@ class DailyRun:
         self.cfg = Config.load(req.config_path)
         self.warehouse = open_warehouse(req.warehouse, req.output_root)  # checks the URI before any work
         self.plan, self.inputs = make_plan(req.as_of, req.input_root, req.output_root, self.cfg, req.options,
-                                           rebuild=req.rebuild_days)
+                                           snapshot_id=req.snapshot_id, rebuild=req.rebuild_days)
         logs.bind(snapshot_id=self.plan.snapshot_id)
         scratch.remove_stale(req.output_root)
         self.laps.mark("plan")

@@ -4,7 +4,9 @@ publishes each date once, skips identical reruns, republishes with --force
 while the others publish."""
 from __future__ import annotations
 
+import glob
 import io
+import json
 import os
 import re
 import shutil
@@ -51,11 +53,24 @@ def first(world, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     capture.setattr(sys, "stdout", stdout)
     capture.setattr(sys, "stderr", stderr)
+    for k in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
+        capture.delenv(k)
+    capture.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")  # lineage events to a file (test_lineage_...)
+    capture.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", lineage_file(out))
+    capture.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
     try:
         code = backfill(world, out)
     finally:
         capture.undo()
     return out, code, stdout.getvalue(), stderr.getvalue()
+
+
+def lineage_file(out: str) -> str:
+    return f"{out}-lineage.ndjson"
+
+
+def run_records(out) -> list[dict]:
+    return [json.load(open(p)) for p in sorted(glob.glob(f"{out}/runs/*.json"))]
 
 
 def copy_out(first, tmp_path) -> str:
@@ -89,6 +104,29 @@ def test_backfill_publishes_each_date_and_leaves_latest_on_the_newest(first):
     assert got == {m["score_date"]: m["tables"]["promotion_scores"]["rows"] for m in ms}
 
 
+def test_a_backfill_emits_one_lineage_pair_and_writes_one_record_per_date(first):
+    out = first[0]
+    ms = {m["as_of"]: m for m in manifests(out)}
+    recs = {r["logs_date"]: r for r in run_records(out)}
+    assert sorted(recs) == sorted(ms) == [START, "2026-11-23", END]
+    assert {r["command"] for r in recs.values()} == {"backfill"}
+    assert len({r["parent"] for r in recs.values()}) == 1 and None not in {r["parent"] for r in recs.values()}
+    for day, r in recs.items():
+        assert r["status"] == "published" and r["run_id"] == r["snapshot_id"] == ms[day]["snapshot_id"]
+    events = [json.loads(line) for line in open(lineage_file(out))]
+    by_run: dict[str, list[str]] = {}
+    for e in events:
+        by_run.setdefault(e["run"]["runId"], []).append(e["eventType"])
+    assert sorted(by_run.values()) == [["START", "COMPLETE"]] * 3
+    assert set(by_run) == {r["lineage_run_id"] for r in recs.values()}
+    for e in events:
+        if e["eventType"] == "COMPLETE":
+            (r,) = [r for r in recs.values() if r["lineage_run_id"] == e["run"]["runId"]]
+            rows = {o["name"].rsplit("/", 1)[-1]: o["outputFacets"]["outputStatistics"]["rowCount"]
+                    for o in e["outputs"] if o["namespace"] == "file"}
+            assert rows == {t: v["rows"] for t, v in ms[r["logs_date"]]["tables"].items()}
+
+
 def test_identical_backfill_publishes_nothing(first, world, tmp_path, capsys):
     out = copy_out(first, tmp_path)
     before = manifests(out)
@@ -99,6 +137,9 @@ def test_identical_backfill_publishes_nothing(first, world, tmp_path, capsys):
     assert {d: r[:2] for d, r in table.items()} == {m["as_of"]: ["skipped", m["snapshot_id"]] for m in before}
     assert "0 published, 3 skipped" in stdout
     assert worlds.latest(out) == f"score_date=2026-11-25/{before[-1]['snapshot_id']}"
+    new = [r for r in run_records(out) if r["status"] != "published"]
+    assert sorted((r["logs_date"], r["status"], r["snapshot_id"]) for r in new) == \
+        [(m["as_of"], "already_published", m["snapshot_id"]) for m in before]
 
 
 def test_force_republishes_every_date_in_worker_processes(first, world, tmp_path, capsys):
@@ -117,6 +158,9 @@ def test_force_republishes_every_date_in_worker_processes(first, world, tmp_path
     newest = [m for m in new if m["as_of"] == END][0]
     assert worlds.latest(out) == f"score_date=2026-11-25/{newest['snapshot_id']}"
     assert "3 published, 0 skipped (already published), 0 failed" in stdout
+    # the dates that ran in worker processes are recorded under the ids they published
+    recs = {r["run_id"]: r for r in run_records(out)}
+    assert all(recs[m["snapshot_id"]]["status"] == "published" for m in new)
     # the main process loaded each worker's snapshot into the real warehouse: replaced, not duplicated
     con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
     got = dict(con.execute("SELECT CAST(score_date AS VARCHAR), count(DISTINCT snapshot_id) || ':' || count(*) "
@@ -150,6 +194,12 @@ def test_a_failing_date_is_reported_and_the_others_publish(world, tmp_path, caps
     assert "no engagement partition for 2026-11-23" in captured.out
     assert "2 published, 0 skipped (already published), 1 failed" in captured.out
     assert re.search(r"^2026-11-23\s+failed.*no engagement partition", captured.err, re.M)
+    recs = {r["logs_date"]: r for r in run_records(out)}
+    assert recs["2026-11-23"]["status"] == "failed" and "no engagement partition" in recs["2026-11-23"]["reason"]
+    # the last run is this backfill, and one of its dates failed: status says so, naming it
+    assert cli.main(["status", "--output", out, "--max-age-hours", "100000"]) == 1
+    status_err = capsys.readouterr().err
+    assert "2026-11-23" in status_err and "no engagement partition" in status_err
     first_pass = {m["as_of"]: m for m in manifests(out)}
     assert sorted(first_pass) == [START, END]
     assert first_pass[END]["inputs"]["missing_window_days"][-1] == "2026-11-23"

@@ -105,6 +105,10 @@ def _assert_failed_only(out: str, base: str, err: str, gates: set[str]) -> dict:
         for f in meta["files"]:
             data = open(os.path.join(folder, f["path"]), "rb").read()
             assert hashlib.sha256(data).hexdigest() == f["sha256"]
+    # the run's record says quarantined, with the gates and the folder (jobs.observe)
+    (record,) = [json.load(open(p)) for p in glob.glob(f"{out}/runs/{doc['snapshot_id']}.json")]
+    assert record["status"] == "quarantined" and set(record["failed_gates"]) == gates
+    assert record["outputs"]["quarantine"] == folder and "validation failed" in record["reason"]
     return doc
 
 

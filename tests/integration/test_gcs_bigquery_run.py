@@ -415,7 +415,11 @@ def test_bad_warehouse_names_fail_before_any_request(cloud, uri, problem):
     assert code == 1
     assert f"oasis run: error: {problem}" in err and "Traceback" not in err
     assert time.monotonic() - t0 < 5  # no pipeline, no planning
-    assert storage.list_files(out) == []
+    # nothing written but the failed run's own record and metrics (jobs.observe), which name the problem
+    written = storage.list_files(out)
+    assert [f.rsplit("/", 2)[-2] for f in written] == ["metrics", "runs"], written
+    record = json.loads(storage.read_bytes(written[1]))
+    assert record["status"] == "failed" and problem in record["reason"]
     assert sorted(d.dataset_id for d in cloud.bq().list_datasets()) == datasets
 
 

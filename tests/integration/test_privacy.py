@@ -1,11 +1,15 @@
 """Privacy: no listener id, nor anything derived from one listener's id, leaves
 the run except in the dead letters; no secret from the environment or the Beam
-options lands in the manifest, the outputs or the logs.
+options lands in the manifest, the outputs, the logs, the run records, the
+metrics or the lineage events.
 
 One real `oasis --log-level DEBUG run` on a sample world, with a fake
 GOOGLE_APPLICATION_CREDENTIALS file, fake secrets in the environment, and fake
 secret Beam options (one Beam knows, given as `--name value`; one as
-`--name=value`; one Beam does not know, which Beam itself logs).
+`--name=value`; one Beam does not know, which Beam itself logs); then the same
+run on a world whose engagement rows break the contract far above the ceiling
+(a failure whose message counts dead-lettered rows). Lineage events go to a
+file (the client's file transport).
 """
 from __future__ import annotations
 
@@ -43,9 +47,22 @@ def privacy_run(tmp_path_factory):
     creds.write_text(json.dumps({"type": "service_account", "private_key_id": "fake",
                                  "private_key": SECRETS["private_key"], "client_email": "x@example.invalid"}))
     out = str(root / "out")
+    lineage = str(root / "lineage.ndjson")
+    env = dict(GOOGLE_APPLICATION_CREDENTIALS=str(creds), AWS_SECRET_ACCESS_KEY=SECRETS["env_secret"],
+               OPENLINEAGE__TRANSPORT__TYPE="file", OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=lineage,
+               OPENLINEAGE__TRANSPORT__APPEND="true")
     proc = inv.run_cli("--log-level", "DEBUG", "run", "--date", worlds.END.isoformat(), "--input", world,
-                       "--output", out, *BEAM_SECRET_ARGS,
-                       GOOGLE_APPLICATION_CREDENTIALS=str(creds), AWS_SECRET_ACCESS_KEY=SECRETS["env_secret"])
+                       "--output", out, *BEAM_SECRET_ARGS, **env)
+    # a failing run: a third of the logs date's events have an empty user id (dead-lettered; far above 1%)
+    bad = worlds.copy_world(world, str(root / "bad-world"))
+    (part,) = glob.glob(f"{bad}/engagement/dt={worlds.END.isoformat()}/*.parquet")
+    t = pq.read_table(part)
+    field = t.schema.field("user_id")
+    emptied = ["" if i % 3 == 0 else u for i, u in enumerate(t.column("user_id").to_pylist())]
+    t = t.set_column(t.schema.get_field_index("user_id"), field, pa.array(emptied, field.type))
+    pq.write_table(t, part)
+    failed = inv.run_cli("--log-level", "DEBUG", "run", "--date", worlds.END.isoformat(), "--input", bad,
+                         "--output", out, *BEAM_SECRET_ARGS, **env)
     users = set()
     for f in glob.glob(f"{world}/engagement/*/*.parquet"):
         users |= {u for u in pq.read_table(f, columns=["user_id"]).column("user_id").to_pylist() if u}
@@ -53,7 +70,7 @@ def privacy_run(tmp_path_factory):
     for u in users:
         for h in (hashlib.md5, hashlib.sha1, hashlib.sha256):
             derived.add(h(u.encode()).hexdigest())
-    return dict(out=out, proc=proc, users=users, derived=derived, creds=str(creds))
+    return dict(out=out, proc=proc, failed=failed, users=users, derived=derived, creds=str(creds), lineage=lineage)
 
 
 def _found(text: str, needles) -> list[str]:
@@ -162,3 +179,24 @@ def test_no_secret_in_the_manifest_or_the_report(privacy_run):
     opts = m["beam_options"]
     assert "--s3_secret_access_key" in opts and "--oauth_access_token" in opts
     assert all("<redacted>" in o or not o.startswith("--s3_session_token") for o in opts)
+
+
+def test_no_listener_id_or_secret_in_run_records_metrics_or_lineage(privacy_run):
+    """The observability outputs of a published and of a failed run: the run
+    records, the metrics text file and every lineage event."""
+    out, failed = privacy_run["out"], privacy_run["failed"]
+    assert failed.returncode == 1 and "bad rows above the ceiling" in failed.stderr, failed.stderr[-2000:]
+    records = {p: open(p, encoding="utf-8").read() for p in glob.glob(f"{out}/runs/*.json")}
+    statuses = sorted(json.loads(t)["status"] for t in records.values())
+    assert statuses == ["failed", "published"]
+    texts = dict(records)
+    texts[f"{out}/metrics/oasis.prom"] = open(f"{out}/metrics/oasis.prom", encoding="utf-8").read()
+    events = open(privacy_run["lineage"], encoding="utf-8").read()
+    assert [json.loads(line)["eventType"] for line in events.splitlines()] == ["START", "COMPLETE", "START", "FAIL"]
+    texts[privacy_run["lineage"]] = events
+    for path, text in texts.items():
+        assert not _found(text, privacy_run["users"]), path
+        assert not _found(text, privacy_run["derived"]), path
+        assert not _found(text, SECRETS.values()), path
+        assert privacy_run["creds"] not in text, path
+        assert "s3_secret_access_key" not in text and "oauth_access_token" not in text, path  # no options at all

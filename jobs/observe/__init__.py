@@ -1,0 +1,1 @@
+"""Observability: run records, OpenLineage events, Prometheus metrics (see `jobs.observe.hook`)."""
