@@ -17,6 +17,13 @@ RUNTIME = [
     "google-cloud-bigquery>=3.20,<4",
 ]
 
+# `oasis serving sync` (the online store), for serving teams and CI: never on the Beam
+# workers, which the runtime list above is shipped to. feast 0.67 brings fastapi, dask,
+# SQLAlchemy, mypy and ~570 MB with it; it installs beside Beam 2.77 (protobuf < 6.34).
+SERVING = [
+    "feast>=0.67,<0.68",
+]
+
 TEST = [
     "pytest>=8,<10",
     "hypothesis>=6.100,<7",
@@ -31,6 +38,6 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*", "jobs", "jobs.*"]),
     install_requires=RUNTIME,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST, "serving": SERVING},
     entry_points={"console_scripts": ["oasis=jobs.cli.main:main"]},
 )

@@ -17,6 +17,9 @@ STAGES = (
     "after_warehouse",   # warehouse loaded, LATEST not moved
     "before_pointer",
     "after_pointer",
+    "serving_between_views",  # `oasis serving sync`: a new store with one feature view written of two
+    "serving_store_built",    # every view written, the store not yet marked complete
+    "serving_before_switch",  # the store complete, `current` not yet moved to it
 )
 
 
