@@ -18,8 +18,9 @@ RUNTIME = [
 ]
 
 # `oasis serving sync` (the online store), for serving teams and CI: never on the Beam
-# workers, which the runtime list above is shipped to. feast 0.67 brings fastapi, dask,
-# SQLAlchemy, mypy and ~570 MB with it; it installs beside Beam 2.77 (protobuf < 6.34).
+# workers, which the runtime list above is shipped to. feast 0.67 brings 38 packages (dask,
+# fastapi, SQLAlchemy, pydantic, ...; 115 MB beside Beam) and installs beside Beam 2.77
+# (protobuf 6.33); 52 s on top of the base install, measured on a busy 2-core machine.
 SERVING = [
     "feast>=0.67,<0.68",
 ]
