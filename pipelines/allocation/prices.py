@@ -41,6 +41,13 @@ def price_rows(problem: Problem, sol: Solution, artist_ids, licensor_ids, campai
     `artist_ids`, `licensor_ids`: the id of each code; `campaign_ids`: the id of
     each floor the rows should carry (a problem may end with floor-less groups
     past them, which get no row); `track_ids`: one per track."""
+    return pd.DataFrame(price_columns(problem, sol, artist_ids, licensor_ids, campaign_ids, track_ids))
+
+
+def price_columns(problem: Problem, sol: Solution, artist_ids, licensor_ids, campaign_ids,
+                  track_ids) -> dict[str, np.ndarray]:
+    """`price_rows` as numpy columns: a market concatenates its surfaces' before
+    building one frame (a DataFrame per problem cost more than the rows)."""
     x, active = sol.x, problem.upper > 0
     a_tot = np.bincount(problem.artist, weights=x, minlength=problem.n_artists)
     l_tot = np.bincount(problem.licensor, weights=x, minlength=problem.n_licensors)
@@ -61,7 +68,7 @@ def price_rows(problem: Problem, sol: Solution, artist_ids, licensor_ids, campai
         (np.asarray(track_ids, dtype=object)[tracks], problem.upper[tracks], problem.upper[tracks] - x[tracks],
          sol.track_price[tracks]),
     ]
-    return pd.DataFrame({
+    return {
         "constraint": np.concatenate([np.full(len(keys), name, dtype=object)
                                       for name, (keys, *_) in zip(PRICE_CONSTRAINTS, parts)]),
         "key": np.concatenate([keys for keys, *_ in parts]),
@@ -69,7 +76,7 @@ def price_rows(problem: Problem, sol: Solution, artist_ids, licensor_ids, campai
         # the plan is clean (`clean_plan`): a negative slack is summation rounding, published as 0
         "slack": np.maximum(0.0, np.concatenate([s for _, _, s, _ in parts]).astype(np.float64)),
         "price": np.concatenate([p for *_, p in parts]).astype(np.float64),
-    })
+    }
 
 
 def lookup_prices(rows: pd.DataFrame, tracks: pd.DataFrame) -> dict[str, np.ndarray]:

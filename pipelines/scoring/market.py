@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.allocation.prices import price_rows
+from pipelines.allocation.prices import PRICE_COLUMNS, price_columns
 from pipelines.allocation.problem import Problem
 from pipelines.allocation.solve import solve
 from pipelines.arrays import sorted_codes
@@ -163,9 +163,12 @@ def _allocate(market: str, tracks: Candidates, value: np.ndarray, upper: np.ndar
             "prior_strength_save": prior["k_save"][s], "candidates": int(value.shape[1]),
             "eligible_rows": int(eligible[s].sum()),
         })
-        prices.append(price_rows(problem, sol, artist_ids, licensor_ids, campaign_ids[camp["campaign"][lo:hi]],
-                                 tracks.track_id).assign(market=market, surface=surface))
-    return x, planned, shortfall, capacity, pd.concat(prices, ignore_index=True)
+        prices.append(price_columns(problem, sol, artist_ids, licensor_ids, campaign_ids[camp["campaign"][lo:hi]],
+                                    tracks.track_id))
+    price_frame = pd.DataFrame({c: np.concatenate([p[c] for p in prices]) for c in PRICE_COLUMNS})
+    price_frame["market"] = market
+    price_frame["surface"] = np.repeat(np.array(PROMOTION_SURFACES, dtype=object), [len(p["key"]) for p in prices])
+    return x, planned, shortfall, capacity, price_frame
 
 
 def first_reason(broken: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from jobs.cli import main as cli
 from jobs.feature_store import definitions as defs
 from jobs.feature_store import repository
 from jobs.serving import servable_scores
+from pipelines import faults
 from pipelines.allocation.prices import lookup_prices, reduced_costs
 from tests.support import worlds
 
@@ -194,7 +195,9 @@ def test_a_sync_killed_midway_leaves_one_whole_snapshot(published, out):
     assert oasis("snapshots", "rollback", "--to", newer["id"], "--output", out) == 0
 
     # killed with one feature view of the new store written, then with the store complete but not switched to
-    for stage, left in (("serving_between_views", "incomplete"), ("serving_before_switch", "complete")):
+    stages = (("serving_between_views", "incomplete"), ("serving_before_switch", "complete"))
+    assert {stage for stage, _ in stages} <= set(faults.SERVING_STAGES)
+    for stage, left in stages:
         proc = sync_process(out, stage)
         output, _ = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, output
