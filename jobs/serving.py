@@ -142,6 +142,11 @@ def _check_report(folder: str, manifest: Manifest) -> None:
                     manifest.snapshot_id, entry["path"])
 
 
+def utc_today() -> dt.date:
+    """The day serving uses scores on, unless told: today in UTC."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
 def check_fresh(manifest: Manifest, today: dt.date, max_age_days: int | None = None) -> None:
     """StaleSnapshot unless `today` is within the snapshot's valid_until (or
     within `max_age_days` of its score date, when given)."""
@@ -167,7 +172,7 @@ def load_latest(output_root: str, *, today: dt.date | None = None, max_age_days:
     (with `fell_back_from` saying what was wrong with each newer one). Refuses
     a stale one (see the module docstring) and leaves out rows past their
     flight end."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or utc_today()
     pointer = store.read_latest(output_root).content
     if not pointer:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: "

@@ -37,7 +37,8 @@ def render(r: sync.SyncResult) -> str:
     what = {"unchanged": "already serving it; nothing written",
             "repointed": "re-pointed to a store that already held it",
             "built": "built a new store and switched to it"}[r.action]
-    lines = [f"online store {r.repo}: snapshot {r.snapshot_id} (score date {r.score_date}): {what}",
+    lines = [f"online store {r.repo}: snapshot {r.snapshot_id} (score date {r.score_date}): {what} "
+             f"({r.seconds:.1f} s)",
              f"  store     {r.store}",
              "  rows      " + ", ".join(f"{view} {n:,}" for view, n in r.rows.items())
              + f"; {r.withheld_rows:,} promotion_scores rows withheld (their flight has ended)"]

@@ -73,7 +73,7 @@ def sync(output_root: str, repo: str, *, today: dt.date | None = None, max_age_d
     started = time.monotonic()
     require_feast()
     repo = repository.check_local(repo)
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or serving.utc_today()
     snap = serving.load_latest(output_root, today=today, max_age_days=max_age_days, allow_stale=allow_stale)
     want = {"snapshot_id": snap.snapshot_id, "definitions": defs.DEFINITIONS_VERSION,
             "rows": {view: snap.tables[table.name].num_rows for view, (table, _, _) in defs.VIEWS.items()}}
@@ -134,5 +134,5 @@ def _build(store: str, snap: serving.LoadedSnapshot) -> None:
     held = repository.online_rows(store)
     expected = {view: snap.tables[table.name].num_rows for view, (table, _, _) in defs.VIEWS.items()}
     if held != expected:
-        raise OasisError(f"the online store built in {store} holds {held} keys, expected {expected}; "
-                         f"`current` was not moved")
+        raise repository.RepositoryError(f"the online store built in {store} holds {held} keys, expected "
+                                         f"{expected}; `current` was not moved")

@@ -283,7 +283,8 @@ def test_drift_against_the_previous_snapshot(runs):
 
 def _tiny_tables(shortfall: float) -> dict:
     scores = pd.DataFrame({"track_id": ["t1", "t2"], "market": "XX", "surface": "radio", "eligible": [True, False],
-                           "score": [0.5, 0.0]})
+                           "score": [0.5, 0.0], "score_date": dt.date(2026, 1, 2), "artist_id": ["a1", "a2"],
+                           "supply_forecast": [4.0, 2.0], "planned_promoted_plays": [1.0, 0.0]})
     delivery = pd.DataFrame({"campaign_id": ["c-ok", "c-short"], "market": "XX", "surface": "radio",
                              "floor": [1.0, 2.0], "planned": [1.5, 2.0 - shortfall], "shortfall": [0.0, shortfall],
                              "pacing_multiplier": [1.0, 2.0]})

@@ -75,7 +75,7 @@ def snapshot(folder: str) -> dict:
             "scores": worlds.table(folder, "promotion_scores"), "prices": worlds.table(folder, "prices")}
 
 
-def read_online(repo: str, score_keys: list[tuple], price_keys: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def read_online(repo: str, score_keys: list[tuple], price_keys: list[tuple]) -> tuple[pd.DataFrame, ...]:
     """Every requested key through Feast's own get_online_features."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -215,7 +215,8 @@ def test_a_sync_killed_midway_leaves_one_whole_snapshot(published, out):
     proc = sync_process(out)
     deadline, writing = time.monotonic() + 300, False
     while proc.poll() is None and time.monotonic() < deadline and not writing:
-        writing = any(os.path.exists(os.path.join(s, "online.db-journal")) for s in set(repository.stores(repo)) - before)
+        new = set(repository.stores(repo)) - before
+        writing = any(os.path.exists(os.path.join(s, "online.db-journal")) for s in new)
         time.sleep(0.002)
     proc.kill()
     proc.communicate(timeout=60)

@@ -24,7 +24,8 @@ def documented_columns(table: str) -> list[tuple[str, str]]:
     return [(c[0], c[1]) for c in cells]
 
 
-@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS], ids=lambda t: t.name)
+@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS],
+                         ids=lambda t: t.name)
 def test_every_column_is_documented_with_its_type(table):
     want = [(f.name, BQ_TYPE[f.type] + (", null" if f.nullable else "")) for f in table.fields]
     assert documented_columns(table.name) == want

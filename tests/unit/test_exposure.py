@@ -49,7 +49,8 @@ def test_shares_add_up_and_deciles_follow_size():
     scores["planned_promoted_plays"] = np.where(scores["eligible"], rng.random(n), 0.0)
     deciles, summary = exposure.fair_exposure(scores)
     for _, g in deciles.groupby(["market", "surface"]):
-        assert g["planned_share"].sum() == pytest.approx(1.0) and g["eligible_track_share"].sum() == pytest.approx(1.0)
+        assert g["planned_share"].sum() == pytest.approx(1.0)
+        assert g["eligible_track_share"].sum() == pytest.approx(1.0)
         assert list(g["size_decile"]) == list(range(1, len(g) + 1))
     per = exposure.artists(scores)
     for _, g in per.groupby(["market", "surface"]):
