@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,serving]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Emulators live in virtual environments of their own (their pins clash with ours).

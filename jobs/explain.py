@@ -15,10 +15,13 @@ Per promotion surface the breakdown shows, with the snapshot's own numbers:
   strength) and the guardrail's posterior probability;
 * value = save lift - lambda * skip lift (lambda from the manifest config);
 * the track's (market, surface) LP rebuilt from the published columns
-  (`pipelines.allocation.verify.rebuild`) and solved exactly (`solve_exact`):
-  which constraints bind (capacity, the artist's and licensor's caps, the
-  track's own cap x <= rho*E, its campaign's floor with pacing) and their
-  shadow prices;
+  (`pipelines.allocation.verify.rebuild`) with the snapshot's published
+  `prices`: which constraints bind (capacity, the artist's and licensor's
+  caps, the track's own cap x <= rho*E, its campaign's floor with pacing),
+  their shadow prices, the track's marginal value, and whether the prices
+  certify the published plan as optimal (their dual bound equals the plan's
+  objective). A snapshot older than the prices table has its LP solved
+  exactly (`solve_exact`) for them instead;
 * planned promoted plays, boost probability and score.
 
 Every published number is printed as published (6 significant digits in the
@@ -38,6 +41,7 @@ from jobs.manifest import Manifest
 from jobs.snapshots import store
 from pipelines.allocation import verify
 from pipelines.allocation.exact import solve_exact
+from pipelines.allocation.prices import dual_bound, lookup_prices, price_rows, reduced_costs
 from pipelines.allocation.problem import check_feasible, objective
 from pipelines.errors import OasisError
 from pipelines.scoring import estimation
@@ -125,6 +129,7 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
     market = market.strip().upper()
     t = read_tables(folder, manifest)
     scores, delivery, capacity = t["promotion_scores"], t["campaign_delivery"], t["capacity"]
+    prices = t.get("prices")  # None: a snapshot from before the prices table
     sid = manifest.snapshot_id
     markets = sorted(scores["market"].unique())
     if market not in markets:
@@ -150,7 +155,7 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
             raise ExplainError(f"track {track_id} has no {s} row in {market} in snapshot {sid}")
         row, cap = track_rows.loc[s], cap_rows.loc[s]
         out_surfaces.append(_explain_surface(row, cap, s, market, track_rows, guard_pooled, scores, delivery,
-                                             capacity, cfg, score_date))
+                                             capacity, prices, cfg, score_date))
     first = track_rows.iloc[0]
     doc = {
         "track_id": track_id, "market": market, "score_date": score_date.isoformat(),
@@ -196,7 +201,7 @@ def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dic
             "threshold": mu + delta, "probability": prob}
 
 
-def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, delivery, capacity, cfg,
+def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, delivery, capacity, prices, cfg,
                      score_date) -> dict:
     lam = float(cfg["skip_penalty"])
     delta = float(cfg["guardrail_delta"])
@@ -251,18 +256,32 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
                   "recomputed": recomputed},
         "supply": {"supply_forecast": float(row["supply_forecast"]), "rho": rho,
                    "max_promoted_plays": float(row["max_promoted_plays"])},
-        "lp": _explain_lp(row, cap, surface, market, scores, delivery, capacity),
+        "lp": _explain_lp(row, cap, surface, market, scores, delivery, capacity, prices),
         "result": {"planned_promoted_plays": float(row["planned_promoted_plays"]),
                    "boost_probability": float(row["boost_probability"]), "score": float(row["score"])},
     }
 
 
-def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
+def _lp_prices(rb: verify.Rebuilt, prices: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+    """The price rows of the rebuilt LP: the published ones, or for a snapshot
+    older than the prices table those of an exact solve."""
+    if prices is not None:
+        sel = prices[(prices["market"] == rb.market) & (prices["surface"] == rb.surface)]
+        return sel, "published in the snapshot's prices table"
+    rows = rb.rows
+    rows = price_rows(rb.problem, solve_exact(rb.problem), np.sort(rows["artist_id"].unique()),
+                      np.sort(rows["licensor_id"].unique()), rb.campaigns, rows["track_id"].to_numpy())
+    return rows, "derived: the snapshot predates the prices table, so its LP was solved exactly (HiGHS)"
+
+
+def _explain_lp(row, cap, surface, market, scores, delivery, capacity, prices) -> dict:
     sel = lambda df: df[(df["market"] == market) & (df["surface"] == surface)]  # noqa: E731
     (rb,) = verify.rebuild(sel(scores), sel(delivery), sel(capacity))
     p = rb.problem
     i = int(np.flatnonzero(rb.rows["track_id"].to_numpy() == row["track_id"])[0])
-    sol = solve_exact(p)
+    rows, source = _lp_prices(rb, prices)
+    faced = lookup_prices(rows, rb.rows)
+    reduced = reduced_costs(p.value, faced)
     x = rb.x
     a, lic, c = int(p.artist[i]), int(p.licensor[i]), int(p.campaign[i])
     used = float(x.sum())
@@ -274,18 +293,20 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
 
     out = {
         "market": market, "surface": surface, "tracks": p.n, "eligible_tracks": int((p.upper > 0).sum()),
+        "prices_source": source,
         "capacity": {"planned_total": used, "published_planned_total": float(cap["planned_total"]),
                      "capacity": p.capacity, "tight": tight(used, p.capacity),
-                     "shadow_price": sol.capacity_price, "published_shadow_price": float(cap["shadow_price"])},
+                     "shadow_price": float(faced["capacity"][i]),
+                     "published_shadow_price": float(cap["shadow_price"])},
         "artist": {"artist_id": row["artist_id"], "planned": art_tot, "cap": p.artist_cap,
-                   "tight": tight(art_tot, p.artist_cap), "shadow_price": float(sol.artist_price[a]),
+                   "tight": tight(art_tot, p.artist_cap), "shadow_price": float(faced["artist_cap"][i]),
                    "eligible_tracks": int(((p.artist == a) & (p.upper > 0)).sum())},
         "licensor": {"licensor_id": row["licensor_id"], "planned": lic_tot, "cap": p.licensor_cap,
-                     "tight": tight(lic_tot, p.licensor_cap), "shadow_price": float(sol.licensor_price[lic]),
+                     "tight": tight(lic_tot, p.licensor_cap), "shadow_price": float(faced["licensor_cap"][i]),
                      "eligible_tracks": int(((p.licensor == lic) & (p.upper > 0)).sum())},
         "track_cap": {"planned": float(x[i]), "cap": float(p.upper[i]),
                       "tight": bool(p.upper[i] > 0 and x[i] >= p.upper[i] * (1 - TIGHT)),
-                      "shadow_price": float(sol.track_price[i])},
+                      "shadow_price": float(faced["track_cap"][i])},
     }
     if c < len(rb.campaigns):
         d = sel(delivery)
@@ -305,27 +326,22 @@ def _explain_lp(row, cap, surface, market, scores, delivery, capacity) -> dict:
             "flight_start": _iso(d["flight_start"]), "flight_end": _iso(d["flight_end"]),
             "max_boost": float(d["max_boost"]), "eligible_tracks": int(d["eligible_tracks"]),
             "status": status, "tight": status in ("short", "met exactly"),
-            "shadow_price": float(sol.floor_price[c]),
+            "shadow_price": float(faced["campaign_floor"][i]),
         }
-        floor_price = float(sol.floor_price[c])
     else:
         out["campaign_floor"] = None
-        floor_price = 0.0
-    marginal = (float(p.value[i]) - sol.capacity_price - float(sol.artist_price[a])
-                - float(sol.licensor_price[lic]) + floor_price)
+    marginal = float(reduced[i])
     out["marginal_value"] = marginal
-    out["exact_planned"] = float(sol.x[i])
 
-    # Is the published plan this LP's optimum? (Prices belong to the exact optimum.)
+    # Do the prices certify the published plan? Their dual bound is >= every feasible plan's objective.
     u = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=x, minlength=len(p.floors)))
     published_obj = objective(p, x, u)
     violations = check_feasible(p, x, u)
-    gap = verify.relative_gap(published_obj, sol.objective)
+    bound = dual_bound(rows, p.upper, reduced)
+    gap = verify.relative_gap(published_obj, bound)
     out["plan_check"] = {
-        "published_objective": published_obj, "exact_objective": sol.objective, "relative_gap": gap,
-        "max_abs_plan_difference": float(np.max(np.abs(sol.x - x))) if p.n else 0.0,
-        "violations": violations,
-        "published_is_optimal": bool(not violations and gap <= 1e-6),
+        "published_objective": published_obj, "dual_bound": bound, "relative_gap": gap,
+        "violations": violations, "published_is_optimal": bool(not violations and gap <= 1e-6),
     }
     if float(p.upper[i]) <= 0:
         why = "is not in the LP: an ineligible row is fixed at x = 0"

@@ -13,6 +13,14 @@ every path is built with `pipelines.storage.join`.
     OUT/runs/<run_id>.json                              the record of every run, failed ones included
     OUT/metrics/oasis.prom                              the last run's metrics (Prometheus text format)
     OUT/warehouse.duckdb                                the embedded warehouse (default)
+    OUT/feature_repo/                                   the Feast online store (`oasis serving sync`)
+
+The feature repository (OUT/feature_repo or any local folder, `--repo`):
+
+    REPO/current -> stores/<snapshot_id>-<nonce>        the store serving reads (a symlink)
+    REPO/stores/<snapshot_id>-<nonce>/                  feature_store.yaml, registry.db, online.db,
+                                                        SNAPSHOT.json (written last: the store is whole)
+    REPO/.sync.lock                                     one sync at a time
 
 A snapshot id is `YYYYMMDDTHHMMSSZ-xxxxxx`: the UTC time its run started and 6
 random hex digits, so ids sort by creation time. A run's id is the snapshot id
@@ -172,6 +180,43 @@ def dead_letters_dir(output_root: str, snapshot_id: str) -> str:
 
 def quarantine_dir(output_root: str, score_date: dt.date, snapshot_id: str) -> str:
     return storage.join(output_root, "quarantine", score_date_dirname(score_date), snapshot_id)
+
+
+# ----------------------------------------------------- the feature repository ---
+FEATURE_REPO = "feature_repo"
+REPO_CURRENT = "current"
+REPO_STORES = "stores"
+REPO_LOCK = ".sync.lock"
+STORE_STATE = "SNAPSHOT.json"
+STORE_CONFIG = "feature_store.yaml"
+STORE_REGISTRY = "registry.db"
+STORE_ONLINE = "online.db"
+
+
+def feature_repo(output_root: str) -> str:
+    return storage.join(output_root, FEATURE_REPO)
+
+
+def repo_current(repo: str) -> str:
+    return storage.join(repo, REPO_CURRENT)
+
+
+def repo_stores(repo: str) -> str:
+    return storage.join(repo, REPO_STORES)
+
+
+def repo_lock(repo: str) -> str:
+    return storage.join(repo, REPO_LOCK)
+
+
+def store_dirname(snapshot_id: str) -> str:
+    """A new store's folder name: the snapshot it holds and a nonce (a store is
+    built once; a rebuild of the same snapshot gets a fresh folder)."""
+    return f"{snapshot_id}-{secrets.token_hex(4)}"
+
+
+def store_file(store_dir: str, name: str) -> str:
+    return storage.join(store_dir, name)
 
 
 def default_warehouse_path(output_root: str) -> str:

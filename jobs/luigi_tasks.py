@@ -22,6 +22,12 @@
   inputs, config or code changed since; `oasis backfill` (which skips only
   identical runs) or `oasis run --force` republishes such dates.
 
+* `ServingSync(date, ..., repo)`: after `DailyScores` of the same date, the
+  snapshot LATEST points to into the Feast online store (`oasis serving sync`;
+  the `serving` extra). Complete when the online store holds a snapshot of
+  score date `date + 1` or later. For the daily schedule, not for backfills of
+  old dates (a stale LATEST is refused unless `--allow-stale`).
+
 `RangeDaily` checks a whole range with one listing of the snapshots
 (`DailyScores.bulk_complete`). Its `--stop` is exclusive and its `--days-back`
 defaults to 100: an older range is an "Empty range" that exits 0 having done
@@ -37,9 +43,12 @@ from __future__ import annotations
 import datetime as dt
 
 import luigi
+from luigi.util import inherits
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily for `luigi --module jobs.luigi_tasks`
 
 from jobs import layout, logs
+from jobs.feature_store import repository
+from jobs.feature_store import sync as serving_sync
 from jobs.observe.hook import run_daily
 from jobs.run import daily
 from jobs.run.options import RunOptions
@@ -141,3 +150,44 @@ class DailyScores(luigi.Task):
                                    retry_hint="rerun the task with the same parameters and")
             result = run_daily(req, progress=logs.progress, command="luigi")
             self.set_status_message(f"{result.status}: {result.manifest.snapshot_id}")
+
+
+class OnlineStoreTarget(luigi.Target):
+    """The online store in `repo` holds a snapshot of `score_date` or later."""
+
+    def __init__(self, repo: str, score_date: dt.date):
+        self.repo, self.score_date = repo, score_date
+        self.path = repo
+
+    def exists(self) -> bool:
+        state = repository.current_state(self.repo)
+        return bool(state) and dt.date.fromisoformat(state["score_date"]) >= self.score_date
+
+
+@inherits(DailyScores)
+class ServingSync(luigi.Task):
+    """`DailyScores`, then the snapshot LATEST points to into the online store."""
+
+    repo = luigi.OptionalParameter(default=None, description="the feature repository (default: OUT/feature_repo)")
+    today = luigi.OptionalParameter(
+        default=None, significant=False,
+        description="the day serving uses the scores on, YYYY-MM-DD (default: today, UTC)")
+    allow_stale = luigi.BoolParameter(default=False, significant=False,
+                                      description="sync even a LATEST older than its valid_until")
+
+    @property
+    def repo_dir(self) -> str:
+        return self.repo or layout.feature_repo(self.output_root)
+
+    def requires(self):
+        return self.clone(DailyScores)
+
+    def output(self):
+        return OnlineStoreTarget(self.repo_dir, self.date + dt.timedelta(days=1))
+
+    def run(self):
+        with logs.bind(date=self.date):
+            today = dt.date.fromisoformat(self.today) if self.today else None
+            result = serving_sync.observed_sync(self.output_root, self.repo_dir, today=today,
+                                       allow_stale=self.allow_stale, progress=logs.progress)
+            self.set_status_message(f"{result.action}: {result.snapshot_id}")

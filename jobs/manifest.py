@@ -15,7 +15,10 @@ does not know are kept in `extra` and written back unchanged.
 
 Format versions:
   1  the first format (no `format_version` key, no `options`);
-  2  adds `format_version` and `options` (the run options: solver method, ...).
+  2  adds `format_version` and `options` (the run options: solver method, ...);
+  3  adds `valid_until` (the last day serving may use the snapshot) and the
+     `prices` table. An older manifest reads with valid_until = score date +
+     the default `serving_max_age_days`, and lists no prices (`TABLES_SINCE`).
 """
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.config import Config
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+TABLES_SINCE = {"prices": 3}   # a table a manifest lists from this format version on
 
 
 class ManifestError(OasisError):
@@ -207,6 +212,7 @@ class Manifest:
     beam_options: list[str] = field(default_factory=list)
     report: dict | None = None       # {"path", "bytes", "sha256"} or {"error"}
     seconds: dict[str, float] = field(default_factory=dict)
+    valid_until: dt.date | None = None   # None: score_date + the default serving_max_age_days
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)          # keys this code does not know, kept as read
 
@@ -233,6 +239,14 @@ class Manifest:
     def order_key(self) -> tuple[dt.date, dt.datetime, str]:
         """Snapshots sort by score date, then creation time."""
         return self.score_date, self.created_at, self.snapshot_id
+
+    def __post_init__(self):
+        if self.valid_until is None:
+            self.valid_until = self.score_date + dt.timedelta(days=Config().serving_max_age_days)
+
+    def lists_table(self, name: str) -> bool:
+        """Whether a manifest of this format version must list table `name`."""
+        return self.format_version >= TABLES_SINCE.get(name, 1)
 
     def table_files(self, name: str) -> list[FileEntry]:
         entry = self.tables.get(name)
@@ -262,6 +276,7 @@ class Manifest:
             "beam_options": self.beam_options,
             "report": self.report,
             "seconds": self.seconds,
+            "valid_until": self.valid_until.isoformat(),
         })
         return doc
 
@@ -300,7 +315,8 @@ class Manifest:
             beam_options=_get(doc, "beam_options", list, where, []),
             report=report,
             seconds=_get(doc, "seconds", dict, where, {}),
-            format_version=FORMAT_VERSION,
+            valid_until=_date(doc, "valid_until", where) if "valid_until" in doc else None,
+            format_version=version,
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

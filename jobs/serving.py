@@ -5,6 +5,17 @@
     snap.tables["promotion_scores"]              # pyarrow.Table
     snap.fell_back_from                          # [(snapshot_id, why)] when LATEST was unusable
 
+Two limits protect serving from acting on a plan that no longer holds:
+
+* **freshness**: a snapshot is served until its manifest's `valid_until` (score
+  date + `serving_max_age_days`, 2 by default). Past it, `load_latest` raises
+  `StaleSnapshot` naming the snapshot's age, unless `allow_stale=True`;
+  `max_age_days=N` sets another limit for this reader. "Today" is the UTC date
+  unless `today` says otherwise.
+* **flights**: a `promotion_scores` row whose campaign flight ended before
+  today (`flight_end`; unknown in a snapshot older than the column) is never
+  returned; `withheld_rows` counts them.
+
 `load_latest` starts at the snapshot `snapshots/LATEST` points to. A snapshot
 is used only when its `_MANIFEST.json` reads, every file the manifest lists is
 there with its size and sha256 (the bytes hashed are the bytes parsed, so what
@@ -27,6 +38,7 @@ import logging
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import layout
@@ -43,6 +55,11 @@ class NoValidSnapshot(OasisError):
     """No snapshot under the output root can be served; the message says why."""
 
 
+class StaleSnapshot(OasisError):
+    """The snapshot serving would use is past its valid_until; the message
+    names its age."""
+
+
 class DamagedSnapshot(Exception):
     """One snapshot failed verification; the message is the reason."""
 
@@ -55,6 +72,7 @@ class LoadedSnapshot:
     fell_back_from: list[tuple[str, str]] = field(default_factory=list)  # (snapshot_id, reason), newest first
     folder: str = ""
     manifest: Manifest | None = None
+    withheld_rows: int = 0       # promotion_scores rows past their flight end, not returned
 
 
 def _candidates(output_root: str) -> list[tuple[dt.date, str]]:
@@ -77,8 +95,10 @@ def verify_and_read(folder: str, score_date: dt.date, snapshot_id: str) -> tuple
     if manifest.blocking_gates:
         raise DamagedSnapshot(f"its validation failed: {', '.join(manifest.blocking_gates)}")
     tables = {}
-    for name, contract in OUTPUTS.items():
+    for name in OUTPUTS:
         meta = manifest.tables.get(name)
+        if meta is None and not manifest.lists_table(name):
+            continue  # an older snapshot, from before the table existed
         if not meta or not meta.files:
             raise DamagedSnapshot(f"the manifest lists no files for table {name}")
         parts = []
@@ -94,10 +114,10 @@ def verify_and_read(folder: str, score_date: dt.date, snapshot_id: str) -> tuple
                 raise DamagedSnapshot(f"{entry.path} sha256 {digest[:12]}... does not match the manifest's "
                                       f"{entry.sha256[:12]}...")
             try:
-                parts.append(pq.read_table(io.BytesIO(data)).cast(contract.arrow()))
+                parts.append(store.as_contract(pq.read_table(io.BytesIO(data)), name))
             except Exception as e:  # checksum right but unusable: written damaged
                 raise DamagedSnapshot(f"{entry.path} cannot be read as {name}: {e}") from None
-        table = pa.concat_tables(parts)
+        table = pa.concat_tables(parts, promote_options="permissive")
         if table.num_rows != meta.rows:
             raise DamagedSnapshot(f"{name} has {table.num_rows} rows, the manifest says {meta.rows}")
         tables[name] = table
@@ -122,9 +142,37 @@ def _check_report(folder: str, manifest: Manifest) -> None:
                     manifest.snapshot_id, entry["path"])
 
 
-def load_latest(output_root: str) -> LoadedSnapshot:
+def utc_today() -> dt.date:
+    """The day serving uses scores on, unless told: today in UTC."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def check_fresh(manifest: Manifest, today: dt.date, max_age_days: int | None = None) -> None:
+    """StaleSnapshot unless `today` is within the snapshot's valid_until (or
+    within `max_age_days` of its score date, when given)."""
+    limit = manifest.valid_until if max_age_days is None else manifest.score_date + dt.timedelta(days=max_age_days)
+    if today > limit:
+        age = (today - manifest.score_date).days
+        raise StaleSnapshot(
+            f"snapshot {manifest.snapshot_id} scores {manifest.score_date}, {age} days before {today}: older than "
+            f"the {(limit - manifest.score_date).days} days it may be served (valid until {limit}); publish a newer "
+            f"one, or accept it explicitly (allow_stale, `--allow-stale`)")
+
+
+def servable_scores(scores: pa.Table, today: dt.date) -> pa.Table:
+    """The promotion_scores rows whose campaign flight has not ended before
+    `today` (a row with no known flight end is not servable)."""
+    live = pc.greater_equal(scores.column("flight_end"), pa.scalar(today, pa.date32()))
+    return scores.filter(pc.fill_null(live, False))
+
+
+def load_latest(output_root: str, *, today: dt.date | None = None, max_age_days: int | None = None,
+                allow_stale: bool = False) -> LoadedSnapshot:
     """The snapshot LATEST points to, verified; else the newest earlier valid one
-    (with `fell_back_from` saying what was wrong with each newer one)."""
+    (with `fell_back_from` saying what was wrong with each newer one). Refuses
+    a stale one (see the module docstring) and leaves out rows past their
+    flight end."""
+    today = today or utc_today()
     pointer = store.read_latest(output_root).content
     if not pointer:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: "
@@ -147,6 +195,11 @@ def load_latest(output_root: str) -> LoadedSnapshot:
         if fell_back:
             log.warning("serving snapshot %s/%s instead of LATEST %s: %s", score_date, sid, pointer,
                         "; ".join(f"{s}: {r}" for s, r in fell_back))
-        return LoadedSnapshot(sid, score_date, tables, fell_back, folder, manifest)
+        if not allow_stale:
+            check_fresh(manifest, today, max_age_days)
+        scores = tables["promotion_scores"]
+        tables["promotion_scores"] = servable_scores(scores, today)
+        withheld = scores.num_rows - tables["promotion_scores"].num_rows
+        return LoadedSnapshot(sid, score_date, tables, fell_back, folder, manifest, withheld)
     detail = "; ".join(f"{s}: {r}" for s, r in fell_back)
     raise NoValidSnapshot(f"no valid snapshot under {output_root} (LATEST -> {pointer}): {detail}")

@@ -56,6 +56,10 @@ class Config:
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")
+    # --- serving ----------------------------------------------------------
+    serving_max_age_days: int = _p(
+        2, 0, 365, "a snapshot may be served until its score date + this many days (its manifest's valid_until); "
+        "older, the serving reader and `oasis serving sync` refuse it", kind=int)
     # --- publish gates (jobs/gates; `oasis run --skip-gate NAME` overrides one) ---
     gate_max_row_drop: float = _p(
         0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "

@@ -1,4 +1,5 @@
-"""Named stages of a run, where a fault-injection test can kill the process.
+"""Named stages of a run (and of a serving sync), where a fault-injection test
+can kill the process.
 
 `OASIS_KILL_AT=<stage>` makes the process SIGKILL itself when it reaches that
 stage (the real CLI, no mock): the tests then check what a reader sees. Unset,
@@ -17,6 +18,13 @@ STAGES = (
     "after_warehouse",   # warehouse loaded, LATEST not moved
     "before_pointer",
     "after_pointer",
+)
+
+# Stages of `oasis serving sync` (jobs.feature_store.sync), killed by its own tests.
+SERVING_STAGES = (
+    "serving_between_views",  # a new store with one feature view written of two
+    "serving_store_built",    # every view written, the store not yet marked complete
+    "serving_before_switch",  # the store complete, `current` not yet moved to it
 )
 
 

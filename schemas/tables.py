@@ -125,6 +125,7 @@ PROMOTION_SCORES = Table(
         F("saves", "int64", doc="extra: saves in the window"),
         F("weighted_plays", "double", doc="extra: decay-weighted plays used by the estimates"),
         F("release_date", "date", doc="extra: from the enrollment"),
+        F("flight_end", "date", doc="last day of the row's campaign flight: never served after it"),
     ),
     doc="One row per enrolled (track, market, promotion surface), eligible or not.",
     key=("score_date", "track_id", "market", "surface"),
@@ -179,6 +180,26 @@ CAPACITY = Table(
     key=("score_date", "market", "surface"),
 )
 
+# Constraint families of the prices table, in the order of DESIGN §4's LP.
+PRICE_CONSTRAINTS = ("capacity", "artist_cap", "licensor_cap", "campaign_floor", "track_cap")
+
+PRICES = Table(
+    "prices",
+    (
+        F("score_date", "date"),
+        F("snapshot_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("constraint", "string", doc="capacity, artist_cap, licensor_cap, campaign_floor or track_cap"),
+        F("key", "string", doc="artist_id, licensor_id, campaign_id or track_id; empty for capacity"),
+        F("bound", "double", doc="the constraint's right-hand side: K, phi*K, psi*K, F_c or rho*E"),
+        F("slack", "double", doc=">= 0: how far the plan is from the bound (for a floor: sum x + u - F)"),
+        F("price", "double", doc=">= 0: the dual value, objective gained per unit the bound is relaxed"),
+    ),
+    doc="Per (market, promotion surface) LP: the dual price of every constraint over an eligible track.",
+    key=("score_date", "market", "surface", "constraint", "key"),
+)
+
 SNAPSHOTS = Table(
     "snapshots",
     (
@@ -197,6 +218,6 @@ SNAPSHOTS = Table(
 )
 
 INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
-OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY)}
+OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES)}
 ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
-                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, SNAPSHOTS)}
+                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS)}

@@ -68,6 +68,18 @@ def add_warehouse(p: argparse.ArgumentParser) -> None:
                    help="bq://PROJECT.DATASET, or a .duckdb path (default: OUT/warehouse.duckdb)")
 
 
+def add_serving_freshness(p: argparse.ArgumentParser) -> None:
+    """How a serving reader judges a snapshot's age (`jobs.serving`)."""
+    p.add_argument("--today", type=date_arg, default=None, metavar="DATE",
+                   help="the day serving uses the scores on (default: today, UTC); rows whose flight ended before "
+                        "it are left out, and the snapshot's age is counted to it")
+    p.add_argument("--max-age-days", type=non_negative_int, default=None, metavar="N",
+                   help="refuse a snapshot whose score date is more than N days before --today (default: the "
+                        "snapshot's valid_until, score date + serving_max_age_days, 2 by default)")
+    p.add_argument("--allow-stale", action="store_true",
+                   help="serve the snapshot even when it is older than that (say so in the incident log)")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """The flags of `jobs.run.options.RunOptions`."""
     p.add_argument("--force", action="store_true",

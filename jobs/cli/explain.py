@@ -104,8 +104,8 @@ def render_text(doc: dict) -> str:
                  f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
         lp = s["lp"]
         L.append(f"allocation   the {doc['market']} {s['surface']} LP ({lp['eligible_tracks']} eligible of "
-                 f"{lp['tracks']} rows) rebuilt from the published columns and solved exactly (HiGHS); "
-                 f"shadow price = objective gained per unit the limit is relaxed")
+                 f"{lp['tracks']} rows) rebuilt from the published columns; shadow prices {lp['prices_source']} "
+                 f"(objective gained per unit the limit is relaxed)")
         cp = lp["capacity"]
         L.append(f"  capacity   sum x = {num(cp['planned_total'])} of K = {num(cp['capacity'])}   "
                  f"{_state(cp['tight'], cp['shadow_price'])}   shadow price {num(cp['shadow_price'])} "
@@ -134,11 +134,10 @@ def render_text(doc: dict) -> str:
             L.append(f"  marginal   the track {lp['why']}")
         pc = lp["plan_check"]
         if not pc["published_is_optimal"]:
-            L.append(f"  WARNING    the published plan is not this LP's exact optimum (objective "
-                     f"{num(pc['published_objective'])} vs {num(pc['exact_objective'])}, max |x difference| "
-                     f"{num(pc['max_abs_plan_difference'])}, this track's exact x {num(lp['exact_planned'])}"
-                     + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "")
-                     + "); the shadow prices above belong to the exact optimum")
+            L.append(f"  WARNING    the prices do not certify the published plan as this LP's optimum (objective "
+                     f"{num(pc['published_objective'])} vs dual bound {num(pc['dual_bound'])}, relative gap "
+                     f"{num(pc['relative_gap'])}"
+                     + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "") + ")")
         r = s["result"]
         L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
                  f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")

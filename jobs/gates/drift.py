@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 PSI_BINS = 10  # equal-width score bins over [0, 1]
 PSI_PSEUDOCOUNT = 0.5  # per bin (Jeffreys): keeps log(q/p) finite for an empty bin
+# Not compared by row_count: a prices row exists per eligible track, so the table shrinks with
+# eligibility, which the eligible_share gate judges (all campaigns cancelled: prices fell below half).
+FOLLOW_ELIGIBILITY = ("prices",)
 
 
 def drift_gates(tables: dict[str, pa.Table], previous: tuple[str, Manifest] | None, cfg: Config) -> list[GateResult]:
@@ -49,6 +52,8 @@ def row_count(tables: dict[str, pa.Table], prev_rows: dict | None, note: str, cf
         return result("row_count", True, f"not compared: {note}", None, limit)
     drops, parts, bad = {}, [], []
     for name, t in tables.items():
+        if name in FOLLOW_ELIGIBILITY:
+            continue
         before, now = prev_rows.get(name), t.num_rows
         if not before:
             parts.append(f"{name} {now} (none before)")

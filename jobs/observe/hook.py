@@ -251,7 +251,7 @@ class BackfillWatch:
 @contextlib.contextmanager
 def observed_step(command: str, output_root: str, export_metrics: bool = False) -> Iterator[dict]:
     """Records a command that has no logs date, such as `oasis serving sync`
-    (not on main yet): a run record, START and COMPLETE/FAIL lineage events
+    (`jobs.feature_store.sync.observed_sync`): a run record, START and COMPLETE/FAIL lineage events
     (job `serving_sync`). The body may fill the yielded dict with `status`
     (published or already_published) and `snapshot_id` (what it synced). Metrics
     stay the daily run's unless `export_metrics`."""

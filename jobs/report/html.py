@@ -8,10 +8,12 @@ anywhere, from a local folder or a bucket download, and costs a few tens of
 milliseconds to draw.
 
 Contents: the key numbers of the run (rows read, dead-lettered, duplicates
-removed, eligible rows and why the others are not, validation results) and four
+removed, eligible rows and why the others are not, validation results), four
 plots: the score distribution of eligible rows, capacity used per (market,
 surface), delivery against the floor per campaign (shortfalls highlighted) and
-the score drift against the previous snapshot. It is built from the published
+the score drift against the previous snapshot; and fair exposure per (market,
+surface): planned plays by artist size decile against eligible tracks, and the
+Gini coefficient (`jobs.report.exposure`). It is built from the published
 tables and the manifest only, so it never contains user ids; every piece of
 text in it, plots included, goes through `html.escape`.
 """
@@ -26,6 +28,7 @@ import pandas as pd
 
 from jobs import layout
 from jobs.manifest import Manifest
+from jobs.report import exposure
 from jobs.report.plots import plot_capacity, plot_delivery, plot_drift, plot_scores
 from pipelines import storage
 
@@ -72,6 +75,7 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
         _section("capacity", "Capacity used per market and surface", *plot_capacity(capacity)),
         _section("delivery", "Delivery against the floor per campaign", *plot_delivery(delivery)),
         _section("drift", "Score drift against the previous snapshot", *plot_drift(scores, previous)),
+        _fair_exposure(_pandas(tables["promotion_scores"], exposure.SCORE_COLUMNS)),
         _details(manifest, scores),
         _config(manifest),
     ]
@@ -139,6 +143,46 @@ def _key_numbers(manifest: Manifest, scores: pd.DataFrame) -> str:
         out.append("<p class='bad'>validation failed: " + ", ".join(e(name) for name in failed) + "</p>")
     out.append("</section>")
     return "".join(out)
+
+
+def _fair_exposure(scores: pd.DataFrame) -> str:
+    """Per (market, surface): each artist size decile's share of planned
+    promoted plays / share of eligible tracks, and the Gini coefficient. The
+    exact numbers are in data- attributes."""
+    e = html.escape
+    deciles, summary = exposure.fair_exposure(scores)
+    cells = {(r.market, r.surface, r.size_decile): r for r in deciles.itertuples(index=False)}
+    head = "".join(f"<th>d{d}</th>" for d in range(1, exposure.DECILES + 1))
+    rows = []
+    for r in summary.itertuples(index=False):
+        tds = []
+        for d in range(1, exposure.DECILES + 1):
+            c = cells.get((r.market, r.surface, d))
+            if c is None:
+                tds.append("<td class='num'>&ndash;</td>")
+                continue
+            planned = "n/a" if pd.isna(c.planned_share) else f"{100 * c.planned_share:.1f}%"
+            tds.append(f"<td class='num' data-decile='{d}' data-artists='{c.artists}' "
+                       f"data-planned-share='{_exact(c.planned_share)}' "
+                       f"data-track-share='{_exact(c.eligible_track_share)}'>"
+                       f"{planned} / {100 * c.eligible_track_share:.1f}%</td>")
+        gini = "n/a" if pd.isna(r.gini) else f"{r.gini:.3f}"
+        rows.append(f"<tr data-market='{e(r.market)}' data-surface='{e(r.surface)}' data-gini='{_exact(r.gini)}'>"
+                    f"<td>{e(r.market)}</td><td>{e(r.surface)}</td><td class='num'>{r.artists:,}</td>"
+                    f"<td class='num'>{gini}</td>{''.join(tds)}</tr>")
+    if not rows:
+        body = "<p class='empty'>no eligible rows in this snapshot</p>"
+    else:
+        body = (f"<table id='fair-exposure-table'><tr><th>market</th><th>surface</th><th>artists</th><th>Gini</th>"
+                f"{head}</tr>{''.join(rows)}</table>")
+    return ("<section id='fair-exposure'><h2>Fair exposure: planned plays by artist size</h2>"
+            "<p class='sub'>Artists with an eligible track, in size deciles by forecast organic plays (d1 "
+            "smallest); each cell is the decile's share of planned promoted plays / its share of eligible "
+            "tracks. Gini of planned plays across artists: 0 equal, 1 all to one.</p>" + body + "</section>")
+
+
+def _exact(v) -> str:
+    return "" if v is None or pd.isna(v) else repr(float(v))
 
 
 def _details(manifest: Manifest, scores: pd.DataFrame) -> str:

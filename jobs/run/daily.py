@@ -223,7 +223,8 @@ class DailyRun:
                 missing_window_days=[d.isoformat() for d in plan.missing_days]),
             tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
             dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
-            dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0])
+            dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0],
+            valid_until=plan.score_date + dt.timedelta(days=self.cfg.serving_max_age_days))
         # the report is written before the manifest, so the manifest lists it with its sha256
         manifest.report = report.write_report_or_error(plan.snapshot_dir, manifest, tables, self.previous)
         self.laps.mark("report")

@@ -38,14 +38,32 @@ def content_sha256(table: pa.Table, key: list[str]) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
-def read_table_files(files: list[str], name: str, columns: list[str] | None = None) -> pa.Table:
-    """The rows of a published table's files, cast to its contract (only
-    `columns`, when given)."""
+def as_contract(table: pa.Table, name: str, columns: list[str] | None = None) -> pa.Table:
+    """A published file's rows cast to table `name`'s contract (only `columns`,
+    when given). A column the contract gained after an older snapshot was
+    written reads as nulls (its field then nullable)."""
     schema = OUTPUTS[name].arrow()
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    tables = [pq.read_table(storage.open_input(f), columns=columns).cast(schema) for f in files]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+    for i, f in enumerate(schema):
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+            schema = schema.set(i, f.with_nullable(True))
+    return table.select(schema.names).cast(schema)
+
+
+def read_table_files(files: list[str], name: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a published table's files, cast to its contract (only
+    `columns`, when given; see `as_contract`)."""
+    wanted = columns if columns is not None else OUTPUTS[name].names
+    tables = []
+    for f in files:
+        with pq.ParquetFile(storage.open_input(f)) as pf:
+            present = [c for c in wanted if c in pf.schema_arrow.names]
+            tables.append(as_contract(pf.read(columns=present), name, columns))
+    if not tables:
+        return as_contract(OUTPUTS[name].empty(), name, columns)
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def describe_tables(snapshot_dir: str) -> tuple[dict[str, TableEntry], dict[str, pa.Table]]:

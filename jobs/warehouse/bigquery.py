@@ -27,8 +27,8 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, WarehouseError, check_identifier, latest_view_sql,
-                                 parquet_bytes)
+from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, WarehouseError, check_identifier, parquet_bytes,
+                                 view_sql)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class BigQueryWarehouse:
                 table.clustering_fields = CLUSTERING
             got = self.client.create_table(table, exists_ok=True)
             self._check_layout(t, table, got)
-        for name, body in latest_view_sql(self._q).items():
+        for name, body in view_sql(self._q).items():
             self.client.query(f"CREATE OR REPLACE VIEW {self._q(name)} AS {body}").result()
         self._ensured = True
 

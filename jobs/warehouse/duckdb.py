@@ -9,7 +9,7 @@ import time
 import duckdb
 import pyarrow as pa
 
-from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, latest_view_sql
+from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, view_sql
 from schemas import OUTPUTS, SNAPSHOTS
 
 
@@ -47,8 +47,13 @@ class DuckDBWarehouse:
         for t in (*WAREHOUSE_TABLES, SNAPSHOTS):
             con.register("_empty", t.empty())
             con.execute(f"CREATE TABLE IF NOT EXISTS {self._q(t.name)} AS SELECT * FROM _empty")
+            # a column the contract gained after the file was made (appended, as the contract appends)
+            have = {name for name, *_ in con.execute(f"DESCRIBE {self._q(t.name)}").fetchall()}
+            for name, kind, *_ in con.execute("DESCRIBE _empty").fetchall():
+                if name not in have:
+                    con.execute(f"ALTER TABLE {self._q(t.name)} ADD COLUMN {check_identifier(name)} {kind}")
             con.unregister("_empty")
-        for name, body in latest_view_sql(self._q).items():
+        for name, body in view_sql(self._q).items():
             con.execute(f"CREATE OR REPLACE VIEW {self._q(name)} AS {body}")
 
     def publish(self, score_date: dt.date, tables: dict[str, pa.Table], registry: dict) -> None:

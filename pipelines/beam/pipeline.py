@@ -99,7 +99,7 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
 
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
-                        ("capacity", scored["capacity"])):
+                        ("capacity", scored["capacity"]), ("prices", scored["prices"])):
         written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name))
 
     _ = (tuple(dead)
@@ -110,4 +110,4 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
          | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
          | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
-            "written": written, "latest_enrollments": latest}
+            "prices": scored["prices"], "written": written, "latest_enrollments": latest}

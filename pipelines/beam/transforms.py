@@ -6,7 +6,7 @@ slower than working on batches (NOTES.md).
   LatestEnrollments     enrollment batches -> one table, latest row per key
   AggregateDailySignals one day's events -> per (track, market, surface) aggregates + surface totals
                         (rows spilled to scratch files by track shard; only references are shuffled)
-  ScoreMarkets          aggregates + totals + enrollments -> scores, delivery, capacity per market
+  ScoreMarkets          aggregates + totals + enrollments -> scores, delivery, capacity, prices per market
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pipelines.beam.coders import Named
 from pipelines.config import Config
 from pipelines.metrics import counter
 from pipelines.scoring.market import score_market
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
-                     PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PRICES,
+                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
 
 # ----------------------------------------------------------------- check ---
@@ -230,7 +230,7 @@ def _by_market(table: pa.Table):
 
 
 class ScoreMarketFn(beam.DoFn):
-    DELIVERY, CAPACITY = "delivery", "capacity"
+    DELIVERY, CAPACITY, PRICES = "delivery", "capacity", "prices"
 
     def __init__(self, as_of: dt.date, cfg: Config, observed_days: list[dt.date], snapshot_id: str,
                  method: str):
@@ -268,6 +268,8 @@ class ScoreMarketFn(beam.DoFn):
                                                                      score_date, self.snapshot_id)))
         yield beam.pvalue.TaggedOutput(self.CAPACITY, (name, _finish(result.capacity, CAPACITY,
                                                                      score_date, self.snapshot_id)))
+        yield beam.pvalue.TaggedOutput(self.PRICES, (name, _finish(result.prices, PRICES,
+                                                                   score_date, self.snapshot_id)))
 
 
 def _sorted(t: pa.Table, contract_table) -> pa.Table:
@@ -291,8 +293,8 @@ def _finish(df, table, score_date: dt.date, snapshot_id: str) -> pa.Table:
 
 class ScoreMarkets(beam.PTransform):
     """Join aggregates, totals and enrollments by market, then score and
-    allocate each market. Outputs tagged `scores`, `delivery`, `capacity`, each
-    of (part name, table)."""
+    allocate each market. Outputs tagged `scores`, `delivery`, `capacity`,
+    `prices`, each of (part name, table)."""
 
     def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str):
         super().__init__()
@@ -307,10 +309,10 @@ class ScoreMarkets(beam.PTransform):
         out = (keyed
                | "JoinByMarket" >> beam.CoGroupByKey()
                | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args))
-               .with_output_types(Named, **{ScoreMarketFn.DELIVERY: Named, ScoreMarketFn.CAPACITY: Named})
-               .with_outputs(
-                   ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, main="scores"))
-        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity}
+               .with_output_types(Named, **{ScoreMarketFn.DELIVERY: Named, ScoreMarketFn.CAPACITY: Named,
+                                            ScoreMarketFn.PRICES: Named})
+               .with_outputs(ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, ScoreMarketFn.PRICES, main="scores"))
+        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity, "prices": out.prices}
 
 
 def concat_dead_letters(tables):

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.allocation.prices import PRICE_COLUMNS, price_columns
 from pipelines.allocation.problem import Problem
 from pipelines.allocation.solve import solve
 from pipelines.arrays import sorted_codes
 from pipelines.config import Config
 from pipelines.scoring.campaigns import Candidates, campaign_floors, candidates, delivery_frame
 from pipelines.scoring.estimation import guardrail, priors, shrink
-from pipelines.scoring.signals import day_weights, daynum, surface_totals, track_signals, window_days
+from pipelines.scoring.signals import dates, day_weights, daynum, surface_totals, track_signals, window_days
 from schemas import PROMOTION_SURFACES
 
 # Reasons a row is not eligible, in the order they are reported (first wins).
@@ -46,6 +47,7 @@ class MarketResult:
     scores: pd.DataFrame
     delivery: pd.DataFrame
     capacity: pd.DataFrame
+    prices: pd.DataFrame
 
 
 def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, totals: pd.DataFrame,
@@ -103,8 +105,8 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     campaign, campaign_ids = sorted_codes(tracks.campaign_id)
     camp = campaign_floors(campaign, live_flight & tracks.on_surface, eligible, upper, delivered,
                             tracks.start, tracks.end, today, cfg)
-    x, camp["planned"], camp["shortfall"], capacity = _allocate(
-        market, tracks, value, upper, eligible, camp, total_forecast, prior, cfg, method)
+    x, camp["planned"], camp["shortfall"], capacity, prices = _allocate(
+        market, tracks, value, upper, eligible, camp, campaign_ids, total_forecast, prior, cfg, method)
 
     scores = pd.DataFrame({
         "track_id": np.tile(tracks.track_id, shape[0]), "market": market,
@@ -120,21 +122,24 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         "skips": sig["skips"].ravel(), "saves": sig["saves"].ravel(),
         "weighted_plays": sig["w_plays"].ravel(),
         "release_date": np.tile(tracks.release_date, shape[0]),
+        "flight_end": np.tile(dates(tracks.end), shape[0]),
     })
     return MarketResult(scores, delivery_frame(market, camp, campaign_ids, tracks.licensor_id),
-                        pd.DataFrame(capacity))
+                        pd.DataFrame(capacity), prices)
 
 
 def _allocate(market: str, tracks: Candidates, value: np.ndarray, upper: np.ndarray, eligible: np.ndarray,
-              camp: dict, total_forecast: np.ndarray, prior: dict, cfg: Config, method: str):
+              camp: dict, campaign_ids: np.ndarray, total_forecast: np.ndarray, prior: dict, cfg: Config,
+              method: str):
     """Build and solve the LP of each promotion surface. Returns the plan x
     (surface, track), each campaign's planned plays and shortfall (in `camp`
-    order), and the capacity rows."""
-    artist, licensor = sorted_codes(tracks.artist_id)[0], sorted_codes(tracks.licensor_id)[0]
+    order), the capacity rows and the price rows."""
+    artist, artist_ids = sorted_codes(tracks.artist_id)
+    licensor, licensor_ids = sorted_codes(tracks.licensor_id)
     K = cfg.promoted_share_cap * total_forecast
     x = np.zeros(value.shape)
     planned, shortfall = np.zeros(len(camp["floor"])), np.zeros(len(camp["floor"]))
-    capacity = []
+    capacity, prices = [], []
     for s, surface in enumerate(PROMOTION_SURFACES):
         lo, hi = camp["offsets"][s], camp["offsets"][s + 1]   # this surface's campaigns
         vmax = float(np.max(np.abs(value[s][eligible[s]]))) if eligible[s].any() else 0.0
@@ -158,7 +163,12 @@ def _allocate(market: str, tracks: Candidates, value: np.ndarray, upper: np.ndar
             "prior_strength_save": prior["k_save"][s], "candidates": int(value.shape[1]),
             "eligible_rows": int(eligible[s].sum()),
         })
-    return x, planned, shortfall, capacity
+        prices.append(price_columns(problem, sol, artist_ids, licensor_ids, campaign_ids[camp["campaign"][lo:hi]],
+                                    tracks.track_id))
+    price_frame = pd.DataFrame({c: np.concatenate([p[c] for p in prices]) for c in PRICE_COLUMNS})
+    price_frame["market"] = market
+    price_frame["surface"] = np.repeat(np.array(PROMOTION_SURFACES, dtype=object), [len(p["key"]) for p in prices])
+    return x, planned, shortfall, capacity, price_frame
 
 
 def first_reason(broken: np.ndarray) -> np.ndarray:

@@ -1,17 +1,21 @@
 """`oasis explain` end to end: one small world published once, then explain
 an eligible and an ineligible track through the real CLI; every number it
-prints must be the published one."""
+prints must be the published one, prices included (read from the snapshot's
+prices table, not re-solved; an older snapshot without one is re-solved)."""
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import io
 import json
+import os
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from jobs import explain as explain_module
 from jobs.cli import main as cli
 from pipelines.allocation import verify as yardstick
 from pipelines.allocation.exact import solve_exact
@@ -33,7 +37,7 @@ def published(tmp_path_factory):
     (snap,) = worlds.snapshot_dirs(out)
     return {"out": out, "snap": snap, "manifest": worlds.manifest(snap),
             "scores": worlds.table(snap, "promotion_scores"), "delivery": worlds.table(snap, "campaign_delivery"),
-            "capacity": worlds.table(snap, "capacity")}
+            "capacity": worlds.table(snap, "capacity"), "prices": worlds.table(snap, "prices")}
 
 
 def explain(capsys, *args) -> tuple[int, str, str]:
@@ -148,6 +152,13 @@ def _independent_prices(p: dict, track: str, market: str, surface: str) -> dict:
             "licensor": sol.licensor_price[licensors.index(rows.loc[i, "licensor_id"])]}
 
 
+def _published_price(prices: pd.DataFrame, market, surface, constraint, key) -> float:
+    sel = prices[(prices["market"] == market) & (prices["surface"] == surface) & (prices["constraint"] == constraint)
+                 & (prices["key"] == key)]
+    assert len(sel) <= 1
+    return float(sel["price"].iloc[0]) if len(sel) else 0.0
+
+
 def test_eligible_track_json_equals_the_published_rows(published, capsys):
     track, market = _eligible_track(published["scores"])
     doc = explain_json(capsys, published["out"], track, market)
@@ -159,6 +170,18 @@ def test_eligible_track_json_equals_the_published_rows(published, capsys):
     assert at_cap and all(s["lp"]["track_cap"]["tight"] for s in at_cap)
     for s in doc["surfaces"]:
         lp = s["lp"]
+        row = _row(published["scores"], track_id=track, market=market, surface=s["surface"])
+        assert lp["prices_source"].startswith("published")
+        for part, constraint, key in (("capacity", "capacity", ""), ("artist", "artist_cap", row["artist_id"]),
+                                      ("licensor", "licensor_cap", row["licensor_id"]),
+                                      ("track_cap", "track_cap", track),
+                                      ("campaign_floor", "campaign_floor", row["campaign_id"])):
+            got = _published_price(published["prices"], market, s["surface"], constraint, key)
+            assert (lp[part] or {"shadow_price": 0.0})["shadow_price"] == got, part
+        # the published prices certify the published plan: their dual bound is its objective
+        pc = lp["plan_check"]
+        assert pc["published_is_optimal"] and pc["dual_bound"] == pytest.approx(pc["published_objective"],
+                                                                                  rel=1e-7)
         want = _independent_prices(published, track, market, s["surface"])
         assert lp["capacity"]["shadow_price"] == pytest.approx(want["capacity"], abs=1e-12)
         assert lp["artist"]["shadow_price"] == pytest.approx(want["artist"], abs=1e-12)
@@ -272,3 +295,32 @@ def test_bad_requests_are_clear_errors(published, capsys):
     rc, _, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", market, "--output", out,
                          "--snapshot", "20990101T000000Z-000000")
     assert rc == 1 and "no published snapshot 20990101T000000Z-000000" in err
+
+
+def test_prices_come_from_the_snapshot_without_solving(published, capsys, monkeypatch, tmp_path):
+    """explain never solves a snapshot that has a prices table; one published
+    before the table existed (format 2, no prices) is solved for the same prices."""
+    track, market = _eligible_track(published["scores"])
+
+    def no_solving(problem):
+        raise AssertionError("explain solved an LP although the snapshot publishes its prices")
+
+    monkeypatch.setattr(explain_module, "solve_exact", no_solving)
+    doc = explain_json(capsys, published["out"], track, market)
+    monkeypatch.undo()
+
+    old = str(tmp_path / "out")
+    shutil.copytree(os.path.join(published["out"], "snapshots"), os.path.join(old, "snapshots"))
+    (snap,) = worlds.snapshot_dirs(old)
+    manifest = worlds.manifest(snap)
+    del manifest["tables"]["prices"], manifest["valid_until"]
+    manifest["format_version"] = 2
+    with open(os.path.join(snap, "_MANIFEST.json"), "w") as f:
+        json.dump(manifest, f)
+    shutil.rmtree(os.path.join(snap, "prices"))
+    older = explain_json(capsys, old, track, market)
+    for new_s, old_s in zip(doc["surfaces"], older["surfaces"]):
+        assert old_s["lp"]["prices_source"].startswith("derived")
+        for part in ("capacity", "artist", "licensor", "track_cap"):
+            assert old_s["lp"][part]["shadow_price"] == pytest.approx(new_s["lp"][part]["shadow_price"], abs=1e-9)
+        assert old_s["lp"]["marginal_value"] == pytest.approx(new_s["lp"]["marginal_value"], abs=1e-9)

@@ -12,7 +12,8 @@ from pathlib import Path
 import luigi
 import pytest
 
-from jobs.luigi_tasks import DailyScores, InputPartition
+from jobs.feature_store import repository
+from jobs.luigi_tasks import DailyScores, InputPartition, ServingSync
 from tests.support import worlds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,19 @@ def test_daily_task_runs_and_is_complete_afterwards(built):
                         local_scheduler=True, detailed_summary=True)
     assert again.status == luigi.LuigiStatusCode.SUCCESS and "complete ones were encountered" in again.summary_text
     assert len(worlds.snapshot_dirs(out)) == 1
+
+
+def test_serving_sync_runs_after_daily_scores(built, world):
+    """ServingSync requires DailyScores (already complete here) and puts the
+    snapshot LATEST points to into the online store; then it is complete."""
+    out, task, _, _ = built
+    sync = ServingSync(date=task.date, input_root=world, output_root=out, today="2026-11-25")
+    assert sync.requires() == task and not sync.complete()
+    result = luigi.build([sync], local_scheduler=True, detailed_summary=True)
+    assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
+    state = repository.current_state(os.path.join(out, "feature_repo"))
+    assert f"score_date=2026-11-25/{state['snapshot_id']}" == worlds.latest(out)
+    assert state["rows"]["promotion_scores"] > 0 and sync.complete()
 
 
 def test_missing_input_partition_is_a_missing_dependency_and_nothing_runs(world, tmp_path):

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -96,6 +97,69 @@ def test_report_is_written_and_listed_in_the_manifest(runs):
                                "sha256": hashlib.sha256(data).hexdigest()}
         # `oasis run` (and so `make run`) prints where the report is
         assert f"  report:           {os.path.join(snap, 'report.html')}\n" in stdout
+
+
+def _direct_fair_exposure(scores: pd.DataFrame) -> dict:
+    """Fair exposure computed here, with loops, from promotion_scores: per
+    (market, surface) the Gini (mean absolute difference over all pairs) and per
+    size decile (NTILE(10) by organic plays, then artist_id) the planned and
+    eligible-track shares."""
+    out = {}
+    for (market, surface), g in scores.groupby(["market", "surface"]):
+        art = {}
+        for r in g.itertuples(index=False):
+            a = art.setdefault(r.artist_id, [0.0, 0, 0.0])
+            a[0] += r.supply_forecast
+            a[1] += int(r.eligible)
+            a[2] += r.planned_promoted_plays
+        rows = sorted((size, artist, el, x) for artist, (size, el, x) in art.items() if el > 0)
+        n, total_x, total_el = len(rows), sum(r[3] for r in rows), sum(r[2] for r in rows)
+        small, extra = divmod(n, 10)
+        decile, seen = [], 0
+        for d in range(1, 11):
+            size = small + (1 if d <= extra else 0)
+            decile += [d] * size
+            seen += size
+        shares = {}
+        for d in sorted(set(decile)):
+            members = [r for r, k in zip(rows, decile) if k == d]
+            shares[d] = (sum(r[3] for r in members) / total_x if total_x > 0 else None,
+                         sum(r[2] for r in members) / total_el, len(members))
+        xs = [r[3] for r in rows]
+        gini = (sum(abs(a - b) for a in xs for b in xs) / (2 * n * total_x)) if total_x > 0 else None
+        out[(market, surface)] = {"gini": gini, "deciles": shares, "artists": n}
+    return out
+
+
+def test_fair_exposure_in_the_report_equals_a_direct_computation(runs):
+    html, snap, out = runs["html"][1], runs["snaps"][1], runs["out"]
+    want = _direct_fair_exposure(worlds.table(snap, "promotion_scores"))
+    table = re.search(r"<table id='fair-exposure-table'>.*?</table>", html, re.S).group(0)
+    rows = re.findall(r"<tr data-market='([A-Z]+)' data-surface='([a-z]+)' data-gini='([^']*)'>(.*?)</tr>", table)
+    assert sorted((m, s) for m, s, _, _ in rows) == sorted(want) and len(rows) == 6
+    for market, surface, gini, cells in rows:
+        w = want[(market, surface)]
+        assert w["gini"] is not None and float(gini) == pytest.approx(w["gini"], abs=1e-12)
+        got = {int(d): (float(p), float(t), int(a)) for d, a, p, t in re.findall(
+            r"data-decile='(\d+)' data-artists='(\d+)' data-planned-share='([^']*)' data-track-share='([^']*)'",
+            cells)}
+        assert sorted(got) == sorted(w["deciles"])
+        for d, (planned, tracks, artists) in got.items():
+            wp, wt, wa = w["deciles"][d]
+            assert (planned, tracks, artists) == (pytest.approx(wp, abs=1e-12), pytest.approx(wt, abs=1e-12), wa)
+    # the warehouse view computes the same numbers
+    con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
+    try:
+        view = con.execute("SELECT market, surface, size_decile, artists, planned_share, eligible_track_share, gini "
+                           "FROM fair_exposure WHERE score_date = DATE '2026-11-25'").fetchall()
+    finally:
+        con.close()
+    assert len(view) == sum(len(w["deciles"]) for w in want.values())
+    for market, surface, d, artists, planned, tracks, gini in view:
+        w = want[(market, surface)]
+        assert (artists, planned, tracks, gini) == (w["deciles"][d][2], pytest.approx(w["deciles"][d][0], abs=1e-12),
+                                                    pytest.approx(w["deciles"][d][1], abs=1e-12),
+                                                    pytest.approx(w["gini"], abs=1e-12))
 
 
 def test_report_is_self_contained_with_four_inline_plots(runs):
@@ -219,7 +283,8 @@ def test_drift_against_the_previous_snapshot(runs):
 
 def _tiny_tables(shortfall: float) -> dict:
     scores = pd.DataFrame({"track_id": ["t1", "t2"], "market": "XX", "surface": "radio", "eligible": [True, False],
-                           "score": [0.5, 0.0]})
+                           "score": [0.5, 0.0], "score_date": dt.date(2026, 1, 2), "artist_id": ["a1", "a2"],
+                           "supply_forecast": [4.0, 2.0], "planned_promoted_plays": [1.0, 0.0]})
     delivery = pd.DataFrame({"campaign_id": ["c-ok", "c-short"], "market": "XX", "surface": "radio",
                              "floor": [1.0, 2.0], "planned": [1.5, 2.0 - shortfall], "shortfall": [0.0, shortfall],
                              "pacing_multiplier": [1.0, 2.0]})

@@ -1,5 +1,6 @@
 """jobs.serving.load_latest: the latest snapshot, verified against its
-manifest, with a fallback to the previous one when a file is damaged or gone."""
+manifest, with a fallback to the previous one when a file is damaged or gone;
+never a stale one (unless told), never a row past its campaign's flight end."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,6 +18,7 @@ from pipelines import storage
 from tests.support import worlds
 
 DAYS = [worlds.END - dt.timedelta(days=1), worlds.END]
+TODAY = worlds.END + dt.timedelta(days=1)  # the newer snapshot's score date
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +62,16 @@ def _flip_byte(path: str) -> None:
 
 def test_intact_latest_is_loaded_with_its_tables(out):
     old, new, _, newer = _ids(out)
-    snap = serving.load_latest(out)
+    snap = serving.load_latest(out, today=TODAY)
     assert snap.snapshot_id == new["snapshot_id"] and snap.fell_back_from == []
     assert snap.score_date == dt.date.fromisoformat(new["score_date"])
     for name, meta in new["tables"].items():
-        assert snap.tables[name].num_rows == meta["rows"] > 0
-    expected = pq.read_table(os.path.join(newer, "promotion_scores")).sort_by("track_id")
-    got = snap.tables["promotion_scores"].sort_by("track_id")
-    assert got.column("score").to_pylist() == expected.column("score").to_pylist()
+        withheld = snap.withheld_rows if name == "promotion_scores" else 0  # flights that ended
+        assert snap.tables[name].num_rows + withheld == meta["rows"] > 0
+    expected = serving.servable_scores(pq.read_table(os.path.join(newer, "promotion_scores")), TODAY)
+    keys = [("track_id", "ascending"), ("market", "ascending"), ("surface", "ascending")]
+    got = snap.tables["promotion_scores"].sort_by(keys)
+    assert got.column("score").to_pylist() == expected.sort_by(keys).column("score").to_pylist()
 
 
 def test_one_corrupt_byte_falls_back_to_the_previous_snapshot(out, caplog):
@@ -75,12 +79,12 @@ def test_one_corrupt_byte_falls_back_to_the_previous_snapshot(out, caplog):
     rel, path = _a_file(newer)
     _flip_byte(path)
     with caplog.at_level(logging.WARNING, logger="jobs.serving"):
-        snap = serving.load_latest(out)
+        snap = serving.load_latest(out, today=TODAY)
     assert snap.snapshot_id == old["snapshot_id"]
     assert snap.score_date == dt.date.fromisoformat(old["score_date"])
     ((sid, reason),) = snap.fell_back_from
     assert sid == new["snapshot_id"] and rel in reason and "sha256" in reason
-    assert snap.tables["promotion_scores"].num_rows == old["tables"]["promotion_scores"]["rows"]
+    assert snap.tables["promotion_scores"].num_rows + snap.withheld_rows == old["tables"]["promotion_scores"]["rows"]
     assert any(new["snapshot_id"] in r.getMessage() and rel in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
 
@@ -90,7 +94,7 @@ def test_a_missing_file_falls_back_to_the_previous_snapshot(out, caplog):
     rel, path = _a_file(newer, "capacity")
     os.remove(path)
     with caplog.at_level(logging.WARNING, logger="jobs.serving"):
-        snap = serving.load_latest(out)
+        snap = serving.load_latest(out, today=TODAY)
     assert snap.snapshot_id == old["snapshot_id"]
     assert snap.fell_back_from == [(new["snapshot_id"], f"{rel} is listed in the manifest but missing")]
     assert any("missing" in r.getMessage() for r in caplog.records)
@@ -101,7 +105,7 @@ def test_a_damaged_run_report_is_logged_but_the_data_is_served(out, caplog):
     report = new["report"]["path"]  # report.html, listed with its sha256
     _flip_byte(os.path.join(newer, report))
     with caplog.at_level(logging.WARNING, logger="jobs.serving"):
-        snap = serving.load_latest(out)
+        snap = serving.load_latest(out, today=TODAY)
     assert snap.snapshot_id == new["snapshot_id"] and snap.fell_back_from == []
     assert any(report in r.getMessage() and "still served" in r.getMessage() for r in caplog.records)
 
@@ -111,19 +115,19 @@ def test_no_valid_snapshot_is_a_clear_error(out, tmp_path):
     _flip_byte(_a_file(newer)[1])
     os.remove(os.path.join(older, "_MANIFEST.json"))
     with pytest.raises(serving.NoValidSnapshot) as e:
-        serving.load_latest(out)
+        serving.load_latest(out, today=TODAY)
     msg = str(e.value)
     assert "no valid snapshot" in msg and new["snapshot_id"] in msg and old["snapshot_id"] in msg
     assert "sha256" in msg and "_MANIFEST.json is missing" in msg
     with pytest.raises(serving.NoValidSnapshot, match="nothing published"):
-        serving.load_latest(str(tmp_path / "empty"))
+        serving.load_latest(str(tmp_path / "empty"), today=TODAY)
 
 
 def test_a_snapshot_newer_than_latest_is_never_served(out):
     old, new, _, _ = _ids(out)
     with open(os.path.join(out, "snapshots", "LATEST"), "w") as fh:  # e.g. after a rollback
         fh.write(f"score_date={old['score_date']}/{old['snapshot_id']}\n")
-    snap = serving.load_latest(out)
+    snap = serving.load_latest(out, today=TODAY)
     assert snap.snapshot_id == old["snapshot_id"] and snap.fell_back_from == []
 
 
@@ -136,14 +140,47 @@ def test_gcs_corrupt_file_falls_back(published, gcs_env):
             rel = os.path.relpath(f, published).split(os.sep)
             storage.write_bytes(storage.join(root, *rel), open(f, "rb").read())
     old, new, _, newer = _ids(published)
-    assert serving.load_latest(root).snapshot_id == new["snapshot_id"]
+    assert serving.load_latest(root, today=TODAY).snapshot_id == new["snapshot_id"]
 
     rel, _ = _a_file(newer)
     uri = storage.join(root, "snapshots", f"score_date={new['score_date']}", new["snapshot_id"], *rel.split("/"))
     data = bytearray(storage.read_bytes(uri))
     data[len(data) // 2] ^= 0x01
     storage.write_bytes(uri, bytes(data))
-    snap = serving.load_latest(root)
+    snap = serving.load_latest(root, today=TODAY)
     assert snap.snapshot_id == old["snapshot_id"]
     ((sid, reason),) = snap.fell_back_from
     assert sid == new["snapshot_id"] and rel in reason and "sha256" in reason
+
+
+def test_a_three_day_old_latest_is_refused_naming_its_age(out):
+    _, new, _, _ = _ids(out)
+    score_date = dt.date.fromisoformat(new["score_date"])
+    assert new["valid_until"] == (score_date + dt.timedelta(days=2)).isoformat()  # the default 2 days
+    with pytest.raises(serving.StaleSnapshot) as e:
+        serving.load_latest(out, today=score_date + dt.timedelta(days=3))
+    msg = str(e.value)
+    assert new["snapshot_id"] in msg and "3 days before" in msg and f"valid until {new['valid_until']}" in msg
+    # two days old is still fresh; told otherwise, a stale one is served
+    assert serving.load_latest(out, today=score_date + dt.timedelta(days=2)).snapshot_id == new["snapshot_id"]
+    snap = serving.load_latest(out, today=score_date + dt.timedelta(days=3), allow_stale=True)
+    assert snap.snapshot_id == new["snapshot_id"]
+    assert serving.load_latest(out, today=score_date + dt.timedelta(days=3), max_age_days=3).snapshot_id
+    with pytest.raises(serving.StaleSnapshot, match="1 days before"):
+        serving.load_latest(out, today=score_date + dt.timedelta(days=1), max_age_days=0)
+
+
+def test_rows_past_their_flight_end_are_never_returned(out):
+    _, new, _, newer = _ids(out)
+    published = pq.read_table(os.path.join(newer, "promotion_scores")).to_pandas()
+    ends = sorted(published["flight_end"].unique())
+    assert len(ends) >= 3, ends  # flights that ended, that run, that have not started (the sample world)
+    for today in (TODAY, ends[1] + dt.timedelta(days=1)):
+        snap = serving.load_latest(out, today=today, allow_stale=True)
+        got = snap.tables["promotion_scores"].to_pandas()
+        past = published[published["flight_end"] < today]
+        assert len(past) > 0 and snap.withheld_rows == len(past)
+        assert (got["flight_end"] >= today).all() and len(got) == len(published) - len(past)
+        keys = ["track_id", "market", "surface"]
+        assert set(map(tuple, got[keys].to_numpy())) == set(map(tuple, published.loc[
+            published["flight_end"] >= today, keys].to_numpy()))

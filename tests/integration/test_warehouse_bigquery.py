@@ -9,7 +9,7 @@ import pytest
 from jobs.warehouse.base import WarehouseError
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
+from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PRICES, PROMOTION_SCORES, SNAPSHOTS
 
 pytestmark = pytest.mark.emulator
 
@@ -56,6 +56,9 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
             score_date, snapshot_id, variant),
         CAPACITY.name: _rows(CAPACITY, [dict(market=m, surface=s) for m, s in cells],
                              score_date, snapshot_id, variant),
+        PRICES.name: _rows(PRICES, [dict(market=m, surface=s, constraint=c, key=f"k{k}") for m, s in cells
+                                    for c in ("capacity", "track_cap") for k in range(2)],
+                           score_date, snapshot_id, variant),
     }
     registry = {
         "snapshot_id": snapshot_id,
@@ -63,7 +66,7 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         "created_at": created_at or T0,
         "code_version": "test",
         "run_fingerprint": f"fp-{snapshot_id}",
-        **{f"{name}_rows": t.num_rows for name, t in tables.items()},
+        **{f"{name}_rows": tables[name].num_rows for name in ("promotion_scores", "campaign_delivery", "capacity")},
         "manifest_uri": f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json",
     }
     return tables, registry
@@ -100,8 +103,9 @@ def test_publish_loads_every_table(bq_env):
     assert rows(wh, "SELECT * FROM snapshots") == [reg]
     assert staging_tables(bq_env) == []
     names = {t.table_id for t in bq_env.client().list_tables(f"{bq_env.project}.{bq_env.dataset}")}
-    assert names == {"promotion_scores", "campaign_delivery", "capacity", "snapshots",
-                     "promotion_scores_latest", "campaign_delivery_latest", "capacity_latest"}
+    assert names == {"promotion_scores", "campaign_delivery", "capacity", "prices", "snapshots",
+                     "promotion_scores_latest", "campaign_delivery_latest", "capacity_latest", "prices_latest",
+                     "fair_exposure"}
 
 
 def test_republishing_a_date_replaces_it(bq_env):
@@ -151,7 +155,7 @@ def test_tables_are_partitioned_and_clustered(bq_env):
     wh = BigQueryWarehouse.from_uri(bq_env.uri)
     wh.publish(D1, *snapshot(D1, "s1"))
     client = bq_env.client()
-    for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, SNAPSHOTS):
+    for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS):
         got = client.get_table(f"{bq_env.project}.{bq_env.dataset}.{t.name}")
         assert got.time_partitioning.field == "score_date"
         assert got.time_partitioning.type_ == "DAY"
@@ -289,6 +293,8 @@ def test_same_answers_as_duckdb(bq_env, tmp_path):
         "SELECT * FROM capacity_latest ORDER BY market, surface",
         "SELECT score_date, snapshot_id, COUNT(*) AS n, SUM(plays) AS plays FROM promotion_scores "
         "GROUP BY score_date, snapshot_id ORDER BY score_date, snapshot_id",
+        "SELECT * FROM prices_latest AS p ORDER BY p.market, p.surface, p.constraint, p.key",
+        "SELECT * FROM fair_exposure ORDER BY score_date, market, surface, size_decile",
     ]
     for sql in queries:
         assert bq.query(sql).to_pylist() == duck.query(sql).to_pylist(), sql

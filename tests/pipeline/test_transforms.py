@@ -17,10 +17,10 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from pipelines import arrays as arrow_ops
 from pipelines.beam.io import ReadInputBatches, WriteParquetParts
 from pipelines.beam.transforms import (AggregateDailySignals, CheckContract, LatestEnrollments, ScoreMarkets,
-                                       SpillShardsFn, read_spilled)
+                                      SpillShardsFn, read_spilled)
 from pipelines.config import Config
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SCORES,
-                     PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, PRICES,
+                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
 UTC = dt.timezone.utc
 DAY = dt.date(2024, 5, 10)
@@ -259,6 +259,7 @@ def test_score_markets():
         for r in rs:
             assert r["_part"] == f"part-{r['market']}"
             assert r["score_date"] == score_date and r["snapshot_id"] == "snap-1"
+            assert r["flight_end"] == dt.date(2024, 5, 31)
             assert 0.0 <= r["score"] <= 1.0
             assert 0.0 <= r["planned_promoted_plays"] <= r["max_promoted_plays"] + 1e-9
             if not r["eligible"]:
@@ -309,6 +310,25 @@ def test_score_markets():
             assert r["planned_total"] <= r["capacity"] + 1e-9
             assert r["capacity"] == pytest.approx(r["promoted_share_cap"] * r["total_forecast"])
             assert r["total_forecast"] == pytest.approx(800.0)
+        # prices: the capacity row is the capacity table's, one floor row per delivery row,
+        # one track_cap row per eligible row with a cap
+        prices = {(r["market"], r["surface"], r["constraint"], r["key"]): r for kind, r in elements
+                  if kind == "prices"}
+        for r in capacity:
+            row = prices[(r["market"], r["surface"], "capacity", "")]
+            assert (row["bound"], row["price"]) == (r["capacity"], r["shadow_price"])
+            assert row["slack"] == pytest.approx(r["capacity"] - r["planned_total"], abs=1e-9)
+        assert ({(m, s, k) for m, s, c, k in prices if c == "campaign_floor"}
+                == {(r["market"], r["surface"], r["campaign_id"]) for r in delivery})
+        for r in delivery:
+            assert prices[(r["market"], r["surface"], "campaign_floor", r["campaign_id"])]["bound"] == r["floor"]
+        capped = {(r["market"], r["surface"], r["track_id"]): r for r in scores if r["max_promoted_plays"] > 0}
+        assert {(m, s, k) for m, s, c, k in prices if c == "track_cap"} == set(capped)
+        for (m, s, t), r in capped.items():
+            row = prices[(m, s, "track_cap", t)]
+            assert row["bound"] == r["max_promoted_plays"]
+            assert row["slack"] == pytest.approx(r["max_promoted_plays"] - r["planned_promoted_plays"], abs=1e-12)
+        assert all(r["price"] >= 0 and r["slack"] >= 0 and r["score_date"] == score_date for r in prices.values())
 
     with test_pipeline.TestPipeline() as p:
         inputs = {
@@ -320,10 +340,12 @@ def test_score_markets():
         scores = out["scores"] | "ScoreRows" >> beam.FlatMap(rows, PROMOTION_SCORES)
         delivery = out["delivery"] | "DeliveryRows" >> beam.FlatMap(rows, CAMPAIGN_DELIVERY)
         capacity = out["capacity"] | "CapacityRows" >> beam.FlatMap(rows, CAPACITY)
+        prices = out["prices"] | "PriceRows" >> beam.FlatMap(rows, PRICES)
         assert_that(scores | "AllScores" >> beam.combiners.ToList(), lambda x: check_scores(x[0]), label="scores")
         tagged = ((scores | "TagS" >> beam.Map(lambda r: ("scores", r)),
                    delivery | "TagD" >> beam.Map(lambda r: ("delivery", r)),
-                   capacity | "TagC" >> beam.Map(lambda r: ("capacity", r)))
+                   capacity | "TagC" >> beam.Map(lambda r: ("capacity", r)),
+                   prices | "TagP" >> beam.Map(lambda r: ("prices", r)))
                   | beam.Flatten())
         assert_that(tagged | "All" >> beam.combiners.ToList(), lambda x: check_delivery_and_capacity(x[0]),
                     label="delivery_capacity")
