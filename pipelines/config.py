@@ -43,7 +43,10 @@ class Config:
     min_track_age_days: int = _p(30, 0, 3650, "tracks released fewer days before the score date are ineligible", kind=int)
     min_window_plays: int = _p(20, 0, 10**9, "plays on promotion surfaces in the window needed to be eligible", kind=int)
     # --- allocation -----------------------------------------------------
-    promoted_share_cap: float = _p(0.10, 0.0, 1.0, "kappa: capacity K = kappa * forecast total plays S", lo_open=True)
+    promoted_share_cap: float = _p(
+        0.05, 0.0, 1.0, "kappa: capacity K = kappa * forecast total plays S (promotion is scarce: on the sample "
+        "world the eligible tracks' caps rho*E add up to about 5-7% of S in its largest market, so 0.05 binds there "
+        "and 0.10 bound nowhere)", lo_open=True)
     track_boost_cap: float = _p(0.5, 0.0, 1.0, "rho: a track gets at most rho * E promoted plays", lo_open=True)
     artist_share_cap: float = _p(0.25, 0.0, 1.0, "phi: one artist gets at most phi * K", lo_open=True)
     licensor_share_cap: float = _p(0.40, 0.0, 1.0, "psi: one licensor gets at most psi * K", lo_open=True)
@@ -56,6 +59,10 @@ class Config:
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")
+    max_missing_days: int = _p(
+        2, 0, 120, "a run fails when more window days than this have no engagement rows (no partition, or one "
+        "whose files hold 0 rows) after the window's first day with rows; the logs day itself must have rows",
+        kind=int)
     # --- publish gates (jobs/gates; `oasis run --skip-gate NAME` overrides one) ---
     gate_max_row_drop: float = _p(
         0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "
