@@ -161,7 +161,7 @@ def check_beam_args(rest: list[str], p: argparse.ArgumentParser) -> str | None:
     first = unknown[0]
     if first.startswith("-"):
         name = first.split("=", 1)[0]
-        hint = _suggest(name, _options(p)) or _suggest(name, _options(parser))
+        hint = _suggest(name, _options(p) + _options(parser))
         return (f"unknown option {name}{hint}: it is neither an option of `{p.prog}` nor an Apache Beam "
                 "pipeline option (`--help` lists the command's options)")
     return f"unexpected argument {first!r} (`--help` lists the command's options)"

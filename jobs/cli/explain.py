@@ -8,7 +8,7 @@ import numpy as np
 
 from jobs import logs
 from jobs.cli import args as a
-from jobs.explain import PRICE_TOL, explain
+from jobs.explain import PRICE_TOL, date_warnings, explain
 from schemas import PROMOTION_SURFACES
 
 
@@ -36,9 +36,9 @@ def register(sub) -> None:
 
 
 def main(args, _beam_args) -> int:
-    doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
-    for w in doc["warnings"]:
+    for w in ([] if args.snapshot else date_warnings(args.output, args.date)):  # before any error, too
         logs.warning_line(f"oasis explain: note: {w}")
+    doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
     print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
     return 0
 

@@ -59,8 +59,28 @@ def command_name(args) -> str:
     return " ".join(x for x in ("oasis", getattr(args, "command", None), getattr(args, "action", None)) if x)
 
 
+def wants_json(argv: list[str]) -> bool:
+    """--log-format json anywhere on the line (known before argparse has run)."""
+    return any(a == "--log-format=json" or (a == "--log-format" and i + 1 < len(argv) and argv[i + 1] == "json")
+               for i, a in enumerate(argv))
+
+
+def json_usage_errors(ap: argparse.ArgumentParser) -> None:
+    """In JSON mode a usage error is a JSON record too, so stderr stays one
+    JSON object per line (argparse would print its usage text)."""
+    def error(p, message):
+        logs.configure("json")
+        logs.error_line(f"{p.prog}: error: {message}")
+        sys.exit(2)
+    for p in [ap] + a.leaf_parsers(ap):
+        p.error = (lambda p: lambda message: error(p, message))(p)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = parser()
+    if wants_json(argv):
+        json_usage_errors(ap)
     args, rest = ap.parse_known_args(argv)
     leaf = a.leaf_parser(ap, args)
     if rest and not getattr(args, "beam", False):
