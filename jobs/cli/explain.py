@@ -111,7 +111,7 @@ def render_text(doc: dict) -> str:
         lp = s["lp"]
         if not s["eligible"]:
             r = s["result"]
-            L.append(f"allocation   not in the {doc['market']} {s['surface']} LP: an ineligible row is fixed at "
+            L.append(f"allocation   not in the LP of {doc['market']} {s['surface']}: an ineligible row is fixed at "
                      f"x = 0 ({s['reason']})")
             L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
                      f"{num(r['boost_probability'])}, score {num(r['score'])}")
