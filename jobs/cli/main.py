@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             leaf.error(problem)
     logs.configure(args.log_format, args.log_level)
     try:
-        return args.func(args, rest)
+        code = args.func(args, rest)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         logs.error_line(f"{command_name(args)}: interrupted")
         return 130

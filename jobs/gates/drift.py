@@ -39,17 +39,17 @@ MATCH = ["track_id", "market", "surface", "campaign_id"]  # an unchanged enrollm
 @dataclass
 class Previous:
     """What the drift gates need of the previous snapshot."""
-    name: str                # "score_date=YYYY-MM-DD/<snapshot_id>"
+    name: str                # as LATEST names a snapshot (jobs.layout.snapshot_rel)
     score_date: str
     rows: dict[str, int]     # per table
     eligible: pa.Table       # its eligible rows: MATCH columns and score
 
 
 def drift_gates(tables: dict[str, pa.Table], previous: tuple[str, Manifest] | None, cfg: Config,
-                score_date=None) -> list[GateResult]:
+                for_date=None) -> list[GateResult]:
     prev, note = load_previous(previous)
     return [row_count(tables, prev, note, cfg),
-            score_drift(tables["promotion_scores"], prev, note, cfg, score_date)]
+            score_drift(tables["promotion_scores"], prev, note, cfg, for_date)]
 
 
 def load_previous(previous: tuple[str, Manifest] | None) -> tuple[Previous | None, str]:
@@ -120,15 +120,15 @@ def comparable_rows(scores: pa.Table, prev: Previous) -> tuple[np.ndarray, np.nd
     return before[ok], now[ok], counts
 
 
-def score_drift(scores: pa.Table, prev: Previous | None, note: str, cfg: Config, score_date=None) -> GateResult:
+def score_drift(scores: pa.Table, prev: Previous | None, note: str, cfg: Config, for_date=None) -> GateResult:
     limit = cfg.gate_max_score_psi
     if prev is None:
         return result("score_drift", True, f"not compared: {note}", None, limit)
     before, now, counts = comparable_rows(scores, prev)
     basis = {"previous": prev.name, "previous_score_date": prev.score_date,
              "rows": "eligible in both, same track, market, surface and campaign", **counts}
-    if score_date is not None:
-        basis["days_apart"] = (score_date - dt.date.fromisoformat(prev.score_date)).days
+    if for_date is not None:  # the would-be snapshot's score date
+        basis["days_apart"] = (for_date - dt.date.fromisoformat(prev.score_date)).days
     left_out = (f"{counts['campaign_changed']} with another campaign (a new flight), "
                 f"{counts['not_eligible_before']} not eligible before")
     if counts["eligible_now"] == 0 or counts["eligible_before"] == 0:

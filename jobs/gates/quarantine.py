@@ -1,6 +1,6 @@
 """Quarantine: a would-be snapshot that failed a gate is moved out of the
 snapshot tree to its quarantine folder (`jobs.layout.quarantine_dir`,
-`OUT/quarantine/score_date=<score date>/<snapshot_id>/`), so nothing can serve
+under `OUT/quarantine/`, dated by its score date), so nothing can serve
 it, and kept there so it can be examined.
 
 The folder holds the tables and the run report (`report.html`) as a published

@@ -12,20 +12,20 @@ from pipelines.config import Config
 def check_snapshot(tables: dict[str, pa.Table], cfg: Config | None = None, *,
                    previous: tuple[str, Manifest] | None = None,
                    expected_keys: pa.Table | None = None,
-                   skip=(), score_date=None) -> list[GateResult]:
+                   skip=(), for_date=None) -> list[GateResult]:
     """Every gate of `checks.GATES`, in that order, over the would-be snapshot's tables.
 
     previous: (folder, manifest) of the snapshot to compare with, or None.
     expected_keys: (track_id, market, surface) rows that must each appear once
         (`checks.expected_enrollment_keys`); None leaves enrolled_keys unchecked.
-    score_date: the would-be snapshot's score date (the drift gates record how
+    for_date: the would-be snapshot's score date (the drift gates record how
         many days lie between it and the previous snapshot).
     skip: gate names an engineer has checked by hand; they are still measured
         and recorded, with skipped = true, but do not block the publish.
     """
     cfg = cfg or Config()
     skip = set(skip)
-    results = checks.table_gates(tables, cfg, expected_keys) + drift.drift_gates(tables, previous, cfg, score_date)
+    results = checks.table_gates(tables, cfg, expected_keys) + drift.drift_gates(tables, previous, cfg, for_date)
     assert [r.name for r in results] == list(checks.GATES), "every gate, once, in registry order"
     for r in results:
         r.skipped = r.name in skip

@@ -203,7 +203,7 @@ class DailyRun:
         self.previous = store.previous_snapshot(req.output_root, plan.score_date)
         expected = checks.expected_enrollment_keys(plan.enrollment_files, req.options.batch_rows)
         gates = suite.check_snapshot(tables, self.cfg, previous=self.previous, expected_keys=expected,
-                                     skip=req.options.skip_gates, score_date=plan.score_date)
+                                     skip=req.options.skip_gates, for_date=plan.score_date)
         for r in gates:
             if r.skipped:
                 self.progress(f"gate {r.name} skipped (--skip-gate): {'passed' if r.passed else 'FAILED'}, "

@@ -4,6 +4,7 @@ as the README shows it."""
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
 import subprocess
 import sys
@@ -116,7 +117,8 @@ def test_skip_gate_is_a_task_parameter_and_luigi_prints_each_line_once(world, tm
             in proc.stderr)
     assert "INFO:luigi-interface:" not in proc.stderr and "DEBUG:luigi-interface:" not in proc.stderr
     assert proc.stderr.count("Traceback (most recent call last)") == 1
-    assert not os.path.exists(os.path.join(out, "snapshots", "score_date=2026-11-24"))
+    assert not manifests(out)  # nothing published; the would-be snapshot is in quarantine
+    assert glob.glob(os.path.join(out, "quarantine", "score_date=2026-11-24", "*", "_QUARANTINE.json"))
     proc = subprocess.run(base + ["--skip-gate", "capacity_use"], capture_output=True, text=True, timeout=600,
                           cwd=str(ROOT), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,7 +23,7 @@ import pytest
 
 from jobs.cli import main as cli
 from jobs.layout import snapshots_root
-from jobs.run import daily
+from jobs.run import daily, summary
 from jobs.run.options import RunOptions
 from jobs.run.publish import PUBLISH_LOCK
 from tests.support import worlds
@@ -100,6 +100,8 @@ def test_a_run_says_who_it_waits_for_and_records_how_long(world, lenient, tmp_pa
     assert seconds["publish_wait"] >= seconds["wait_publish_lock"] + seconds["wait_warehouse"] - 0.1
     on_disk = worlds.manifest(result.snapshot_dir)["seconds"]
     assert on_disk["wait_warehouse"] == seconds["wait_warehouse"]
+    printed = summary.render(result, "duckdb")
+    assert f"waited:           {seconds['wait_publish_lock']:.1f} s for the publish lock, " in printed
 
 
 def _empty(world: str, dst: str, days: list[dt.date]) -> str:
