@@ -142,8 +142,8 @@ def test_the_docs_commands_run_on_the_sample_world(repo):
     (luigi_range,) = [out for c, out in ran.items() if "RangeDaily" in c]
     assert "This progress looks :)" in luigi_range
     published = {p.parent.parent.name for p in (repo / "data" / "out" / "snapshots").glob("*/*/_MANIFEST.json")}
-    # the Luigi range crossed the month change: score dates 2026-10-30 .. 2026-11-03, all published
-    assert {f"score_date=2026-{d}" for d in ("10-30", "10-31", "11-01", "11-02", "11-03")} <= published
+    # the Luigi range crossed the month change: score dates 2026-10-31 .. 2026-11-03, all published
+    assert {f"score_date=2026-{d}" for d in ("10-31", "11-01", "11-02", "11-03")} <= published
     (validated,) = [out for c, out in ran.items() if c == "oasis validate --date 2026-11-24 --input data/world"]
     assert "A RUN WOULD PROCEED" in validated or "VALID" in validated
 
