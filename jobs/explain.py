@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from jobs import layout
+from jobs.gates import quarantine
 from jobs.manifest import Manifest
 from jobs.snapshots import store
 from pipelines.allocation import verify
@@ -81,9 +82,14 @@ def reason_in_words(reason: str | None, ctx: dict) -> str:
 
 
 # ------------------------------------------------------------ snapshot ---
+QUARANTINED = "QUARANTINED: failed gate(s) {gates}, NOT published and never served"
+
+
 def find_snapshot(output_root: str, score_date: dt.date,
                   snapshot_id: str | None = None) -> tuple[str, Manifest, str]:
-    """(snapshot folder, manifest, how it was chosen) for the score date."""
+    """(snapshot folder, manifest, how it was chosen) for the score date. With
+    `snapshot_id`, a quarantined would-be snapshot is found too, and `how`
+    says it is one."""
     published = store.list_manifests(output_root, score_date)
     if snapshot_id:
         sid = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
@@ -91,10 +97,15 @@ def find_snapshot(output_root: str, score_date: dt.date,
             if m.snapshot_id == sid:
                 return folder, m, "requested with --snapshot"
         elsewhere = [m.score_date for _, m in store.list_manifests(output_root) if m.snapshot_id == sid]
+        q = quarantine.find_quarantined(output_root, sid) if not elsewhere else None
+        if q is not None and q.manifest.score_date == score_date:
+            return q.folder, q.manifest, QUARANTINED.format(gates=", ".join(q.failed_gates) or "?")
+        if q is not None:
+            elsewhere = [q.manifest.score_date]
         if elsewhere:
             raise ExplainError(f"snapshot {sid} is for score date {elsewhere[0]}, not {score_date} "
                                f"(--date is the score date)")
-        raise ExplainError(f"no published snapshot {sid} under {output_root} "
+        raise ExplainError(f"no published or quarantined snapshot {sid} under {output_root} "
                            f"(published for {score_date}: {_ids(published)})")
     if not published:
         dates = sorted({m.score_date.isoformat() for _, m in store.list_manifests(output_root)})
@@ -102,6 +113,10 @@ def find_snapshot(output_root: str, score_date: dt.date,
         if (score_date + dt.timedelta(days=1)).isoformat() in dates:
             hint = (f"; --date is the score date, the day after the last day of logs: did you mean "
                     f"{score_date + dt.timedelta(days=1)}?")
+        held = quarantine.list_quarantined(output_root, score_date)
+        if held:
+            hint += (f"; quarantined (not published) for {score_date}: {', '.join(q.manifest.snapshot_id for q in held)}"
+                     f" (--snapshot ID explains one)")
         raise ExplainError(f"no published snapshot for score date {score_date} under {output_root} "
                            f"(published score dates: {', '.join(dates) or 'none'}){hint}")
     latest = store.read_latest(output_root).content
@@ -111,6 +126,17 @@ def find_snapshot(output_root: str, score_date: dt.date,
                 return folder, m, "LATEST"
     folder, m = published[-1]
     return folder, m, "newest published for the score date"
+
+
+def date_warnings(output_root: str, score_date: dt.date) -> list[str]:
+    """A score date that is also LATEST's logs date is most likely a logs date
+    given by mistake (`oasis run --date D` publishes score date D+1)."""
+    target = store.latest_target(output_root)
+    if target is None or target[0] != score_date + dt.timedelta(days=1):
+        return []
+    return [f"{score_date} is the LOGS date of LATEST (score date {target[0]}); --date is the score date, so this "
+            f"explains score date {score_date} (logs up to {score_date - dt.timedelta(days=1)}); for LATEST use "
+            f"--date {target[0]}"]
 
 
 def _ids(published) -> str:
@@ -160,6 +186,8 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
     doc = {
         "track_id": track_id, "market": market, "score_date": score_date.isoformat(),
         "snapshot_id": sid, "snapshot_dir": folder, "snapshot_chosen": how,
+        "quarantined": how.startswith("QUARANTINED"),
+        "warnings": [] if snapshot_id else date_warnings(output_root, score_date),
         "as_of": manifest.as_of.isoformat(),
         "campaign_id": first["campaign_id"], "artist_id": first["artist_id"], "licensor_id": first["licensor_id"],
         "release_date": _iso(first["release_date"]),

@@ -4,11 +4,15 @@ job (`oasis validate`; `jobs.cli.validate` prints the report).
 For the enrollments and engagement partitions of D: every file's schema
 (`jobs.run.plan.check_file_schema`: the footer is read and compared with the contract),
 then every row against the contract (`pipelines.contract`, the same checks the
-run applies), reading the files in Arrow record batches. Prints the breaks per
-file and per reason. Exit 0 when everything is valid; 1 when a partition is
-missing, a file cannot be read or has the wrong schema, or any row breaks the
-contract (the run would dead-letter those rows, and fail above
-`max_bad_row_share`).
+run applies), reading the files in Arrow record batches. The verdict is what a
+run of that logs date would do with them (`Report.verdict`):
+
+  valid    every file reads and every row keeps the contract (exit 0);
+  proceed  a run would go on and dead-letter the breaking rows, whose share
+           stays within `max_bad_row_share` (exit 0);
+  fail     a run would fail: a partition missing or holding no rows (a day
+           without plays is a missing day), a file unreadable or with the
+           wrong schema, or a share of breaking rows above the ceiling (exit 1).
 """
 from __future__ import annotations
 
@@ -75,7 +79,39 @@ class Report:
 
     @property
     def valid(self) -> bool:
-        return all(p.files and not p.bad and not p.unreadable for p in self.partitions)
+        return self.verdict == "valid"
+
+    def over_ceiling(self, p: PartitionReport) -> bool:
+        return bool(p.rows) and p.bad / p.rows > self.max_bad_row_share
+
+    @property
+    def failures(self) -> list[str]:
+        """Why a run of this logs date would fail; empty when it would proceed."""
+        out = []
+        missing = [p.source for p in self.partitions if not p.files]
+        if missing:
+            out.append(f"missing partition(s): {', '.join(missing)}")
+        unreadable = sum(len(p.unreadable) for p in self.partitions)
+        if unreadable:
+            out.append(f"{unreadable} unreadable file(s) or wrong schema")
+        empty = [p.source for p in self.partitions if p.files and not p.unreadable and p.rows == 0]
+        if empty:
+            out.append(f"no rows in the {' and '.join(empty)} partition (a day without rows is a missing day)")
+        over = [p.source for p in self.partitions if self.over_ceiling(p)]
+        if over:
+            out.append(f"rows breaking the contract above the max_bad_row_share ceiling of "
+                       f"{self.max_bad_row_share:.2%} in {', '.join(over)}")
+        return out
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(p.bad for p in self.partitions)
+
+    @property
+    def verdict(self) -> str:
+        if self.failures:
+            return "fail"
+        return "proceed" if self.dead_lettered else "valid"
 
 
 def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,

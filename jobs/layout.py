@@ -178,8 +178,14 @@ def dead_letters_dir(output_root: str, snapshot_id: str) -> str:
     return storage.join(output_root, "dead_letters", f"run={snapshot_id}")
 
 
+def quarantine_root(output_root: str) -> str:
+    return storage.join(output_root, "quarantine")
+
+
 def quarantine_dir(output_root: str, score_date: dt.date, snapshot_id: str) -> str:
-    return storage.join(output_root, "quarantine", score_date_dirname(score_date), snapshot_id)
+    """A would-be snapshot that failed a gate: dated by its SCORE date, like the
+    snapshot it would have been."""
+    return storage.join(quarantine_root(output_root), score_date_dirname(score_date), snapshot_id)
 
 
 # ----------------------------------------------------- the feature repository ---

@@ -26,6 +26,7 @@ import sys
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 PROGRESS_LOGGER = "oasis.progress"
+CLI_LOGGER = "oasis.cli"
 
 _context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("oasis_log_context", default=None)
 _process_context: dict = {}
@@ -135,9 +136,20 @@ class _OasisHandler(logging.StreamHandler):
         self._fixed = value
 
 
-def configure(format: str = "text", level: str | int = "WARNING", stream=None) -> None:
+class _Exclude(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(self.prefixes)
+
+
+def configure(format: str = "text", level: str | int = "WARNING", stream=None, exclude: tuple[str, ...] = ()) -> None:
     """Install the one stderr handler of the process (replacing one installed
-    before by `configure` or `logging.basicConfig`)."""
+    before by `configure` or `logging.basicConfig`). Records of loggers whose
+    name starts with one of `exclude` are left to their own handlers (Luigi
+    prints its own)."""
     global _format
     if format not in FORMATS:
         raise ValueError(f"unknown log format {format!r}: use one of {', '.join(FORMATS)}")
@@ -147,11 +159,14 @@ def configure(format: str = "text", level: str | int = "WARNING", stream=None) -
             root.removeHandler(h)
     handler = _OasisHandler(stream)
     handler.addFilter(ContextFilter())
+    if exclude:
+        handler.addFilter(_Exclude(tuple(exclude)))
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # progress is shown at any --log-level, as it is in text mode
     logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
+    logging.getLogger(CLI_LOGGER).setLevel(logging.INFO)  # the error line and notes, likewise
     # Beam's DEBUG records of its operations print element contents (table rows,
     # dead letters with user ids): never below INFO, whatever --log-level says.
     logging.getLogger("apache_beam.runners.worker.operations").setLevel(logging.INFO)
@@ -168,6 +183,26 @@ def progress(message: str) -> None:
     """Report progress of long work (use as `daily.run(req, progress=logs.progress)`)."""
     if _format == "json":
         logging.getLogger(PROGRESS_LOGGER).info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def error_line(message: str) -> None:
+    """The one line a failed command ends with (`oasis <command>: error: ...`):
+    plain text on stderr, or in JSON mode a record of the `oasis.cli` logger at
+    ERROR, so stderr stays one JSON object per line (a multi-line message stays
+    one record)."""
+    if _format == "json":
+        logging.getLogger(CLI_LOGGER).error(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warning_line(message: str) -> None:
+    """A note for the user on stderr (plain, or a WARNING record of `oasis.cli`
+    in JSON mode), shown whatever --log-level says."""
+    if _format == "json":
+        logging.getLogger(CLI_LOGGER).warning(message)
     else:
         print(message, file=sys.stderr, flush=True)
 

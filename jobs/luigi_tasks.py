@@ -9,11 +9,12 @@
 
 * `InputPartition(root, table, date)`: an input partition folder; exists when
   it holds at least one Parquet file.
-* `DailyScores(date, input_root, output_root, config, warehouse)`: `date` is
+* `DailyScores(date, input_root, output_root, config, warehouse, skip_gate)`: `date` is
   the last day of logs (as `oasis run --date`); it requires that day's
   enrollments and engagement partitions and publishes the snapshot of score
   date `date + 1` through `jobs.run.daily.run`, recorded like `oasis run`
-  (`jobs.observe.hook.run_daily`: run record, metrics, lineage).
+  (`jobs.observe.hook.run_daily`: run record, metrics, lineage). `--skip-gate a,b`
+  publishes past gates an engineer checked by hand, as `oasis run --skip-gate`.
 
   Complete when a published snapshot (a `_MANIFEST.json`, the file a publish
   writes last in the snapshot folder, only after validation passed) exists for
@@ -41,6 +42,7 @@ folders or gs:// URIs.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import luigi
 from luigi.util import inherits
@@ -110,6 +112,9 @@ class DailyScores(luigi.Task):
     config = luigi.OptionalParameter(default=None, description="TOML file overriding the default config")
     warehouse = luigi.OptionalParameter(
         default=None, description="bq://PROJECT.DATASET or a .duckdb path; default OUT/warehouse.duckdb")
+    skip_gate = luigi.Parameter(
+        default="", description="gates to publish past (comma-separated, e.g. score_drift,row_count) after "
+        "checking them by hand, as `oasis run --skip-gate`; measured and recorded as skipped")
     beam_args = luigi.ListParameter(
         default=[], significant=False,
         description='Beam pipeline options as a JSON list, e.g. ["--runner=DataflowRunner", "--project=P", ...]')
@@ -117,6 +122,16 @@ class DailyScores(luigi.Task):
     @property
     def score_date(self) -> dt.date:
         return self.date + dt.timedelta(days=1)
+
+    def options(self) -> RunOptions:
+        return RunOptions(skip_gates=tuple(g.strip() for g in self.skip_gate.split(",") if g.strip()))
+
+    def retry_hint(self) -> str:
+        """How the gate-failure advice names this entry point: the same task with
+        --skip-gate (RangeDaily passes it on as --DailyScores-skip-gate)."""
+        return (f"rerun the task with the same parameters and --skip-gate {{gates}} (under RangeDaily: "
+                f"--DailyScores-skip-gate {{gates}}, or `oasis backfill --start {self.date} --end {self.date} "
+                f"--skip-gate NAME`)")
 
     def requires(self):
         return {t: InputPartition(root=self.input_root, table=t, date=self.date)
@@ -143,11 +158,16 @@ class DailyScores(luigi.Task):
         return done
 
     def run(self):
+        # Beam's PipelineOptions calls logging.basicConfig(), which gave the root
+        # logger a handler, and Luigi's own records (which it prints through its
+        # handler and then propagates) came out twice, tracebacks included. One
+        # root handler of ours, leaving Luigi's records to Luigi.
+        logs.configure(logs.log_format(), logging.getLogger().getEffectiveLevel(), exclude=("luigi",))
         with logs.bind(date=self.date):
             req = daily.RunRequest(as_of=self.date, input_root=self.input_root, output_root=self.output_root,
                                    config_path=self.config or None, warehouse=self.warehouse or None,
-                                   beam_args=list(self.beam_args), options=RunOptions(),
-                                   retry_hint="rerun the task with the same parameters and")
+                                   beam_args=list(self.beam_args), options=self.options(),
+                                   retry_hint=self.retry_hint())
             result = run_daily(req, progress=logs.progress, command="luigi")
             self.set_status_message(f"{result.status}: {result.manifest.snapshot_id}")
 

@@ -19,6 +19,9 @@ Format versions:
   3  adds `valid_until` (the last day serving may use the snapshot) and the
      `prices` table. An older manifest reads with valid_until = score date +
      the default `serving_max_age_days`, and lists no prices (`TABLES_SINCE`).
+  4  adds `basis` to the gate results that compare with an earlier snapshot
+     (which snapshot, which rows) and `inputs.empty_days` (engagement
+     partitions that exist but hold no rows: missing days).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from typing import Any
 from pipelines.config import Config
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 TABLES_SINCE = {"prices": 3}   # a table a manifest lists from this format version on
 
 
@@ -130,14 +133,18 @@ class GateResult:
     measured: Any = None     # the number the gate looked at
     threshold: Any = None    # what it compared it with
     skipped: bool = False
+    basis: dict | None = None  # what a comparing gate compared (the earlier snapshot, the rows); None otherwise
 
     @property
     def blocking(self) -> bool:
         return not self.passed and not self.skipped
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
-                "measured": _json_number(self.measured), "threshold": self.threshold, "detail": self.detail}
+        d = {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+             "measured": _json_number(self.measured), "threshold": self.threshold, "detail": self.detail}
+        if self.basis is not None:
+            d["basis"] = self.basis
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "gate") -> "GateResult":
@@ -145,7 +152,8 @@ class GateResult:
             raise ManifestError(f"{where}: a gate result must be an object")
         return cls(name=_get(d, "name", str, where), passed=_get(d, "passed", bool, where),
                    detail=_get(d, "detail", str, where, ""), measured=d.get("measured"),
-                   threshold=d.get("threshold"), skipped=_get(d, "skipped", bool, where, False))
+                   threshold=d.get("threshold"), skipped=_get(d, "skipped", bool, where, False),
+                   basis=_get(d, "basis", (dict, type(None)), where, None))
 
 
 def blocking_gates(results: list[GateResult]) -> list[str]:
@@ -179,7 +187,8 @@ class Inputs:
     sources_by_day: dict[str, list[str]]
     built_days: list[str]
     stored_days: list[str]
-    missing_window_days: list[str]
+    missing_window_days: list[str]     # window days without engagement rows (no partition, or an empty one)
+    empty_days: list[str] = field(default_factory=list)  # of those, the days whose partition holds 0 rows
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":

@@ -43,7 +43,10 @@ class Config:
     min_track_age_days: int = _p(30, 0, 3650, "tracks released fewer days before the score date are ineligible", kind=int)
     min_window_plays: int = _p(20, 0, 10**9, "plays on promotion surfaces in the window needed to be eligible", kind=int)
     # --- allocation -----------------------------------------------------
-    promoted_share_cap: float = _p(0.10, 0.0, 1.0, "kappa: capacity K = kappa * forecast total plays S", lo_open=True)
+    promoted_share_cap: float = _p(
+        0.05, 0.0, 1.0, "kappa: capacity K = kappa * forecast total plays S (promotion is scarce: on the `make run` "
+        "world the eligible tracks' caps rho*E add up to 5-6% of S in its largest market, so 0.05 binds there and "
+        "0.10 bound nowhere)", lo_open=True)
     track_boost_cap: float = _p(0.5, 0.0, 1.0, "rho: a track gets at most rho * E promoted plays", lo_open=True)
     artist_share_cap: float = _p(0.25, 0.0, 1.0, "phi: one artist gets at most phi * K", lo_open=True)
     licensor_share_cap: float = _p(0.40, 0.0, 1.0, "psi: one licensor gets at most psi * K", lo_open=True)
@@ -60,20 +63,25 @@ class Config:
     serving_max_age_days: int = _p(
         2, 0, 365, "a snapshot may be served until its score date + this many days (its manifest's valid_until); "
         "older, the serving reader and `oasis serving sync` refuse it", kind=int)
+    max_missing_days: int = _p(
+        2, 0, 120, "a run fails when more window days than this have no engagement rows (no partition, or one "
+        "whose files hold 0 rows) after the window's first day with rows; the logs day itself must have rows",
+        kind=int)
     # --- publish gates (jobs/gates; `oasis run --skip-gate NAME` overrides one) ---
     gate_max_row_drop: float = _p(
         0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "
         "previous snapshot (1 disables)")
     gate_min_eligible_share: float = _p(
         0.05, 0.0, 1.0, "eligible_share gate: at least this share of enrolled rows must be eligible "
-        "(sample days: 0.15-0.40; a world's first day, with one day of history, ~0.02)")
+        "(measured: 0.49-0.55 on the days of the `make run` world; a world's first day, with one day of history, "
+        "~0.02)")
     gate_max_eligible_share: float = _p(
         0.99, 0.0, 1.0, "eligible_share gate: at most this share of enrolled rows may be eligible "
         "(all eligible suggests broken guardrails)")
     gate_max_score_psi: float = _p(
         0.25, 0.0, 100.0, "score_drift gate: largest population stability index of eligible scores against "
-        "the previous snapshot (10 bins on [0, 1], +0.5 per bin); >0.25 is the usual 'major shift' line, "
-        "sample days measure 0.002-0.09")
+        "the previous snapshot, over the rows eligible in both with an unchanged enrollment (10 bins on [0, 1], "
+        "+0.5 per bin); >0.25 is the usual 'major shift' line; the days of the `make run` world measure 0.002-0.04")
     gate_min_capacity_use: float = _p(
         0.0, 0.0, 1.0, "capacity_use gate: sum of planned_total over sum of capacity must be at least this "
         "(0 disables)")

@@ -310,25 +310,43 @@ class local_lock:
     The kernel drops the lock when its holder dies, so a process killed inside
     the critical section (SIGKILL, OOM, power loss) never blocks the next run;
     there is no staleness guess and no race between two processes breaking a
-    stale lock. The lock file itself stays (it is empty and harmless).
-    `stale_s` is accepted for compatibility and unused."""
+    stale lock. The lock file itself stays; its holder writes one line into it
+    (`holder`: pid and what it is doing), which a process that has to wait reads
+    and passes to `on_wait(holder_line)` once, so waiting is never silent.
+    `waited_s` is how long taking the lock took. `stale_s` is accepted for
+    compatibility and unused."""
 
-    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float | None = None):
+    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float | None = None, *,
+                 holder: str = "", on_wait=None):
         self.path, self.timeout_s = path, timeout_s
+        self.holder, self.on_wait = holder, on_wait
         self.fd: int | None = None
+        self.waited_s = 0.0
 
     def __enter__(self):
         import fcntl
 
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        deadline = started + self.timeout_s
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.fd = fd
+                self.waited_s = time.monotonic() - started
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} {self.holder}".strip().encode() + b"\n", 0)
                 return self
             except BlockingIOError:
+                if not told and self.on_wait is not None:
+                    told = True
+                    try:
+                        who = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                    except OSError:
+                        who = ""
+                    self.on_wait(who or "another process")
                 if time.monotonic() > deadline:
                     os.close(fd)
                     raise TimeoutError(f"could not take lock {self.path} within {self.timeout_s:.0f} s") from None

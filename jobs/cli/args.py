@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
+
+from apache_beam.options import pipeline_options
 
 from jobs.gates.checks import GATES
 from jobs.run.options import DEFAULT_METHOD
@@ -92,3 +95,85 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="publish even if this validation gate fails (repeatable), for an engineer who has "
                         "checked it by hand; it is still measured and recorded as skipped. Gates: "
                         + ", ".join(GATES))
+
+
+# ---------------------------------------------------- parsers and leftovers ---
+def sub_parsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in p._actions:  # noqa: SLF001 - argparse offers no public way to walk its sub-parsers
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            return dict(action.choices)
+    return {}
+
+
+def leaf_parsers(root: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below the root (commands and their actions)."""
+    out = []
+    for p in sub_parsers(root).values():
+        out += [p] + leaf_parsers(p)
+    return out
+
+
+def leaf_parser(root: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the command (and action) that `args` were parsed for."""
+    p = root
+    for name in (getattr(args, "command", None), getattr(args, "action", None)):
+        subs = sub_parsers(p)
+        if name in subs:
+            p = subs[name]
+    return p
+
+
+def _options(p: argparse.ArgumentParser) -> list[str]:
+    return [s for action in p._actions for s in action.option_strings if s.startswith("--")]  # noqa: SLF001
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    norm = {c.replace("_", "-"): c for c in candidates}
+    close = difflib.get_close_matches(name.replace("_", "-"), list(norm), n=1, cutoff=0.6)
+    return f" (did you mean {norm[close[0]]}?)" if close else ""
+
+
+def unrecognized(rest: list[str], p: argparse.ArgumentParser) -> str:
+    first = next((x for x in rest if x.startswith("--")), None)
+    hint = _suggest(first.split("=", 1)[0], _options(p)) if first else ""
+    return f"unrecognized arguments: {' '.join(rest)}{hint}"
+
+
+_BEAM_PARSER = None
+
+
+def beam_parser():
+    """A parser of every pipeline option Apache Beam itself declares (all
+    `PipelineOptions` classes, as `PipelineOptions.get_all_options` builds it)."""
+    global _BEAM_PARSER
+    if _BEAM_PARSER is None:
+        parser = pipeline_options._BeamArgumentParser(allow_abbrev=False)  # noqa: SLF001
+        seen = set()
+        for cls in pipeline_options.PipelineOptions.__subclasses__():
+            if str(cls) not in seen:
+                seen.add(str(cls))
+                cls._add_argparse_args(parser)  # noqa: SLF001
+        _BEAM_PARSER = parser
+    return _BEAM_PARSER
+
+
+def check_beam_args(rest: list[str], p: argparse.ArgumentParser) -> str | None:
+    """What is wrong with the arguments a command left for Apache Beam, or None.
+
+    Beam would log "Unparseable argument" for an option it does not know and go
+    on, so a typo (`--froce`) would silently run without the flag: every
+    leftover argument must be one of Beam's own pipeline options."""
+    parser = beam_parser()
+    try:
+        _, unknown = parser.parse_known_args(rest)
+    except SystemExit:  # a Beam option with a bad value: Beam's parser has printed why
+        return f"invalid Apache Beam pipeline option in: {' '.join(rest)}"
+    if not unknown:
+        return None
+    first = unknown[0]
+    if first.startswith("-"):
+        name = first.split("=", 1)[0]
+        hint = _suggest(name, _options(p) + _options(parser))
+        return (f"unknown option {name}{hint}: it is neither an option of `{p.prog}` nor an Apache Beam "
+                "pipeline option (`--help` lists the command's options)")
+    return f"unexpected argument {first!r} (`--help` lists the command's options)"

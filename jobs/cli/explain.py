@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
+from jobs import logs
 from jobs.cli import args as a
-from jobs.explain import PRICE_TOL, explain
+from jobs.explain import PRICE_TOL, date_warnings, explain
 from schemas import PROMOTION_SURFACES
 
 
@@ -28,12 +29,15 @@ def register(sub) -> None:
     a.add_output(p, "output root of the runs")
     p.add_argument("--snapshot", default=None,
                    help="snapshot id (default: the one LATEST points to if it is for --date, else the newest "
-                        "published for --date)")
+                        "published for --date); a quarantined would-be snapshot's id explains that one, marked "
+                        "as such")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.set_defaults(func=main, beam=False)
 
 
 def main(args, _beam_args) -> int:
+    for w in ([] if args.snapshot else date_warnings(args.output, args.date)):  # before any error, too
+        logs.warning_line(f"oasis explain: note: {w}")
     doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
     print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
     return 0
@@ -56,7 +60,9 @@ def render_text(doc: dict) -> str:
     cfg = doc["config"]
     L = []
     L.append(f"Why track {doc['track_id']} in {doc['market']} got its score for {doc['score_date']}")
-    L.append(f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs up to {doc['as_of']})")
+    if doc.get("quarantined"):
+        L.append(f"  *** {doc['snapshot_chosen']} ***")
+    L.append(f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs date {doc['as_of']})")
     L.append(f"             {doc['snapshot_dir']}")
     L.append(f"  campaign   {doc['campaign_id']}   artist {doc['artist_id']}   licensor {doc['licensor_id']}   "
              f"released {doc['release_date']}")
@@ -103,6 +109,13 @@ def render_text(doc: dict) -> str:
         L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays; max promoted plays "
                  f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
         lp = s["lp"]
+        if not s["eligible"]:
+            r = s["result"]
+            L.append(f"allocation   not in the LP of {doc['market']} {s['surface']}: an ineligible row is fixed at "
+                     f"x = 0 ({s['reason']})")
+            L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
+                     f"{num(r['boost_probability'])}, score {num(r['score'])}")
+            continue
         L.append(f"allocation   the {doc['market']} {s['surface']} LP ({lp['eligible_tracks']} eligible of "
                  f"{lp['tracks']} rows) rebuilt from the published columns; shadow prices {lp['prices_source']} "
                  f"(objective gained per unit the limit is relaxed)")

@@ -9,9 +9,11 @@ Every failure prints one line, `oasis <command>: error: <message>`, on stderr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jobs import logs
+from jobs.cli import args as a
 from jobs.cli import backfill, config, explain, run, sample, serving, snapshots, status, validate
 from pipelines.errors import user_error
 
@@ -29,16 +31,27 @@ COMMANDS = (run, backfill, snapshots, explain, validate, sample, serving, config
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def global_flags(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--log-level and --log-format, accepted before the command (`oasis
+    --log-format json run ...`) and after it (`oasis run ... --log-format json`).
+    After the command their default is SUPPRESS, so they never undo a value
+    given before it."""
+    default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--log-level", default=default("WARNING"), type=str.upper, choices=LOG_LEVELS,
+                   help="python logging level (default WARNING)")
+    p.add_argument("--log-format", choices=["text", "json"], default=default("text"),
+                   help="stderr logs as text, or one JSON object per line (with the run's date and snapshot id)")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="oasis", description=DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
-                    help="python logging level (default WARNING)")
-    ap.add_argument("--log-format", choices=["text", "json"], default="text",
-                    help="stderr logs as text, or one JSON object per line (with the run's date and snapshot id)")
+    global_flags(ap)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    for p in a.leaf_parsers(ap):
+        global_flags(p, suppress=True)
     return ap
 
 
@@ -46,23 +59,55 @@ def command_name(args) -> str:
     return " ".join(x for x in ("oasis", getattr(args, "command", None), getattr(args, "action", None)) if x)
 
 
+def wants_json(argv: list[str]) -> bool:
+    """--log-format json anywhere on the line (known before argparse has run)."""
+    return any(a == "--log-format=json" or (a == "--log-format" and i + 1 < len(argv) and argv[i + 1] == "json")
+               for i, a in enumerate(argv))
+
+
+def json_usage_errors(ap: argparse.ArgumentParser) -> None:
+    """In JSON mode a usage error is a JSON record too, so stderr stays one
+    JSON object per line (argparse would print its usage text)."""
+    def error(p, message):
+        logs.configure("json")
+        logs.error_line(f"{p.prog}: error: {message}")
+        sys.exit(2)
+    for p in [ap] + a.leaf_parsers(ap):
+        p.error = (lambda p: lambda message: error(p, message))(p)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = parser()
+    if wants_json(argv):
+        json_usage_errors(ap)
     args, rest = ap.parse_known_args(argv)
+    leaf = a.leaf_parser(ap, args)
     if rest and not getattr(args, "beam", False):
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+        leaf.error(a.unrecognized(rest, leaf))
+    if rest:
+        problem = a.check_beam_args(rest, leaf)  # typos and stray words fail here, before any work
+        if problem:
+            leaf.error(problem)
     logs.configure(args.log_format, args.log_level)
     try:
-        return args.func(args, rest)
+        code = args.func(args, rest)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
-        print(f"{command_name(args)}: interrupted", file=sys.stderr)
+        logs.error_line(f"{command_name(args)}: interrupted")
         return 130
+    except BrokenPipeError:
+        # `oasis snapshots list | head`: the reader went away; nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the one place that turns failures into a message and exit code
         known = user_error(e)
         if known is None:
             raise
         message, code = known
-        print(f"{command_name(args)}: error: {message}", file=sys.stderr)
+        logs.error_line(f"{command_name(args)}: error: {message}")
         return code
 
 

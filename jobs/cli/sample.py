@@ -18,7 +18,12 @@ def register(sub) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="local folder to write the world into")
+    parser.add_argument("--out", required=True,
+                        help="local folder to write the world into: new or empty, or one an earlier `oasis sample` "
+                             "wrote (the same arguments there: nothing to do; others need --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the world an earlier `oasis sample` wrote in --out (only its own files are "
+                             "deleted; a folder holding other files is always refused)")
     parser.add_argument("--days", type=int, default=35, help="number of days (default 35)")
     parser.add_argument("--tracks", type=int, default=400, help="campaign tracks in the catalogue (default 400)")
     parser.add_argument("--events-per-day", type=int, default=40000, help="engagement rows per day (default 40000)")
@@ -33,7 +38,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args, _beam_args) -> int:
     summary = generate_world(args.out, days=args.days, tracks=args.tracks, events_per_day=args.events_per_day,
                              seed=args.seed, end_date=args.end_date, bad_row_share=args.bad_row_share,
-                             markets=args.markets, progress=True)
+                             markets=args.markets, progress=True, overwrite=args.overwrite)
+    if summary.get("reused"):
+        print(f"{args.out} already holds this sample world ({summary.get('first_day')}..{summary.get('last_day')}, "
+              f"files intact); nothing to do (--overwrite writes it again)")
+        return 0
     print(f"sample world {summary['first_day']}..{summary['last_day']} written to {summary['out']} "
           f"in {summary['seconds']}s")
     print(f"  markets {', '.join(summary['markets'])}; {summary['campaign_tracks']} campaign tracks "

@@ -21,32 +21,45 @@ def register(sub) -> None:
         q.set_defaults(func=main, beam=False)
         return q
 
-    common(actions.add_parser("list", help="every published snapshot; * marks LATEST"))
-    q = common(actions.add_parser("show", help="summarise one snapshot's manifest"))
+    common(actions.add_parser("list", help="every published snapshot (* marks LATEST), then the quarantined ones"))
+    q = common(actions.add_parser("show", help="summarise one snapshot's manifest (a quarantined one's too)"))
     q.add_argument("snapshot_id")
     q = common(actions.add_parser("rollback", help="point LATEST at another verified snapshot"))
     q.add_argument("--to", required=True, dest="to", metavar="SNAPSHOT_ID")
     q = common(actions.add_parser(
-        "gc", help="delete old snapshots, orphaned folders and aggregate builds",
+        "gc", help="delete old snapshots, orphaned folders, aggregate builds and old quarantined snapshots",
         description="Keeps the N newest valid snapshots, the one LATEST points to and any newer one; deletes "
                     "the rest, and folders without a manifest / unreferenced aggregate builds older than the "
-                    "grace period."))
+                    "grace period, and quarantined would-be snapshots older than --quarantine-days."))
     q.add_argument("--keep", type=a.non_negative_int, required=True, help="how many newest valid snapshots to keep")
     q.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
     q.add_argument("--grace-minutes", type=a.non_negative_float, default=admin.DEFAULT_GRACE_MINUTES,
                    help="orphaned folders younger than this are kept: a job may still be writing them "
                         f"(default {admin.DEFAULT_GRACE_MINUTES:g})")
+    q.add_argument("--quarantine-days", type=a.non_negative_float, default=admin.DEFAULT_QUARANTINE_DAYS,
+                   help="quarantined would-be snapshots (OUT/quarantine/) are deleted this many days after they "
+                        f"were quarantined (default {admin.DEFAULT_QUARANTINE_DAYS:g})")
 
 
 def main(args, _beam_args) -> int:
     if args.action == "list":
-        print(render_list(admin.list_snapshots(args.output), args.output))
+        problems: list[str] = []
+        text = render_list(admin.list_snapshots(args.output), args.output)
+        print(text + render_quarantined(admin.quarantined(args.output, problems), problems))
     elif args.action == "show":
-        print(render_show(admin.show(args.output, args.snapshot_id)))
+        try:
+            print(render_show(admin.show(args.output, args.snapshot_id)))
+        except admin.SnapshotError:
+            q = admin.show_quarantined(args.output, args.snapshot_id)
+            if q is None:
+                raise
+            print(render_show_quarantined(q))
     elif args.action == "rollback":
         print(render_rollback(admin.rollback(args.output, args.to)))
     else:
-        print(render_gc(admin.gc(args.output, args.keep, dry_run=args.dry_run, grace_minutes=args.grace_minutes)))
+        collected = admin.gc(args.output, args.keep, dry_run=args.dry_run, grace_minutes=args.grace_minutes)
+        quarantine = admin.gc_quarantine(args.output, args.quarantine_days, dry_run=args.dry_run)
+        print(render_gc(collected, quarantine))
     return 0
 
 
@@ -56,16 +69,16 @@ def render_list(listing: admin.Listing, output_root: str) -> str:
     if not listing.snapshots:
         lines.append(f"no published snapshots under {output_root}")
     else:
-        header = ("", "score_date", "snapshot_id", "created_at (UTC)", "promotion_scores", "campaign_delivery",
-                  "capacity", "validation")
+        header = ("", "score_date", "logs_date", "snapshot_id", "created_at (UTC)", "promotion_scores",
+                  "campaign_delivery", "capacity", "validation")
         rows = [header]
         for _, m in listing.snapshots:
-            rows.append(("*" if admin.relative(m) == latest else "", m.score_date.isoformat(), m.snapshot_id,
-                         m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                         *(str(m.tables[t].rows) if t in m.tables else "-" for t in header[4:7]),
+            rows.append(("*" if admin.relative(m) == latest else "", m.score_date.isoformat(), m.as_of.isoformat(),
+                         m.snapshot_id, m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                         *(str(m.tables[t].rows) if t in m.tables else "-" for t in header[5:8]),
                          "passed" if m.gates_passed and not m.skipped_gates else m.validation_text))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        right = {4, 5, 6}
+        right = {5, 6, 7}
         for r in rows:
             lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w)
                                    for i, (c, w) in enumerate(zip(r, widths))).rstrip())
@@ -78,10 +91,37 @@ def render_list(listing: admin.Listing, output_root: str) -> str:
     return "\n".join(lines)
 
 
+def render_quarantined(found: list, problems: list[str]) -> str:
+    """The quarantined would-be snapshots, after the published ones: never
+    served, kept to be examined (`snapshots show ID`, `explain --snapshot ID`)."""
+    if not found and not problems:
+        return ""
+    lines = ["", "quarantined (failed a gate, NOT published; `oasis snapshots show ID` for details, "
+                 "`snapshots gc` removes them after --quarantine-days):"]
+    rows = [("score_date", "logs_date", "snapshot_id", "quarantined_at (UTC)", "failed gates")]
+    for q in found:
+        m = q.manifest
+        rows.append((m.score_date.isoformat(), m.as_of.isoformat(), m.snapshot_id,
+                     q.quarantined_at.strftime("%Y-%m-%d %H:%M:%S") if q.quarantined_at else "?",
+                     ", ".join(q.failed_gates)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows] if found else []
+    lines += [f"warning: quarantine record cannot be read: {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def render_show_quarantined(shown: admin.ShownQuarantined) -> str:
+    q = shown.quarantined
+    at = q.quarantined_at.isoformat() if q.quarantined_at else "?"
+    head = [f"QUARANTINED  failed {', '.join(q.failed_gates)}: NOT published, never served (quarantined at {at})"]
+    body = render_show(admin.Shown(q.folder, q.manifest, False, shown.problems))
+    return "\n".join(head + [body])
+
+
 def render_show(shown: admin.Shown) -> str:
     m, folder = shown.manifest, shown.folder
     lines = [f"snapshot     {m.snapshot_id}{'   (LATEST)' if shown.is_latest else ''}",
-             f"score date   {m.score_date}   (logs up to {m.as_of})",
+             f"score date   {m.score_date}   (logs date {m.as_of}: logs up to that day)",
              f"created at   {m.created_at.isoformat()}",
              f"code         {m.code_version or '?'}",
              f"fingerprint  {m.run_fingerprint}",
@@ -116,6 +156,10 @@ def render_show(shown: admin.Shown) -> str:
         lines.append(f"report       {storage.join(folder, *report['path'].split('/'))}")
     elif report.get("error"):
         lines.append(f"report       not written: {report['error']}")
+    for g in (g for g in m.validation if g.basis):
+        lines.append(f"    {g.name} compared: " + ", ".join(f"{k} {v}" for k, v in g.basis.items()))
+    if m.seconds:
+        lines.append("seconds      " + ", ".join(f"{k} {v:g}" for k, v in m.seconds.items()))
     if shown.problems:
         lines.append("DAMAGED      not fit to serve:")
         lines += [f"    {p}" for p in shown.problems]
@@ -132,10 +176,11 @@ def render_rollback(r: admin.RolledBack) -> str:
         "the warehouse *_latest views follow the newest registered snapshot, not LATEST."])
 
 
-def render_gc(c: admin.Collected) -> str:
+def render_gc(c: admin.Collected, quarantine: list[str] = ()) -> str:
     verb = "would delete" if c.dry_run else "deleted"
-    lines = list(c.actions)
+    lines = list(c.actions) + list(quarantine)
     lines.append(f"gc: {verb} {len(c.snapshots)} snapshot(s), {len(c.orphans)} orphaned snapshot folder(s), "
                  f"{len(c.builds)} orphaned aggregate build(s); kept {len(c.kept)} snapshot(s)"
-                 + (f" and {len(c.fresh)} folder(s) younger than {c.grace_minutes:g} min" if c.fresh else ""))
+                 + (f" and {len(c.fresh)} folder(s) younger than {c.grace_minutes:g} min" if c.fresh else "")
+                 + f"; {verb} {len(quarantine)} quarantined would-be snapshot(s)")
     return "\n".join(lines)

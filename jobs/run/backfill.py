@@ -103,7 +103,8 @@ def run_one(spec: dict) -> dict:
             as_of=day, input_root=spec["input_root"], output_root=spec["output_root"],
             config_path=spec["config_path"], warehouse=spec["warehouse"], beam_args=list(spec["beam_args"]),
             options=RunOptions(**spec["options"]), rebuild_days=set(spec["rebuild"]),
-            move_latest=spec["move_latest"], retry_hint=RETRY_HINT, snapshot_id=spec.get("snapshot_id"))
+            move_latest=spec["move_latest"], retry_hint=RETRY_HINT.format(day=day),
+            snapshot_id=spec.get("snapshot_id"))
         try:
             result = daily.run(req, progress=lambda s: log.info("%s: %s", day, s), laps=laps)
             laps.mark("publish" if result.status == "published" else "rest")
@@ -130,7 +131,7 @@ def run_one(spec: dict) -> dict:
     }
 
 
-RETRY_HINT = "rerun the backfill of that date with"
+RETRY_HINT = "rerun the backfill of that logs date (--start {day} --end {day}) with"
 
 
 def _init_worker(log_format: str, log_level: int) -> None:
@@ -177,7 +178,7 @@ class Progress:
                 + f"  elapsed {_hms(time.monotonic() - self.started)}  {self.eta()}")
 
     def update(self, o: DateOutcome) -> None:
-        parts = [o.date.isoformat(), f"{o.status:<9}"]
+        parts = [f"logs {o.date.isoformat()} (score {o.date + dt.timedelta(days=1)})", f"{o.status:<9}"]
         if o.snapshot_id:
             parts.append(o.snapshot_id)
         if o.status in FINISHED:
@@ -343,19 +344,20 @@ def _parallel(req, outcomes, covered, base, progress, watch) -> None:
 
 def summary_table(req: BackfillRequest, outcomes: list[DateOutcome], seconds: float) -> str:
     counts = {s: sum(o.status == s for o in outcomes) for s in FINISHED}
-    lines = [f"backfill {req.start} .. {req.end}: {len(outcomes)} date(s), {counts['published']} published, "
+    lines = [f"backfill of logs dates {req.start} .. {req.end} (score dates {req.start + dt.timedelta(days=1)} .. "
+             f"{req.end + dt.timedelta(days=1)}): {len(outcomes)} date(s), {counts['published']} published, "
              f"{counts['skipped']} skipped (already published), {counts['failed']} failed, in {seconds:.1f} s"]
-    rows = [("date", "status", "snapshot_id", "seconds", "error")]
+    rows = [("logs_date", "score_date", "status", "snapshot_id", "seconds", "error")]
     for o in outcomes:
-        rows.append((o.date.isoformat(), o.status, o.snapshot_id or "-", f"{o.seconds:.1f}",
-                     o.error.splitlines()[0] if o.error else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((o.date.isoformat(), (o.date + dt.timedelta(days=1)).isoformat(), o.status,
+                     o.snapshot_id or "-", f"{o.seconds:.1f}", o.error.splitlines()[0] if o.error else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
-                                r[3].rjust(widths[3]), r[4]]).rstrip())
+                                r[3].ljust(widths[3]), r[4].rjust(widths[4]), r[5]]).rstrip())
     for o in outcomes:  # the whole message where one line of the table does not hold it
         if o.error and "\n" in o.error.strip():
-            lines.append(f"{o.date} {o.status}: {o.error.strip()}")
+            lines.append(f"logs date {o.date} {o.status}: {o.error.strip()}")
     latest = store.read_latest(req.output_root).content
     lines.append(f"LATEST: {latest or '(none)'}")
     return "\n".join(lines)

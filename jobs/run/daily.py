@@ -7,8 +7,12 @@ The run reads as its phases (`DailyRun.run`):
     run_pipeline       the Beam pipeline: aggregates, scores, tables
     check_bad_rows     dead letters above the ceiling fail the run
     keep_aggregates    the days built become reusable (their markers)
-    validate           describe the tables, run the gates; a failure quarantines
-    write_manifest     the run report, then the manifest (the snapshot exists)
+    validate           describe the tables, run the gates
+    build_manifest     the run report, then the manifest's content; a failed gate
+                       quarantines here (`jobs.gates.quarantine`)
+    reserve            wait for the publish lock and the warehouse (said, and
+                       recorded in the manifest's `seconds`)
+    write_manifest     the manifest (the snapshot exists)
     publish            warehouse, then LATEST (`jobs.run.publish`)
 
 Any failure before the manifest leaves nothing visible; a failure after it
@@ -33,7 +37,7 @@ from jobs.report import html as report
 from jobs.run import aggregates, fingerprint, scratch
 from jobs.run.options import RunOptions
 from jobs.run.plan import make_plan
-from jobs.run.publish import latest_covers
+from jobs.run.publish import latest_covers, reserved
 from jobs.run.publish import publish as publish_snapshot
 from jobs.snapshots import store
 from jobs.warehouse.backends import open_warehouse
@@ -108,8 +112,17 @@ class DailyRun:
         shares = self.check_bad_rows(metrics)
         self.keep_aggregates()
         entries, tables, gates = self.validate()
-        manifest = self.write_manifest(entries, tables, gates, metrics, shares)
-        return self.publish(manifest, tables, recheck=not self.req.options.force)
+        manifest = self.build_manifest(entries, tables, gates, metrics, shares)
+        if any(r.blocking for r in gates):
+            self.quarantine(manifest)
+        holder = f"oasis run of logs date {self.req.as_of} ({self.plan.snapshot_id})"
+        with reserved(self.req.output_root, self.warehouse, self.progress, holder) as waits:
+            # waiting for the publish lock or the warehouse (an analyst's open DuckDB session) is
+            # part of where the run's time went: measured before the manifest, so it records it
+            self.laps.mark("publish_wait")
+            manifest.seconds = dict(self.laps.seconds, **waits)
+            self.write_manifest(manifest)
+            return self.publish(manifest, tables, recheck=not self.req.options.force, locked=True)
 
     # --- phases ------------------------------------------------------------
     def prepare(self) -> None:
@@ -194,22 +207,31 @@ class DailyRun:
         self.previous = store.previous_snapshot(req.output_root, plan.score_date)
         expected = checks.expected_enrollment_keys(plan.enrollment_files, req.options.batch_rows)
         gates = suite.check_snapshot(tables, self.cfg, previous=self.previous, expected_keys=expected,
-                                     skip=req.options.skip_gates)
+                                     skip=req.options.skip_gates, for_date=plan.score_date)
         for r in gates:
             if r.skipped:
                 self.progress(f"gate {r.name} skipped (--skip-gate): {'passed' if r.passed else 'FAILED'}, "
                               f"{r.detail}")
         self.laps.mark("describe_and_gates")
-        if any(r.blocking for r in gates):
-            where, problem = None, None
-            try:
-                where = quarantine.quarantine(req.output_root, plan, gates, entries)
-            except Exception as e:  # noqa: BLE001 - the unpublished folder has no manifest: invisible to readers
-                problem = f"could not quarantine ({e}); the unpublished files stay in {plan.snapshot_dir}"
-            raise RunFailed(suite.failure_message(gates, where, problem, req.retry_hint))
         return entries, tables, gates
 
-    def write_manifest(self, entries, tables, gates, metrics, shares) -> Manifest:
+    def quarantine(self, manifest: Manifest) -> None:
+        """A gate failed: set the would-be snapshot (its report and a manifest-shaped
+        record included) aside in quarantine, and fail the run saying what to do."""
+        req, plan = self.req, self.plan
+        where, problem, replaced = None, None, []
+        try:
+            where, replaced = quarantine.quarantine(req.output_root, plan, manifest)
+        except Exception as e:  # noqa: BLE001 - the unpublished folder has no manifest: invisible to readers
+            problem = f"could not quarantine ({e}); the unpublished files stay in {plan.snapshot_dir}"
+        if replaced:
+            problem = (f"it replaces {len(replaced)} earlier quarantined cop{'y' if len(replaced) == 1 else 'ies'} "
+                       "of the same inputs, config and code")
+        raise RunFailed(suite.failure_message(manifest.validation, where, problem, req.retry_hint))
+
+    def build_manifest(self, entries, tables, gates, metrics, shares) -> Manifest:
+        """The snapshot's manifest, with its run report written beside the data
+        (a quarantined would-be snapshot gets both too)."""
         plan, req = self.plan, self.req
         manifest = Manifest(
             plan.snapshot_id, plan.score_date, as_of=plan.as_of, created_at=self.created_at,
@@ -220,7 +242,8 @@ class DailyRun:
                 aggregates=self.inputs["aggregates"], sources_by_day=self.sources,
                 built_days=[bd.day.isoformat() for bd in plan.build_days],
                 stored_days=[sd.day.isoformat() for sd in plan.stored_days],
-                missing_window_days=[d.isoformat() for d in plan.missing_days]),
+                missing_window_days=[d.isoformat() for d in plan.missing_days],
+                empty_days=[d.isoformat() for d in plan.empty_days]),
             tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
             dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
             dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0],
@@ -228,18 +251,21 @@ class DailyRun:
         # the report is written before the manifest, so the manifest lists it with its sha256
         manifest.report = report.write_report_or_error(plan.snapshot_dir, manifest, tables, self.previous)
         self.laps.mark("report")
-        manifest.seconds = self.laps.seconds  # where a run's time goes, for whoever tunes it
-        uri = store.write_manifest(plan.snapshot_dir, manifest)
-        self.progress(f"manifest written: {uri}")
-        faults.checkpoint("after_manifest")
+        manifest.seconds = dict(self.laps.seconds)  # where a run's time goes, for whoever tunes it
         return manifest
 
+    def write_manifest(self, manifest: Manifest) -> None:
+        uri = store.write_manifest(self.plan.snapshot_dir, manifest)
+        self.progress(f"manifest written: {uri}")
+        faults.checkpoint("after_manifest")
+
     def publish(self, manifest: Manifest, tables: dict[str, pa.Table], *, recheck: bool,
-                folder: str | None = None) -> RunResult:
+                folder: str | None = None, locked: bool = False) -> RunResult:
         req = self.req
         folder = folder or self.plan.snapshot_dir
         done = publish_snapshot(req.output_root, self.warehouse, folder, manifest, tables,
-                                move_latest=req.move_latest, recheck=recheck, progress=self.progress)
+                                move_latest=req.move_latest, recheck=recheck, progress=self.progress,
+                                locked=locked)
         if done.superseded_by is not None:
             other_folder, other = done.superseded_by
             return RunResult("already_published", other, other_folder, seconds=self.elapsed())

@@ -55,15 +55,17 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
     enroll_dir = layout.input_partition(input_root, "enrollments", as_of)
     enroll_files = storage.list_files(enroll_dir, ".parquet")
     if not enroll_files:
-        raise MissingInput(f"no enrollments partition for {as_of}: {enroll_dir}/*.parquet not found")
+        raise MissingInput(f"no enrollments partition for logs date {as_of}: {enroll_dir}/*.parquet not found"
+                           + _hint(input_root, as_of))
     day_dir = layout.input_partition(input_root, "engagement", as_of)
     day_files = storage.list_files(day_dir, ".parquet")
     if not day_files:
-        raise MissingInput(f"no engagement partition for {as_of}: {day_dir}/*.parquet not found")
+        raise MissingInput(f"no engagement partition for logs date {as_of}: {day_dir}/*.parquet not found"
+                           + _hint(input_root, as_of))
 
     needed = window_days(as_of, max(cfg.window_days, PACING_LOOKBACK_DAYS))
     in_window = set(window_days(as_of, cfg.window_days))
-    build_days, stored_days, observed, missing = [], [], [], []
+    build_days, stored_days, observed, missing, empty = [], [], [], [], []
     inputs = {"enrollments": {}, "engagement": {}, "aggregates": {}}
     for f in enroll_files:
         check_file_schema(f, ENROLLMENTS)
@@ -86,9 +88,17 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
             if day in in_window:
                 missing.append(day)
             continue
-        rows = 0
+        rows = sum(check_file_schema(f, ENGAGEMENT) for f in files)
+        if rows == 0:  # an empty partition is a missing day, not a day nobody listened
+            if day == as_of:
+                raise MissingInput(f"the engagement partition for {as_of} holds no rows ({len(files)} file(s) "
+                                   f"under {day_dir}): a day without plays is a missing day; nothing to score "
+                                   f"from (`oasis validate --date {as_of}` checks a partition)")
+            empty.append(day)
+            if day in in_window:
+                missing.append(day)
+            continue
         for f in files:
-            rows += check_file_schema(f, ENGAGEMENT)
             inputs["engagement"][f] = storage.fingerprint(f)
         build_days.append(BuildDay(day, files, _enrolled_tracks(input_root, day),
                                    layout.aggregate_build(output_root, day, snapshot_id),
@@ -102,8 +112,34 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         snapshot_dir=layout.snapshot_dir(output_root, as_of + dt.timedelta(days=1), snapshot_id),
         dead_letter_dir=layout.dead_letters_dir(output_root, snapshot_id),
         scratch_dir=scratch, method=options.method, batch_rows=options.batch_rows, missing_days=sorted(missing),
+        empty_days=sorted(empty),
     )
+    check_missing_days(plan, cfg)
     return plan, inputs
+
+
+def gap_days(missing: list[dt.date], observed: list[dt.date]) -> list[dt.date]:
+    """The missing days that count against `max_missing_days`: those after the
+    first observed day (days before the logs begin, as in a new deployment or a
+    short sample world, are recorded but are not gaps)."""
+    first = min(observed) if observed else None
+    return [d for d in missing if first is not None and d > first]
+
+
+def check_missing_days(plan: RunPlan, cfg: Config) -> None:
+    gaps = gap_days(plan.missing_days, plan.observed_days)
+    if len(gaps) > cfg.max_missing_days:
+        empty = [d for d in gaps if d in set(plan.empty_days)]
+        raise MissingInput(
+            f"{len(gaps)} day(s) of the {cfg.window_days}-day window before {plan.as_of} have no engagement rows "
+            f"({_days(gaps)}{f'; partitions with 0 rows: {_days(empty)}' if empty else ''}); at most "
+            f"{cfg.max_missing_days} may (config max_missing_days): restore those partitions, or raise the limit "
+            f"knowingly")
+
+
+def _days(days: list[dt.date]) -> str:
+    text = ", ".join(d.isoformat() for d in days[:5])
+    return text + (f" and {len(days) - 5} more" if len(days) > 5 else "")
 
 
 def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:
@@ -118,3 +154,31 @@ def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:
         col = pq.read_table(storage.open_input(f), columns=["track_id"]).column("track_id")
         tracks.update(v for v in col.unique().to_pylist() if v)
     return sorted(tracks)
+
+
+def input_days(input_root: str, table: str = "engagement") -> list[dt.date]:
+    """The days that have a partition folder of `table` under the input root."""
+    try:
+        names = storage.list_dirs(storage.join(input_root, table))
+    except (FileNotFoundError, OSError):
+        return []
+    return sorted(d for d in (layout.parse_day_dirname(n) for n in names) if d is not None)
+
+
+def newest_partition_hint(input_root: str, day: dt.date) -> str:
+    """Words for a user whose date finds no partition: the date given is a logs
+    date; which logs dates there are. Empty when `day` is within them."""
+    days = input_days(input_root)
+    if not days:
+        return f"no engagement partitions under {input_root}"
+    if days[0] <= day <= days[-1]:
+        return ""
+    if day == days[-1] + dt.timedelta(days=1):
+        return (f"{day} looks like a score date: the newest logs date under {input_root} is {days[-1]}, "
+                f"whose scores are for {day}")
+    return f"logs dates under {input_root}: {days[0]} .. {days[-1]}"
+
+
+def _hint(input_root: str, day: dt.date) -> str:
+    hint = newest_partition_hint(input_root, day)
+    return f" ({hint})" if hint else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,13 +25,46 @@ PUBLISH_LOCK = ".publish.lock"
 PUBLISH_LOCK_WAIT_S = 600.0
 
 
-def publish_lock(output_root: str):
+def publish_lock(output_root: str, progress=lambda message: None, holder: str = ""):
     """Cross-process lock of a local output root's publish step (crash-safe:
-    released by the kernel if the holder dies)."""
+    released by the kernel if the holder dies). A wait is announced through
+    `progress`, naming the process that holds the lock."""
     if storage.is_gcs(output_root):
         return contextlib.nullcontext()
-    return storage.local_lock(storage.join(layout.snapshots_root(output_root), PUBLISH_LOCK),
-                              timeout_s=PUBLISH_LOCK_WAIT_S)
+    path = storage.join(layout.snapshots_root(output_root), PUBLISH_LOCK)
+    return storage.local_lock(
+        path, timeout_s=PUBLISH_LOCK_WAIT_S, holder=holder,
+        on_wait=lambda who: progress(f"waiting for the publish lock of {output_root} (up to "
+                                     f"{PUBLISH_LOCK_WAIT_S:.0f} s): held by {who}"))
+
+
+@contextlib.contextmanager
+def reserved(output_root: str, warehouse: Warehouse, progress=lambda message: None, holder: str = ""):
+    """Wait for, then hold, what a publish needs: the publish lock, then the
+    warehouse (a DuckDB file another process has open: an analyst's session,
+    another run). Yields {"wait_publish_lock": s, "wait_warehouse": s}, the
+    seconds waited, before the manifest is written, so the manifest can record
+    them; `publish(..., locked=True)` then runs inside the block."""
+    waits = {"wait_publish_lock": 0.0, "wait_warehouse": 0.0}
+    with publish_lock(output_root, progress, holder) as lock:
+        waits["wait_publish_lock"] = round(getattr(lock, "waited_s", 0.0), 3)
+        announce(progress, "the publish lock", waits["wait_publish_lock"])
+        hold = getattr(warehouse, "hold", None)
+        with (hold(on_wait=lambda who: progress(
+                f"waiting for the warehouse {warehouse.uri}: {who} has it open (an analyst's DuckDB session? "
+                f"close it); waiting up to {getattr(warehouse, 'LOCK_WAIT_S', 0):.0f} s"))
+              if hold else contextlib.nullcontext(0.0)) as waited:
+            waits["wait_warehouse"] = round(waited, 3)
+            announce(progress, f"the warehouse {warehouse.uri}", waited)
+            yield waits
+
+
+def announce(progress, what: str, seconds: float) -> None:
+    if seconds >= WAIT_WORTH_SAYING_S:
+        progress(f"waited {seconds:.1f} s for {what}")
+
+
+WAIT_WORTH_SAYING_S = 0.5
 
 
 @dataclass
@@ -43,15 +77,17 @@ class Published:
 
 def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manifest,
             tables: dict[str, pa.Table] | None = None, *, move_latest: bool = True,
-            recheck: bool = False, progress=lambda message: None) -> Published:
-    """Warehouse, then LATEST (forward only unless told), under the publish lock.
+            recheck: bool = False, progress=lambda message: None, locked: bool = False) -> Published:
+    """Warehouse, then LATEST (forward only unless told), under the publish lock
+    (already held by the caller when `locked`: inside `reserved`).
 
     recheck: if LATEST already serves a snapshot of this date made from the same
         run fingerprint (another run published it meanwhile), leave the
         warehouse and LATEST on that one."""
     tables = tables if tables is not None else store.read_snapshot_tables(folder, manifest)
     manifest_uri = storage.join(folder, layout.MANIFEST)
-    with publish_lock(output_root):
+    holder = f"oasis publish of {layout.snapshot_rel(manifest.score_date, manifest.snapshot_id)}"
+    with contextlib.nullcontext() if locked else reserved(output_root, warehouse, progress, holder):
         if recheck and move_latest:
             other = latest_same_run(output_root, manifest.score_date, manifest.run_fingerprint)
             if other and other[1].snapshot_id != manifest.snapshot_id:
@@ -60,8 +96,9 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
                          f"({manifest.snapshot_id} is complete but not published)")
                 return Published(manifest, folder, False, superseded_by=other)
         faults.checkpoint("before_warehouse")
+        started = time.monotonic()
         warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri))
-        progress(f"warehouse loaded: {warehouse.uri}")
+        progress(f"warehouse loaded: {warehouse.uri} ({time.monotonic() - started:.1f} s)")
         faults.checkpoint("after_warehouse")
         faults.checkpoint("before_pointer")
         moved = (store.move_latest(output_root, manifest.score_date, manifest.snapshot_id)

@@ -41,6 +41,10 @@ def render(result: RunResult, warehouse: str) -> str:
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
                          f"{row.capacity:>12,.1f}  {share:6.1%}")
+    waits = {"publish lock": m.seconds.get("wait_publish_lock", 0.0), "warehouse": m.seconds.get("wait_warehouse", 0.0)}
+    if any(v >= 0.5 for v in waits.values()):
+        lines.append("  waited:           " + ", ".join(f"{v:.1f} s for the {k}" for k, v in waits.items() if v >= 0.5)
+                     + " (recorded in the manifest's seconds)")
     lines.append(f"  validation:       {m.validation_text}")
     lines.append(f"  snapshot:         {result.snapshot_dir}")
     if report_line(result):

@@ -39,7 +39,7 @@ Layout written under ``out``::
 """
 
 import datetime as dt
-import glob
+import json
 import math
 import os
 import sys
@@ -54,11 +54,18 @@ from jobs.sample.draws import EPOCH, retain_freed_memory
 from jobs.sample.events import events_for_day
 from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE, build_enrollments,
                                build_world, export_for_day, truth_table)
-from pipelines.errors import UsageError
-
+from pipelines.errors import OasisError, UsageError
 
 class SampleError(UsageError, ValueError):
     """Arguments that cannot make a world; the message names the argument."""
+
+
+class FolderInUse(OasisError):
+    """The output folder holds something `oasis sample` will not overwrite."""
+
+
+SAMPLE_RECORD = "_SAMPLE.json"  # what `oasis sample` wrote here and with which arguments; written as it goes
+
 
 def _write(table: pa.Table, path: str, dictionary: list[str] | bool) -> None:
     tmp = path + ".tmp"
@@ -67,23 +74,111 @@ def _write(table: pa.Table, path: str, dictionary: list[str] | bool) -> None:
     os.replace(tmp, path)
 
 
-def _clear(out: str) -> None:
-    """Remove the files an earlier run wrote here (only our own layout), so no stale part survives."""
-    for pattern in ("enrollments/dt=*/part-*.parquet", "engagement/dt=*/part-*.parquet",
-                    "enrollments/dt=*/part-*.parquet.tmp", "engagement/dt=*/part-*.parquet.tmp",
-                    "truth/tracks.parquet", "LAST_DAY"):
-        for f in glob.glob(os.path.join(out, pattern)):
-            os.remove(f)
-    for pattern in ("enrollments/dt=*", "engagement/dt=*"):
-        for folder in glob.glob(os.path.join(out, pattern)):
-            if os.path.isdir(folder) and not os.listdir(folder):
-                os.rmdir(folder)
+def _existing_files(out: str) -> list[str]:
+    """Every file under `out`, relative, "/"-separated."""
+    found = []
+    for base, _, names in os.walk(out):
+        for n in names:
+            found.append(os.path.relpath(os.path.join(base, n), out).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def read_record(out: str) -> dict | None:
+    try:
+        with open(os.path.join(out, SAMPLE_RECORD)) as f:
+            doc = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("files"), list) else None
+
+
+class _Record:
+    """`_SAMPLE.json`: the arguments and every file this world is made of. Each
+    file is listed before it is written, so even an interrupted run's files are
+    known to be ours; `complete` turns true when the last file is written."""
+
+    def __init__(self, out: str, arguments: dict):
+        self.path = os.path.join(out, SAMPLE_RECORD)
+        self.doc = {"arguments": arguments, "complete": False, "files": []}
+
+    def add(self, *relative: str) -> None:
+        self.doc["files"] += [r for r in relative if r not in self.doc["files"]]
+        self.save()
+
+    def finish(self, summary: dict, sizes: dict[str, int]) -> None:
+        self.doc.update(complete=True, summary=summary, sizes=sizes)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.doc, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def _intact(out: str, record: dict) -> bool:
+    sizes = record.get("sizes") or {}
+    return bool(record.get("complete")) and all(
+        os.path.isfile(os.path.join(out, r)) and os.path.getsize(os.path.join(out, r)) == sizes.get(r)
+        for r in record["files"])
+
+
+def prepare_folder(out: str, arguments: dict, overwrite: bool) -> dict | None:
+    """Make `out` ready for a world of `arguments`. Returns the summary of the
+    same world already there, intact (nothing to do), else None.
+
+    Refuses a folder that is not empty unless `overwrite`; even then it deletes
+    only files an earlier `oasis sample` listed in its record, and refuses a
+    folder holding any file it did not write."""
+    if not os.path.isdir(out):
+        if os.path.exists(out):
+            raise FolderInUse(f"{out} exists and is not a folder")
+        return None
+    existing = [f for f in _existing_files(out) if f not in (SAMPLE_RECORD, SAMPLE_RECORD + ".tmp")]
+    record = read_record(out)
+    if record is None and not existing:
+        return None
+    if record is not None and record.get("arguments") == arguments and _intact(out, record):
+        return dict(record.get("summary") or {}, out=out, reused=True)
+    ours = set(record["files"]) if record else set()
+    foreign = [f for f in existing if f not in ours and f.removesuffix(".tmp") not in ours]
+    if foreign:
+        raise FolderInUse(
+            f"{out} holds {len(foreign)} file(s) that `oasis sample` did not write (e.g. {', '.join(foreign[:3])}); "
+            "it never deletes or mixes into files it did not write: choose an empty or new folder"
+            + (" (a world written by an older `oasis sample` has no record: remove the folder, e.g. `make clean`)"
+               if record is None else ""))
+    if not overwrite:
+        what = ("an incomplete world (an interrupted `oasis sample`)" if not record.get("complete")
+                else f"another sample world ({_differences(record.get('arguments') or {}, arguments)})"
+                if record.get("arguments") != arguments else "a sample world whose files changed since")
+        raise FolderInUse(f"{out} is not empty: it holds {what}; pass --overwrite to replace it (only the files "
+                          f"`oasis sample` wrote there are deleted), or choose another folder")
+    for rel in sorted(ours, reverse=True):
+        for f in (os.path.join(out, rel), os.path.join(out, rel) + ".tmp"):
+            if os.path.isfile(f):
+                os.remove(f)
+    for base, dirs, files in sorted(os.walk(out), reverse=True):  # folders the world's files leave empty
+        if base != out and not os.listdir(base):
+            os.rmdir(base)
+    os.remove(os.path.join(out, SAMPLE_RECORD))
+    return None
+
+
+def _differences(old: dict, new: dict) -> str:
+    diff = [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(diff) or "other arguments"
 
 
 def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, seed: int,
                    end_date: dt.date, bad_row_share: float = 0.002, markets: int = 6,
-                   progress: bool = True) -> dict:
-    """Write a synthetic world of `days` days ending on `end_date` under the local folder `out`."""
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Write a synthetic world of `days` days ending on `end_date` under the local folder `out`.
+
+    A folder already holding the same world, intact, is left as it is (the
+    summary says `reused`); any other non-empty folder is refused unless
+    `overwrite` (see `prepare_folder`: files sample did not write are never
+    deleted)."""
     if days < 1:
         raise SampleError("days must be >= 1")
     if not 10 <= tracks <= 100_000:
@@ -100,8 +195,14 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
     if events_per_day >= 500_000:
         retain_freed_memory()
     first_day = end_date - dt.timedelta(days=days - 1)
+    arguments = {"days": days, "tracks": tracks, "events_per_day": events_per_day, "seed": seed,
+                 "end_date": end_date.isoformat(), "bad_row_share": bad_row_share, "markets": markets}
+    same = prepare_folder(out, arguments, overwrite)
+    if same is not None:
+        return same
     os.makedirs(out, exist_ok=True)
-    _clear(out)
+    record = _Record(out, arguments)
+    record.add("truth/tracks.parquet")
     w = build_world(seed=seed, tracks=tracks, events_per_day=events_per_day, markets=markets, end_date=end_date)
     e = build_enrollments(w, first_day, end_date)
     os.makedirs(os.path.join(out, "truth"), exist_ok=True)
@@ -119,12 +220,14 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
             for f in pending:            # at most one day being written while the next is generated
                 f.result()
             pending = []
+            n_files = max(1, math.ceil(events.num_rows / MAX_ROWS_PER_FILE))
+            record.add(f"enrollments/dt={d.isoformat()}/part-00000.parquet",
+                       *(f"engagement/dt={d.isoformat()}/part-{j:05d}.parquet" for j in range(n_files)))
             folder = os.path.join(out, "enrollments", f"dt={d.isoformat()}")
             os.makedirs(folder, exist_ok=True)
             pending.append(pool.submit(_write, export, os.path.join(folder, "part-00000.parquet"), True))
             folder = os.path.join(out, "engagement", f"dt={d.isoformat()}")
             os.makedirs(folder, exist_ok=True)
-            n_files = max(1, math.ceil(events.num_rows / MAX_ROWS_PER_FILE))
             bounds = np.linspace(0, events.num_rows, n_files + 1).round().astype(int)
             for j in range(n_files):
                 part = events.slice(bounds[j], bounds[j + 1] - bounds[j])
@@ -140,10 +243,11 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                       file=sys.stderr, flush=True)
         for f in pending:
             f.result()
+    record.add("LAST_DAY")
     with open(os.path.join(out, "LAST_DAY"), "w") as fh:
         fh.write(end_date.isoformat() + "\n")
 
-    return {
+    summary = {
         "out": out,
         "first_day": first_day.isoformat(),
         "last_day": end_date.isoformat(),
@@ -165,3 +269,5 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
         "enrolled_play_share": round(totals["enrolled_plays"] / max(totals["events"], 1), 4),
         "seconds": round(time.monotonic() - started, 2),
     }
+    record.finish(summary, {r: os.path.getsize(os.path.join(out, r)) for r in record.doc["files"]})
+    return summary

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import pyarrow.fs as pafs
 
 from jobs import layout
+from jobs.gates.quarantine import (Quarantined, find_quarantined, list_quarantined, quarantine_folders,
+                                  read_quarantined)
 from jobs.manifest import Manifest
 from jobs.run.aggregates import stored_build
 from jobs.snapshots import store
@@ -267,3 +269,50 @@ class _Collector:
                                     "a job may still be writing it)")
             return
         self.delete(uri, what, kind)
+
+
+# --------------------------------------------------------------- quarantine ---
+DEFAULT_QUARANTINE_DAYS = 14.0
+
+
+def quarantined(output_root: str, problems: list[str] | None = None) -> list[Quarantined]:
+    """The would-be snapshots that failed a gate (`jobs.gates.quarantine`), oldest first."""
+    return list_quarantined(output_root, problems=problems)
+
+
+@dataclass
+class ShownQuarantined:
+    quarantined: Quarantined
+    problems: list[str]   # files listed in its record that are missing or changed
+
+
+def show_quarantined(output_root: str, snapshot_id: str) -> ShownQuarantined | None:
+    q = find_quarantined(output_root, snapshot_id)
+    if q is None:
+        return None
+    return ShownQuarantined(q, store.file_problems(q.folder, q.manifest))
+
+
+def gc_quarantine(output_root: str, older_than_days: float, *, dry_run: bool = False,
+                  now: dt.datetime | None = None) -> list[str]:
+    """Delete quarantined would-be snapshots quarantined more than
+    `older_than_days` ago (by the time in their record, else their folder's
+    age). Returns one line per deletion."""
+    if older_than_days < 0:
+        raise SnapshotError("--quarantine-days must be >= 0")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    verb = "would delete" if dry_run else "deleted"
+    lines = []
+    for day, folder in quarantine_folders(output_root):
+        try:
+            at = read_quarantined(folder).quarantined_at
+        except (FileNotFoundError, OasisError, OSError):
+            at = None
+        age = (now - at).total_seconds() if at else age_seconds(folder, now)
+        if age is None or age < older_than_days * 86400.0:
+            continue
+        if not dry_run:
+            storage.delete_tree(folder)
+        lines.append(f"{verb} quarantined would-be snapshot {layout.score_date_dirname(day)}/"
+                     f"{folder.rstrip('/').rsplit('/', 1)[-1]} ({age / 86400.0:.1f} days in quarantine): {folder}")
+    return lines

@@ -2,8 +2,10 @@
 with the same tables, registry and views as BigQuery."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
 import time
 
 import duckdb
@@ -11,6 +13,13 @@ import pyarrow as pa
 
 from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, view_sql
 from schemas import OUTPUTS, SNAPSHOTS
+
+
+def lock_holder(message: str) -> str:
+    """Who holds a DuckDB file, from DuckDB's lock error ("Conflicting lock is
+    held in /usr/bin/python3 (PID 1234)")."""
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"PID {m.group(2)} ({m.group(1)})" if m else "another process"
 
 
 class DuckDBWarehouse:
@@ -22,22 +31,40 @@ class DuckDBWarehouse:
 
     LOCK_WAIT_S = 120.0  # how long to wait for another process's connection to the file to close
 
-    def _connect(self):
+    def _connect(self, on_wait=None):
         """A read-write connection. DuckDB lets one process at a time open the
         file (a writer excludes readers of other processes too), so while
         another process holds it (a second run, an analyst's session) wait for
-        it, up to LOCK_WAIT_S, instead of failing the run after its pipeline."""
+        it, up to LOCK_WAIT_S, instead of failing the run after its pipeline.
+        `on_wait(who)` is told once who holds it (DuckDB names the process)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
         deadline = time.monotonic() + self.LOCK_WAIT_S
         delay = 0.05
+        told = False
         while True:
             try:
                 return duckdb.connect(self.path)
             except duckdb.IOException as e:
                 if "lock" not in str(e).lower() or time.monotonic() + delay > deadline:
                     raise
+                if not told and on_wait is not None:
+                    told = True
+                    on_wait(lock_holder(str(e)))
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    @contextlib.contextmanager
+    def hold(self, on_wait=None):
+        """Keep the file open (waiting for other processes as `_connect` does)
+        for the block: a publish takes it before its manifest, so the wait is
+        measured and the load right after does not wait again (connections of
+        one process share the open database). Yields the seconds waited."""
+        started = time.monotonic()
+        con = self._connect(on_wait)
+        try:
+            yield time.monotonic() - started
+        finally:
+            con.close()
 
     @staticmethod
     def _q(name: str) -> str:

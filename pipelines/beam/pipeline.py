@@ -51,7 +51,8 @@ class RunPlan:
     scratch_dir: str  # the run's working files (one folder per built day), deleted when it ends
     method: str  # allocation method (jobs.run.options.RunOptions)
     batch_rows: int  # rows per Arrow record batch
-    missing_days: list[dt.date] = field(default_factory=list)
+    missing_days: list[dt.date] = field(default_factory=list)  # window days without engagement rows
+    empty_days: list[dt.date] = field(default_factory=list)  # of those, days whose partition holds 0 rows
 
     @property
     def score_date(self) -> dt.date:

@@ -4,6 +4,7 @@ publishes each date once, skips identical reruns, republishes with --force
 while the others publish."""
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import io
 import json
@@ -36,11 +37,15 @@ def manifests(out) -> list[dict]:
 
 
 def rows_of(stdout: str) -> dict[str, list[str]]:
-    """The summary table: date -> [status, snapshot id, seconds, error...]."""
+    """The summary table: logs date -> [status, snapshot id, seconds, error...]; it
+    labels both dates (logs_date, score_date = logs date + 1)."""
     out = {}
-    for line in stdout.splitlines():
+    lines = stdout.splitlines()
+    assert any(re.match(r"^logs_date\s+score_date\s+status", line) for line in lines), stdout
+    for line in lines:
         if re.match(r"^\d{4}-\d{2}-\d{2}\s", line):
-            date, *rest = line.split()
+            date, score_date, *rest = line.split()
+            assert dt.date.fromisoformat(score_date) == dt.date.fromisoformat(date) + dt.timedelta(days=1)
             out[date] = rest
     return out
 
@@ -96,7 +101,8 @@ def test_backfill_publishes_each_date_and_leaves_latest_on_the_newest(first):
     assert f"LATEST: score_date=2026-11-25/{ms[-1]['snapshot_id']}" in stdout
     # progress on stderr: per-date status and an ETA
     for date in (START, "2026-11-23", END):
-        assert re.search(rf"^{date}\s+running", stderr, re.M) and re.search(rf"^{date}\s+published", stderr, re.M)
+        assert re.search(rf"^logs {date} \(score \S+\)\s+running", stderr, re.M)
+        assert re.search(rf"^logs {date} \(score \S+\)\s+published", stderr, re.M)
     assert "ETA" in stderr and "queued 2" in stderr
     # the warehouse holds each score date once
     con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
@@ -191,9 +197,10 @@ def test_a_failing_date_is_reported_and_the_others_publish(world, tmp_path, caps
     captured = capsys.readouterr()
     table = rows_of(captured.out)
     assert [table[d][0] for d in (START, "2026-11-23", END)] == ["published", "failed", "published"]
-    assert "no engagement partition for 2026-11-23" in captured.out
+    assert "no engagement partition for logs date 2026-11-23" in captured.out
     assert "2 published, 0 skipped (already published), 1 failed" in captured.out
-    assert re.search(r"^2026-11-23\s+failed.*no engagement partition", captured.err, re.M)
+    assert re.search(r"^logs 2026-11-23 \(score 2026-11-24\)\s+failed.*no engagement partition", captured.err,
+                     re.M)
     recs = {r["logs_date"]: r for r in run_records(out)}
     assert recs["2026-11-23"]["status"] == "failed" and "no engagement partition" in recs["2026-11-23"]["reason"]
     # the last run is this backfill, and one of its dates failed: status says so, naming it

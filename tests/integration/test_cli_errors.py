@@ -5,14 +5,20 @@ same run: same content fingerprints, same recorded method."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 
 from jobs.cli import main as cli
 from tests.support import worlds
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DAY = worlds.END.isoformat()
 
@@ -92,3 +98,82 @@ def test_run_and_backfill_of_one_date_are_the_same_run(world, tmp_path):
     methods = sorted(worlds.manifest(d)["options"]["method"] for d in worlds.snapshot_dirs(a))
     assert methods == ["auto", "exact"]
     assert re.search(r"OASIS snapshot \S+  score date ", out) and os.path.isdir(a)
+
+
+# ------------------------------------------------- mistakes caught early ---
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_a_typo_in_a_flag_fails_before_any_work_with_a_suggestion(world, tmp_path, command):
+    """`--froce` used to go to Beam, which logged "Unparseable argument" and ran
+    unforced (or printed "nothing to do" and exited 0 on a published date)."""
+    dates = ["--date", DAY] if command == "run" else ["--start", DAY, "--end", DAY]
+    out = str(tmp_path / "out")
+    code, _, err = oasis(command, *dates, "--input", world, "--output", out, "--froce")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"oasis {command}: error: unknown option --froce (did you mean --force?): it is "
+                                    f"neither an option of `oasis {command}` nor an Apache Beam pipeline option "
+                                    "(`--help` lists the command's options)")
+    assert not os.path.exists(out)
+    code, _, err = oasis(command, *dates, "--input", world, "--output", out, "--skip_gate", "row_count")
+    assert code == 2 and "did you mean --skip-gate?" in err
+    code, _, err = oasis(command, *dates, "--input", world, "--output", out, "stray")
+    assert code == 2 and "unexpected argument 'stray'" in err
+    code, _, err = oasis(command, *dates, "--input", world, "--output", out, "--runner=NoSuchRunner", "--setup_fil",
+                         "x")
+    assert code == 2 and "unknown option --setup_fil (did you mean --setup_file?)" in err
+    assert not os.path.exists(out)
+
+
+def test_beam_options_still_pass_through(world, tmp_path):
+    """Real Beam options are accepted (and recorded) as before."""
+    out = str(tmp_path / "out")
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("gate_min_eligible_share = 0.0\n")
+    code, _, err = oasis("run", "--date", DAY, "--input", world, "--output", out, "--config", str(lenient),
+                         "--direct_num_workers", "1", "--runner=DirectRunner")
+    assert code == 0, err
+    (snap,) = worlds.snapshot_dirs(out)
+    assert worlds.manifest(snap)["beam_options"] == ["--direct_num_workers", "1", "--runner=DirectRunner"]
+
+
+def test_global_flags_work_after_the_command_too(world, capsys):
+    """`oasis validate ... --log-format json` used to be ignored; now it is the
+    same as `oasis --log-format json validate ...`, and every stderr line is
+    then JSON, the error line included."""
+    for args in (["--log-format", "json", "validate", "--date", "2026-01-01", "--input", world],
+                 ["validate", "--date", "2026-01-01", "--input", world, "--log-format", "json"]):
+        code, _, err = oasis(*args)
+        assert code == 1
+        records = [json.loads(line) for line in err.splitlines()]  # every line is one JSON object
+        last = records[-1]
+        assert last["level"] == "ERROR" and last["logger"] == "oasis.cli"
+        assert last["message"].startswith("oasis validate: error: a run of logs date 2026-01-01")
+    # a usage error in JSON mode is a JSON record too
+    code, _, err = oasis("validate", "--date", "2026-13-01", "--input", world, "--log-format=json")
+    assert code == 2 and json.loads(err.strip())["message"].startswith("oasis validate: error: argument --date")
+    code, _, err = oasis("validate", "--date", DAY, "--input", world, "--log-level", "verbose")
+    assert code == 2 and "invalid choice: 'VERBOSE'" in err and "Traceback" not in err
+    # a value given before the command is not undone by the default after it
+    code, _, err = oasis("--log-format", "json", "validate", "--date", DAY, "--input", world)
+    assert code == 0 and all(line.startswith("{") for line in err.splitlines())
+
+
+def test_no_help_shows_a_default_of_none():
+    """Required arguments and flags without a default never print "(default: None)"."""
+    texts = []
+    root = cli.parser()
+    for p in [root] + cli.a.leaf_parsers(root):
+        texts.append(p.format_help())
+    assert len(texts) >= 10 and not any("default: None" in t or "default None" in t for t in texts)
+
+
+@pytest.mark.parametrize("args", [["config"], ["snapshots", "list", "--output", "/nonexistent/oasis-out"]])
+def test_a_closed_pipe_is_not_a_traceback(args):
+    """`oasis snapshots list | head`: the reader goes away before oasis writes; it
+    used to end in a BrokenPipeError traceback. A long output breaks the pipe
+    while printing, a short one only when stdout is flushed: both are covered."""
+    p = subprocess.Popen([sys.executable, "-m", "jobs.cli.main", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=str(ROOT))
+    p.stdout.close()  # before the interpreter has even imported Beam
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

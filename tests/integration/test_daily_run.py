@@ -61,7 +61,9 @@ def test_run_publishes_snapshot_latest_and_warehouse(published):
     # the aggregation's spilled shards were read back and removed; every phase is timed
     assert m["metrics"]["rows_spilled"] > 0
     assert not glob.glob(os.path.join(tempfile.gettempdir(), f"oasis-scratch-{m['snapshot_id']}*"))
-    assert set(m["seconds"]) == {"plan", "pipeline", "describe_and_gates", "report"}
+    assert set(m["seconds"]) == {"plan", "pipeline", "describe_and_gates", "report", "publish_wait",
+                                 "wait_publish_lock", "wait_warehouse"}
+    assert m["seconds"]["wait_warehouse"] < 1.0  # nobody held the warehouse
     # warehouse: same rows for the score date, registry and latest views
     con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
     for name in ("promotion_scores", "campaign_delivery", "capacity"):

@@ -35,7 +35,7 @@ def published(tmp_path_factory):
         rc = cli.main(["run", "--date", DAY, "--input", w, "--output", out])
     assert rc == 0, err.getvalue()[-3000:]
     (snap,) = worlds.snapshot_dirs(out)
-    return {"out": out, "snap": snap, "manifest": worlds.manifest(snap),
+    return {"world": w, "out": out, "snap": snap, "manifest": worlds.manifest(snap),
             "scores": worlds.table(snap, "promotion_scores"), "delivery": worlds.table(snap, "campaign_delivery"),
             "capacity": worlds.table(snap, "capacity"), "prices": worlds.table(snap, "prices")}
 
@@ -254,6 +254,9 @@ def test_ineligible_tracks_give_the_reason_in_words(published, capsys):
     assert (f"too few plays: {plays} plays on the promotion surfaces of {market} in the window; "
             f"at least {cfg['min_window_plays']} are needed") in text
     assert "not in the LP" in text
+    # an ineligible row gets its reason and no LP: none of the LP's constraint lines
+    assert "allocation   not in the" in text and "an ineligible row is fixed at x = 0 (too_few_plays)" in text
+    assert "  capacity   sum x" not in text and "  floor      " not in text and "  marginal" not in text
 
 
 def test_snapshot_choice_and_surface_filter(published, capsys):
@@ -294,7 +297,7 @@ def test_bad_requests_are_clear_errors(published, capsys):
 
     rc, _, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", market, "--output", out,
                          "--snapshot", "20990101T000000Z-000000")
-    assert rc == 1 and "no published snapshot 20990101T000000Z-000000" in err
+    assert rc == 1 and "no published or quarantined snapshot 20990101T000000Z-000000" in err
 
 
 def test_prices_come_from_the_snapshot_without_solving(published, capsys, monkeypatch, tmp_path):
@@ -324,3 +327,21 @@ def test_prices_come_from_the_snapshot_without_solving(published, capsys, monkey
         for part in ("capacity", "artist", "licensor", "track_cap"):
             assert old_s["lp"][part]["shadow_price"] == pytest.approx(new_s["lp"][part]["shadow_price"], abs=1e-9)
         assert old_s["lp"]["marginal_value"] == pytest.approx(new_s["lp"]["marginal_value"], abs=1e-9)
+
+
+def test_the_logs_date_of_latest_given_as_a_score_date_is_noted(published, capsys, tmp_path):
+    """With snapshots for score dates D and D+1, `explain --date D` right after
+    `oasis run --date D` silently explained the older snapshot; now it still
+    does (D is a valid score date) but says on stderr that D is LATEST's logs date."""
+    import shutil
+
+    out = shutil.copytree(published["out"], str(tmp_path / "out"))
+    older = (worlds.END - dt.timedelta(days=1)).isoformat()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["run", "--date", older, "--input", published["world"], "--output", out]) == 0
+    track, market = _eligible_track(published["scores"])
+    _, _, err = explain(capsys, "--date", DAY, "--track", track, "--market", market, "--output", out)
+    assert (f"oasis explain: note: {DAY} is the LOGS date of LATEST (score date {SCORE_DATE}); --date is the score "
+            f"date, so this explains score date {DAY}") in err
+    rc, _, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", market, "--output", out)
+    assert rc == 0 and "note:" not in err

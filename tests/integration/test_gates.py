@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -162,8 +163,16 @@ def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_pa
 
     # an engineer checked it by hand: --skip-gate publishes, and the manifest says so
     assert run("--date", DAY.isoformat(), "--input", w, "--output", out, "--skip-gate", "row_count") == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "gate row_count skipped" in err
+    # ... and so do the summary, `snapshots list` and the report's headline: never "all passed"
+    skipped = "1 gate(s) failed, skipped by hand (row_count)"
+    assert f"validation:       {skipped}" in captured.out and "all passed" not in captured.out
+    assert cli.main(["snapshots", "list", "--output", out]) == 0
+    published = capsys.readouterr().out.split("quarantined (")[0]  # the quarantined copy is listed after
+    listed = [line for line in published.splitlines() if f" {SCORE_DATE} " in line]
+    assert len(listed) == 1 and listed[0].startswith("*") and skipped in listed[0]
     (snap,) = [d for d in worlds.snapshot_dirs(out) if f"score_date={SCORE_DATE}" in d]
     m = worlds.manifest(snap)
     checks = _by_name(m["validation"])
@@ -171,6 +180,8 @@ def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_pa
     assert checks["row_count"]["measured"] == pytest.approx(rc["measured"])
     assert all(c["passed"] and not c["skipped"] for n, c in checks.items() if n != "row_count")
     assert worlds.latest(out) == f"score_date={SCORE_DATE}/{m['snapshot_id']}"
+    report = open(os.path.join(snap, "report.html")).read()
+    assert skipped in report
 
 
 def test_eligible_share_gate_trips_when_every_campaign_is_cancelled(world, base, tmp_path, capsys):
@@ -188,6 +199,98 @@ def test_eligible_share_gate_trips_when_every_campaign_is_cancelled(world, base,
     # no eligible rows: drift is not compared, and says why
     drift = _by_name(doc["validation"])["score_drift"]
     assert drift["passed"] and drift["measured"] is None and "eligible_share" in drift["detail"]
+
+
+# ------------------------------------------------ a real shift of scores ---
+def test_a_planted_real_shift_trips_score_drift_and_its_quarantine_can_be_worked_with(world, base, tmp_path,
+                                                                                       capsys):
+    """A tenth of the capacity (a config change) moves the scores of rows whose
+    enrollment did not change: score_drift fails on those rows, even though it
+    leaves monthly flight changes out. The quarantined would-be snapshot has its
+    report, is listed, shown and explained (marked), an identical retry replaces
+    it rather than adding a copy, `backfill --skip-gate` publishes it, and gc
+    collects quarantine past retention."""
+    out = _copy_output(base, tmp_path)
+    cfg = _config(tmp_path, "promoted_share_cap = 0.005\n")
+    args = ["--date", DAY.isoformat(), "--input", world, "--output", out, "--config", cfg]
+    capsys.readouterr()
+    assert run(*args) == 1
+    doc = _assert_failed_only(out, base, capsys.readouterr().err, {"score_drift"})
+    drift_gate = _by_name(doc["validation"])["score_drift"]
+    assert drift_gate["measured"] > 0.25 and drift_gate["threshold"] == 0.25
+    basis = drift_gate["basis"]
+    assert basis["compared"] >= drift.PSI_MIN_ROWS and basis["campaign_changed"] == 0 and basis["days_apart"] == 1
+    assert basis["previous_score_date"] == DAY.isoformat() and "same track, market, surface and campaign" in \
+        basis["rows"]
+    folder, _ = _quarantine(out)
+    assert os.path.isfile(os.path.join(folder, "report.html"))
+    sid = doc["snapshot_id"]
+
+    # an identical retry fails the same way and replaces the copy instead of adding one
+    assert run(*args) == 1
+    err = capsys.readouterr().err
+    assert "replaces 1 earlier quarantined copy" in err
+    folder, doc = _quarantine(out)  # exactly one
+    assert doc["snapshot_id"] != sid
+    sid = doc["snapshot_id"]
+
+    # listed after the published snapshots, shown and explained, each time marked as not published
+    assert cli.main(["snapshots", "list", "--output", out]) == 0
+    listed = capsys.readouterr().out
+    assert "quarantined (failed a gate, NOT published" in listed
+    assert re.search(rf"{SCORE_DATE}\s+{DAY}\s+{sid}\s.*score_drift", listed)
+    assert cli.main(["snapshots", "show", sid, "--output", out]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("QUARANTINED  failed score_drift: NOT published") and "score_drift compared:" in shown
+    scores = pq.read_table(os.path.join(folder, "promotion_scores")).to_pandas()
+    row = scores[scores["eligible"]].iloc[0]
+    assert cli.main(["explain", "--date", SCORE_DATE.isoformat(), "--snapshot", sid, "--track", row["track_id"],
+                     "--market", row["market"], "--output", out]) == 0
+    assert "QUARANTINED: failed gate(s) score_drift, NOT published" in capsys.readouterr().out
+    assert cli.main(["explain", "--date", SCORE_DATE.isoformat(), "--track", row["track_id"],
+                     "--market", row["market"], "--output", out]) == 1
+    assert f"quarantined (not published) for {SCORE_DATE}: {sid}" in capsys.readouterr().err
+
+    # the advice names the entry point in use: backfill takes --skip-gate, and it publishes
+    bf = ["backfill", "--start", DAY.isoformat(), "--end", DAY.isoformat(), "--input", world, "--output", out,
+          "--config", cfg]
+    assert cli.main(bf) == 1
+    assert (f"rerun the backfill of that logs date (--start {DAY} --end {DAY}) with --skip-gate score_drift"
+            in capsys.readouterr().out)
+    _quarantine(out)  # still one copy
+    assert cli.main(bf + ["--skip-gate", "score_drift"]) == 0
+    capsys.readouterr()
+    (snap,) = [d for d in worlds.snapshot_dirs(out) if f"score_date={SCORE_DATE}" in d]
+    checks = _by_name(worlds.manifest(snap)["validation"])
+    assert checks["score_drift"]["skipped"] and not checks["score_drift"]["passed"]
+
+    # gc removes quarantine once it is older than --quarantine-days, and not before
+    assert cli.main(["snapshots", "gc", "--keep", "5", "--output", out]) == 0
+    assert "quarantined" not in capsys.readouterr().out.split("gc:")[0]
+    assert glob.glob(f"{out}/quarantine/score_date={SCORE_DATE}/*/_QUARANTINE.json")
+    assert cli.main(["snapshots", "gc", "--keep", "5", "--quarantine-days", "0", "--output", out]) == 0
+    assert "deleted quarantined would-be snapshot" in capsys.readouterr().out
+    assert not glob.glob(f"{out}/quarantine/score_date={SCORE_DATE}/*")
+
+
+def test_a_monthly_flight_change_does_not_trip_score_drift(tmp_path_factory):
+    """At a month change every campaign is replaced (new floors, new pacing): on
+    the default sample world that measured PSI 0.385 over all eligible rows and
+    failed the gate, and the next day failed too against a snapshot two days
+    old. Comparing like with like, the rows of a new flight are left out and
+    the basis says so; the backfill across the change exits 0."""
+    w = worlds.make_world(str(tmp_path_factory.mktemp("month") / "w"), days=6, tracks=60, events_per_day=3000,
+                          markets=2, end_date=dt.date(2026, 10, 31))
+    out = str(tmp_path_factory.mktemp("month") / "out")
+    assert cli.main(["backfill", "--start", "2026-10-30", "--end", "2026-10-31", "--input", w, "--output", out,
+                     "--config", _config(tmp_path_factory.mktemp("cfg"), "gate_min_eligible_share = 0.0\n")]) == 0
+    by_date = {worlds.manifest(d)["score_date"]: worlds.manifest(d) for d in worlds.snapshot_dirs(out)}
+    assert sorted(by_date) == ["2026-10-31", "2026-11-01"]
+    first_of_month = _by_name(by_date["2026-11-01"]["validation"])["score_drift"]
+    assert first_of_month["passed"] and not first_of_month["skipped"]
+    assert first_of_month["basis"]["campaign_changed"] > 0 and first_of_month["basis"]["compared"] == 0
+    assert first_of_month["basis"]["previous_score_date"] == "2026-10-31"
+    assert "another campaign (a new flight)" in first_of_month["detail"]
 
 
 # ----------------------------------------------------- gates from config ---
@@ -338,14 +441,18 @@ def test_quarantine_moves_a_would_be_snapshot_on_gcs(normal, gcs_env):
         storage.write_bytes(storage.join(snap, *rel.split("/")), open(os.path.join(local, rel), "rb").read())
     plan = SimpleNamespace(score_date=SCORE_DATE, as_of=DAY, snapshot_id=sid, snapshot_dir=snap,
                            dead_letter_dir=storage.join(gcs_env.root, "out", "dead_letters", f"run={sid}"))
-    checks = [GateResult.from_dict(r) for r in m["validation"]] + [
+    checks = [GateResult.from_dict(r) for r in m["validation"] if r["name"] != "row_count"] + [
         GateResult("row_count", passed=False, measured=0.9, threshold=0.5, detail="made up for this test")]
-    where = quarantine.quarantine(storage.join(gcs_env.root, "out"), plan, checks,
-                                  Manifest.from_dict(m).tables)
+    would_be = Manifest.from_dict({**m, "snapshot_id": sid})
+    would_be.validation = checks
+    out = storage.join(gcs_env.root, "out")
+    where, replaced = quarantine.quarantine(out, plan, would_be)
     assert where == storage.join(gcs_env.root, "out", "quarantine", f"score_date={SCORE_DATE}", sid)
-    assert not storage.list_files(snap)
+    assert replaced == [] and not storage.list_files(snap)
     doc = json.loads(storage.read_bytes(storage.join(where, QUARANTINE_RECORD)))
     assert [g["name"] for g in doc["failed_gates"]] == ["row_count"] and sorted(doc["files"]) == sorted(rels)
+    (q,) = quarantine.list_quarantined(out)  # read back as a manifest, on gs:// too
+    assert q.manifest.snapshot_id == sid and q.failed_gates == ["row_count"] and q.folder == where
     for rel in rels:
         data = storage.read_bytes(storage.join(where, *rel.split("/")))
         assert data == open(os.path.join(local, rel), "rb").read()

@@ -4,6 +4,7 @@ as the README shows it."""
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
 import subprocess
 import sys
@@ -112,3 +113,29 @@ def test_range_daily_from_the_luigi_command_line(built, world):
         lambda d: DailyScores(date=d, input_root=world, output_root=out),
         [dt.date(2026, 11, 22), dt.date(2026, 11, 23), dt.date(2026, 11, 24)])
     assert done == [dt.date(2026, 11, 23), dt.date(2026, 11, 24)]
+
+
+def test_skip_gate_is_a_task_parameter_and_luigi_prints_each_line_once(world, tmp_path):
+    """The gate-failure advice names the Luigi parameter, which works; and
+    Luigi's own lines are no longer printed twice (Beam's logging.basicConfig()
+    used to give the root logger a second handler)."""
+    out = str(tmp_path / "out")
+    strict = tmp_path / "strict.toml"
+    strict.write_text("gate_min_capacity_use = 0.99\n")  # no day of this world uses 99% of its capacity
+    base = [LUIGI, "--module", "jobs.luigi_tasks", "DailyScores", "--date", "2026-11-23", "--input-root", world,
+            "--output-root", out, "--config", str(strict), "--local-scheduler", "--retcode-task-failed", "1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=600, cwd=str(ROOT), env=env)
+    assert proc.returncode == 1
+    assert ("after checking by hand, rerun the task with the same parameters and --skip-gate capacity_use"
+            in proc.stderr)
+    assert "INFO:luigi-interface:" not in proc.stderr and "DEBUG:luigi-interface:" not in proc.stderr
+    assert proc.stderr.count("Traceback (most recent call last)") == 1
+    assert not manifests(out)  # nothing published; the would-be snapshot is in quarantine
+    assert glob.glob(os.path.join(out, "quarantine", "score_date=2026-11-24", "*", "_QUARANTINE.json"))
+    proc = subprocess.run(base + ["--skip-gate", "capacity_use"], capture_output=True, text=True, timeout=600,
+                          cwd=str(ROOT), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (m,) = manifests(out).values()
+    gate = {g["name"]: g for g in m["validation"]}["capacity_use"]
+    assert gate["skipped"] and not gate["passed"] and m["options"]["skip_gates"] == ["capacity_use"]

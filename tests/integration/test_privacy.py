@@ -5,11 +5,12 @@ metrics or the lineage events.
 
 One real `oasis --log-level DEBUG run` on a sample world, with a fake
 GOOGLE_APPLICATION_CREDENTIALS file, fake secrets in the environment, and fake
-secret Beam options (one Beam knows, given as `--name value`; one as
-`--name=value`; one Beam does not know, which Beam itself logs); then the same
-run on a world whose engagement rows break the contract far above the ceiling
-(a failure whose message counts dead-lettered rows). Lineage events go to a
-file (the client's file transport).
+secret Beam options (given as `--name value` and as `--name=value`); then the
+same run on a world whose engagement rows break the contract far above the
+ceiling (a failure whose message counts dead-lettered rows). Lineage events go
+to a file (the client's file transport). An option Beam does not know (which
+Beam would log with its value) is refused before any work, and the refusal
+does not echo the value.
 """
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ SECRETS = {
     "private_key": "FAKEPRIVATEKEYMATERIAL31415",
 }
 BEAM_SECRET_ARGS = ["--s3_secret_access_key", SECRETS["s3_secret"],
-                    f"--s3_session_token={SECRETS['s3_token']}",
-                    "--oauth_access_token", SECRETS["unknown_token"]]
+                    f"--s3_session_token={SECRETS['s3_token']}"]
+UNKNOWN_SECRET_ARGS = [["--oauth_access_token", SECRETS["unknown_token"]],
+                       [f"--oauth_access_token={SECRETS['unknown_token']}"]]
 FORBIDDEN_COLUMN_WORDS = ("user", "listener_id", "uid")
 
 
@@ -177,7 +179,7 @@ def test_no_secret_in_the_manifest_or_the_report(privacy_run):
     m = worlds.manifest(snap)
     # the options are recorded, their secret values are not
     opts = m["beam_options"]
-    assert "--s3_secret_access_key" in opts and "--oauth_access_token" in opts
+    assert "--s3_secret_access_key" in opts
     assert all("<redacted>" in o or not o.startswith("--s3_session_token") for o in opts)
 
 
@@ -200,3 +202,11 @@ def test_no_listener_id_or_secret_in_run_records_metrics_or_lineage(privacy_run)
         assert not _found(text, SECRETS.values()), path
         assert privacy_run["creds"] not in text, path
         assert "s3_secret_access_key" not in text and "oauth_access_token" not in text, path  # no options at all
+@pytest.mark.parametrize("unknown", UNKNOWN_SECRET_ARGS, ids=["separate", "joined"])
+def test_an_unknown_secret_option_is_refused_without_echoing_its_value(privacy_run, tmp_path, unknown):
+    out = str(tmp_path / "out")
+    proc = inv.run_cli("run", "--date", worlds.END.isoformat(), "--input", "unused", "--output", out, *unknown)
+    assert proc.returncode == 2
+    assert "unknown option --oauth_access_token" in proc.stderr
+    assert not _found(proc.stdout + proc.stderr, SECRETS.values())
+    assert not os.path.exists(out)

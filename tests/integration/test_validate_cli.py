@@ -2,6 +2,7 @@
 the contract without running the job."""
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 import re
@@ -69,8 +70,10 @@ def _file_line(out: str, path: str) -> tuple[int, int]:
     return int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
 
 
-def test_breaks_are_printed_per_file_and_reason_and_exit_1(world, capsys):
-    assert validate("--date", DAY, "--input", world) == 1
+def test_breaks_within_the_ceiling_are_printed_per_file_and_reason_and_a_run_would_proceed(world, capsys):
+    """The sample world's own ~0.2% bad rows: listed, and exit 0, because a run
+    would dead-letter them and go on (it used to say INVALID and exit 1)."""
+    assert validate("--date", DAY, "--input", world) == 0
     cap = capsys.readouterr()
     out = cap.out
     files = sorted(glob.glob(f"{world}/engagement/dt={DAY}/*.parquet"))
@@ -93,17 +96,54 @@ def test_breaks_are_printed_per_file_and_reason_and_exit_1(world, capsys):
     assert "within the max_bad_row_share ceiling" in out
     (enr,) = glob.glob(f"{world}/enrollments/dt={DAY}/*.parquet")
     assert _file_line(out, enr)[1] == 0
-    assert out.rstrip().endswith(f"INVALID: {total:,} rows break the contract")
+    assert out.rstrip().endswith(f"A RUN WOULD PROCEED: {total:,} row(s) break the contract and would be "
+                                 "dead-lettered (within the max_bad_row_share ceiling of 1.00%)")
     # progress: one line per file on stderr
     for f in files + [enr]:
         assert f in cap.err
     assert "[2/2]" in cap.err
 
 
+def test_breaks_above_the_ceiling_mean_a_run_would_fail_and_exit_1(world, tmp_path, capsys):
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("max_bad_row_share = 0.0001\n")
+    assert validate("--date", DAY, "--input", world, "--config", str(cfg)) == 1
+    cap = capsys.readouterr()
+    assert "(the run would fail)" in cap.out
+    assert "A RUN WOULD FAIL: rows breaking the contract above the max_bad_row_share ceiling of 0.01% in " \
+           "engagement" in cap.out
+    assert f"oasis validate: error: a run of logs date {DAY} on {world} would fail" in cap.err
+
+
+def test_an_engagement_partition_without_rows_is_a_missing_day(clean_world, tmp_path, capsys):
+    """Files that hold 0 rows: the run would fail (a day without plays is a
+    missing day), and validate says so."""
+    w = worlds.copy_world(clean_world, str(tmp_path / "w"))
+    for f in glob.glob(f"{w}/engagement/dt={DAY}/*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.slice(0, 0), f)
+    assert validate("--date", DAY, "--input", w) == 1
+    out = capsys.readouterr().out
+    assert "NO ROWS: a day without rows is a missing day" in out
+    assert "A RUN WOULD FAIL: no rows in the engagement partition" in out
+    # and the run agrees: it fails before any work, saying why
+    assert cli.main(["run", "--date", DAY, "--input", w, "--output", str(tmp_path / "out")]) == 1
+    assert f"the engagement partition for {DAY} holds no rows" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "snapshots")
+
+
+def test_a_date_after_the_last_logs_day_is_named_as_a_likely_score_date(clean_world, capsys):
+    after = (worlds.END + dt.timedelta(days=1)).isoformat()
+    assert validate("--date", after, "--input", clean_world) == 1
+    err = capsys.readouterr().err
+    assert f"{after} looks like a score date: the newest logs date under {clean_world} is {DAY}" in err
+
+
 def test_a_clean_partition_is_valid_and_exits_0(clean_world, capsys):
     assert validate("--date", DAY, "--input", clean_world) == 0
     out = capsys.readouterr().out
-    assert "0 break the contract" in out and out.rstrip().endswith("VALID: every file reads and every row keeps the contract")
+    assert "0 break the contract" in out
+    assert out.rstrip().endswith("VALID: every file reads and every row keeps the contract; a run would proceed")
 
 
 def test_unreadable_and_wrong_schema_files_are_named_and_exit_1(clean_world, tmp_path, capsys):
@@ -122,7 +162,7 @@ def test_unreadable_and_wrong_schema_files_are_named_and_exit_1(clean_world, tmp
     # the readable file was still checked
     (good,) = [f for f in glob.glob(f"{w}/engagement/dt={DAY}/*.parquet") if f != junk]
     assert _file_line(out, good)[1] == 0
-    assert "INVALID: 2 unreadable file(s) or wrong schema" in out
+    assert "A RUN WOULD FAIL: 2 unreadable file(s) or wrong schema" in out
 
 
 def test_a_missing_partition_exits_1(clean_world, tmp_path, capsys):
@@ -130,7 +170,7 @@ def test_a_missing_partition_exits_1(clean_world, tmp_path, capsys):
     shutil.rmtree(f"{w}/engagement/dt={DAY}")
     assert validate("--date", DAY, "--input", w) == 1
     out = capsys.readouterr().out
-    assert "engagement: MISSING partition" in out and "INVALID: missing partition(s): engagement" in out
+    assert "engagement: MISSING partition" in out and "A RUN WOULD FAIL: missing partition(s): engagement" in out
 
 
 @pytest.mark.emulator
@@ -140,7 +180,7 @@ def test_validate_reads_gcs_inputs(world, gcs_env, capsys):
     for f in glob.glob(f"{world}/*/dt={DAY}/*.parquet"):
         rel = os.path.relpath(f, world).split(os.sep)
         storage.write_bytes(storage.join(gcs_env.root, "in", *rel), open(f, "rb").read())
-    assert validate("--date", DAY, "--input", storage.join(gcs_env.root, "in")) == 1
+    assert validate("--date", DAY, "--input", storage.join(gcs_env.root, "in")) == 0
     out = capsys.readouterr().out
     for f in sorted(glob.glob(f"{world}/engagement/dt={DAY}/*.parquet")):
         uri = storage.join(gcs_env.root, "in", "engagement", f"dt={DAY}", os.path.basename(f))

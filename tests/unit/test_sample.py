@@ -38,8 +38,9 @@ def _days():
 
 
 def _files(root):
+    """The world's files (not sample's own record, which holds timings)."""
     return sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
-                  if os.path.isfile(p))
+                  if os.path.isfile(p) and os.path.basename(p) != sample.SAMPLE_RECORD)
 
 
 def _read(root, table, day):
@@ -102,13 +103,46 @@ def test_large_days_are_split_into_files_and_row_groups(tmp_path, monkeypatch):
     assert all(m.row_group(i).num_rows <= 256 for m in metas for i in range(m.num_row_groups))
 
 
-def test_rerun_into_the_same_folder_leaves_no_stale_files(tmp_path):
-    sample.generate_world(str(tmp_path), days=3, tracks=20, events_per_day=100, seed=1, end_date=END,
-                          progress=False)
-    sample.generate_world(str(tmp_path), days=1, tracks=20, events_per_day=100, seed=1, end_date=END,
-                          progress=False)
-    assert os.listdir(os.path.join(tmp_path, "engagement")) == [f"dt={END}"]
-    assert os.listdir(os.path.join(tmp_path, "enrollments")) == [f"dt={END}"]
+def test_a_non_empty_folder_is_refused_unless_overwrite_and_foreign_files_are_never_deleted(tmp_path):
+    """`oasis sample --out <a 35-day world>` once replaced it by 2 days silently;
+    now: the same world again is a no-op, another world needs --overwrite, and
+    --overwrite deletes only what sample wrote (no stale partition survives)."""
+    out = str(tmp_path / "w")
+    three = dict(days=3, tracks=20, events_per_day=100, seed=1, end_date=END, progress=False)
+    sample.generate_world(out, **three)
+    before = {f: os.path.getmtime(os.path.join(out, f)) for f in _files(out)}
+    assert sample.generate_world(out, **three)["reused"] is True  # same arguments, files intact: nothing to do
+    assert {f: os.path.getmtime(os.path.join(out, f)) for f in _files(out)} == before
+    with pytest.raises(sample.FolderInUse, match=r"days 3 -> 1.*--overwrite"):
+        sample.generate_world(out, **{**three, "days": 1})
+    assert _files(out) == sorted(before)  # refused: nothing deleted
+    sample.generate_world(out, **{**three, "days": 1}, overwrite=True)
+    assert os.listdir(os.path.join(out, "engagement")) == [f"dt={END}"]
+    assert os.listdir(os.path.join(out, "enrollments")) == [f"dt={END}"]
+    # a file sample did not write: refused even with --overwrite, and kept
+    mine = os.path.join(out, "engagement", "notes.txt")
+    open(mine, "w").write("mine")
+    with pytest.raises(sample.FolderInUse, match="did not write"):
+        sample.generate_world(out, **three, overwrite=True)
+    assert open(mine).read() == "mine" and os.listdir(os.path.join(out, "enrollments")) == [f"dt={END}"]
+    # a folder of someone else's files (no record) is refused whole
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("x")
+    with pytest.raises(sample.FolderInUse, match="did not write"):
+        sample.generate_world(str(other), **three, overwrite=True)
+    assert os.listdir(other) == ["data.csv"]
+
+
+def test_a_damaged_world_is_not_reused(tmp_path):
+    out = str(tmp_path / "w")
+    args = dict(days=2, tracks=20, events_per_day=100, seed=1, end_date=END, progress=False)
+    sample.generate_world(out, **args)
+    os.remove(os.path.join(out, "engagement", f"dt={END}", "part-00000.parquet"))
+    with pytest.raises(sample.FolderInUse, match="files changed"):
+        sample.generate_world(out, **args)
+    assert sample.generate_world(out, **args, overwrite=True).get("reused") is None
+    assert os.path.isfile(os.path.join(out, "engagement", f"dt={END}", "part-00000.parquet"))
 
 
 # ---------------------------------------------------------- determinism ---
