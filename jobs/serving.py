@@ -9,7 +9,9 @@
 is used only when its `_MANIFEST.json` reads, every file the manifest lists is
 there with its size and sha256 (the bytes hashed are the bytes parsed, so what
 is served is what was verified), every table parses with its listed row count,
-and its validation has no failed gate that was not skipped. (The run report,
+its validation has no failed gate that was not skipped, and no rollback pulled
+it (`jobs.snapshots.pulls`: a rollback killed half-way may leave LATEST on a
+snapshot it withdrew). (The run report,
 `report.html`, is checked too, but it is not data: a damaged one is only
 logged.) Otherwise the
 reader logs a warning saying why and tries the next older snapshot (by score
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 
 from jobs import layout
 from jobs.manifest import Manifest, ManifestError
-from jobs.snapshots import store
+from jobs.snapshots import pulls, store
 from pipelines import storage
 from pipelines.errors import OasisError
 from schemas import OUTPUTS
@@ -125,7 +127,10 @@ def _check_report(folder: str, manifest: Manifest) -> None:
 def load_latest(output_root: str) -> LoadedSnapshot:
     """The snapshot LATEST points to, verified; else the newest earlier valid one
     (with `fell_back_from` saying what was wrong with each newer one)."""
-    pointer = store.read_latest(output_root).content
+    try:
+        pointer = store.read_latest(output_root).content
+    except storage.StorageError as e:
+        raise NoValidSnapshot(f"no valid snapshot under {output_root}: {e}") from None
     if not pointer:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: "
                               f"{layout.latest_uri(output_root)} does not exist (nothing published yet)")
@@ -134,10 +139,13 @@ def load_latest(output_root: str) -> LoadedSnapshot:
     except ValueError as e:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: LATEST holds {e}") from None
     order = [latest] + [c for c in _candidates(output_root) if c < latest]
+    pulled = pulls.read_pulls(output_root)
     fell_back: list[tuple[str, str]] = []
     for score_date, sid in order:
         folder = layout.snapshot_dir(output_root, score_date, sid)
         try:
+            if sid in pulled:
+                raise DamagedSnapshot(f"pulled: {pulls.describe(pulled[sid])}")
             manifest, tables = verify_and_read(folder, score_date, sid)
         except DamagedSnapshot as e:
             reason = str(e)

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pandas as pd
 import pyarrow.compute as pc
 
+from pipelines.errors import OasisError
+
 
 def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
     tables = [t for t in tables if t is not None]
@@ -141,10 +143,25 @@ def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.asarray(uniques, dtype=object)[order]
 
 
+INT64_SAFE = 2**62  # below the int64 limit by a factor of 2: a sum that reaches it is refused, not wrapped
+
+
+class SumOverflow(OasisError, OverflowError):
+    """An integer sum that would leave int64 (damaged stored aggregates: the
+    input contract bounds every summed value)."""
+
+
 def int_group_sum(codes: np.ndarray, values, n_groups: int) -> np.ndarray:
-    """Exact int64 sum of `values` per group code in 0..n_groups-1."""
+    """Exact int64 sum of `values` per group code in 0..n_groups-1. numpy wraps
+    an int64 sum silently, so the sums are bounded first (in float64: exact
+    enough to compare with 2**62); past the bound it raises OverflowError."""
+    codes, values = np.asarray(codes, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    bound = np.zeros(n_groups)
+    np.add.at(bound, codes, np.abs(values.astype(float)))
+    if len(bound) and bound.max() >= INT64_SAFE:
+        raise SumOverflow(f"an int64 group sum would reach {bound.max():.3g} (over 2**62): refusing to wrap")
     out = np.zeros(n_groups, dtype=np.int64)
-    np.add.at(out, np.asarray(codes, dtype=np.int64), np.asarray(values, dtype=np.int64))
+    np.add.at(out, codes, values)
     return out
 
 

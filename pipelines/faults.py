@@ -19,6 +19,15 @@ STAGES = (
     "after_pointer",
 )
 
+# Stages of the snapshot lifecycle commands (jobs.snapshots.admin, .repair),
+# for the crash tests of a rollback and a rebuild.
+LIFECYCLE_STAGES = (
+    "rollback_after_record",     # rollback records written, LATEST not moved
+    "rollback_after_pointer",    # LATEST moved back, the warehouse not yet
+    "rollback_after_warehouse",  # all done
+    "rebuild_loading",           # a rebuild part-way through reloading snapshots
+)
+
 
 def checkpoint(stage: str) -> None:
     if os.environ.get("OASIS_KILL_AT") == stage:

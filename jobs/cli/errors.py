@@ -2,7 +2,7 @@
 <message>`, exit 1, or 2 for a usage error) and which are bugs (a traceback)."""
 from __future__ import annotations
 
-from pipelines.errors import OasisError
+from pipelines.errors import OasisError, resource_error
 
 
 def _subclasses(cls) -> list[type]:
@@ -19,6 +19,9 @@ def user_error(e: BaseException) -> tuple[str, int] | None:
         return str(e), e.exit_code
     if isinstance(e, FileNotFoundError):
         return str(e), 1
+    full = resource_error(e, "?") if isinstance(e, OSError) else None
+    if full is not None:  # a full disk, a read-only place, wherever it surfaced: one line naming the path
+        return str(full), 1
     # Beam re-raises an exception from inside a DoFn as another type, with the
     # original's "TypeName: message" in its text: find ours there.
     text = str(e)
@@ -27,4 +30,10 @@ def user_error(e: BaseException) -> tuple[str, int] | None:
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0], cls.exit_code
     cause = e.__cause__ or e.__context__
-    return user_error(cause) if cause is not None else None
+    if cause is not None:
+        return user_error(cause)
+    for words in ("no space left on device", "read-only file system", "disk quota exceeded"):
+        if words in text.lower():  # a worker's OSError, wrapped by Beam with its text only
+            line = next(x for x in text.splitlines() if words in x.lower())
+            return line.strip()[-300:], 1
+    return None

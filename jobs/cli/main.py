@@ -9,10 +9,11 @@ Every failure prints one line, `oasis <command>: error: <message>`, on stderr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jobs import logs
-from jobs.cli import backfill, config, explain, run, sample, snapshots, validate
+from jobs.cli import backfill, config, explain, run, sample, snapshots, validate, warehouse
 from jobs.cli.errors import user_error
 
 DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
@@ -25,7 +26,7 @@ dates.
 
 Exit codes: 0 success, 1 failure (one line on stderr says why), 2 usage error."""
 
-COMMANDS = (run, backfill, snapshots, explain, validate, sample, config)
+COMMANDS = (run, backfill, snapshots, warehouse, explain, validate, sample, config)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command_name(args)}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`| head`): nothing to say to it; keep
+        # Python from failing again while flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 - the one place that turns failures into a message and exit code
         known = user_error(e)
         if known is None:

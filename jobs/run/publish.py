@@ -1,13 +1,17 @@
 """The one publish path, for `oasis run` and `oasis backfill` alike: a snapshot
 whose manifest is written goes into the warehouse, then LATEST moves to it.
 
-Local output roots serialise this step across processes (`publish_lock`), so
-two runs never interleave their warehouse loads and pointer moves; on gs://
-the warehouse transaction and LATEST's generation precondition keep it whole.
+Local output roots serialise this step across processes (the publish lock,
+`jobs.snapshots.store.publish_lock`, shared with rollback and repair), so two
+writers never interleave their warehouse loads and pointer moves; on gs:// the
+warehouse transaction and LATEST's generation precondition keep each step
+whole. The warehouse load makes the snapshot current in its own transaction
+when LATEST is going to move to it; if LATEST then does not (another writer
+got there first), the warehouse follows LATEST before the lock is released.
+A snapshot a rollback pulled is never published again from here.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
@@ -15,22 +19,14 @@ import pyarrow as pa
 
 from jobs import layout
 from jobs.manifest import Manifest, ManifestError
-from jobs.snapshots import store
+from jobs.snapshots import pulls, repair, store
 from jobs.warehouse.backends import open_warehouse
 from jobs.warehouse.base import Warehouse, registry_row
 from pipelines import faults, storage
 
-PUBLISH_LOCK = ".publish.lock"
-PUBLISH_LOCK_WAIT_S = 600.0
-
-
-def publish_lock(output_root: str):
-    """Cross-process lock of a local output root's publish step (crash-safe:
-    released by the kernel if the holder dies)."""
-    if storage.is_gcs(output_root):
-        return contextlib.nullcontext()
-    return storage.local_lock(storage.join(layout.snapshots_root(output_root), PUBLISH_LOCK),
-                              timeout_s=PUBLISH_LOCK_WAIT_S)
+PUBLISH_LOCK = store.PUBLISH_LOCK
+PUBLISH_LOCK_WAIT_S = store.PUBLISH_LOCK_WAIT_S
+publish_lock = store.publish_lock
 
 
 @dataclass
@@ -51,7 +47,14 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
         warehouse and LATEST on that one."""
     tables = tables if tables is not None else store.read_snapshot_tables(folder, manifest)
     manifest_uri = storage.join(folder, layout.MANIFEST)
-    with publish_lock(output_root):
+
+    def waiting(holder: str, timeout_s: float) -> None:
+        progress(f"waiting for the publish lock, held by {holder} (up to {timeout_s:.0f} s)")
+
+    with publish_lock(output_root, on_wait=waiting):
+        pulled = pulls.read_pulls(output_root).get(manifest.snapshot_id)
+        if pulled is not None:  # a rollback withdrew it while this run was on its way here
+            raise pulls.SnapshotPulled(f"not published: {pulls.describe(pulled)}")
         if recheck and move_latest:
             other = latest_same_run(output_root, manifest.score_date, manifest.run_fingerprint)
             if other and other[1].snapshot_id != manifest.snapshot_id:
@@ -59,14 +62,18 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
                          f"meanwhile by another run; LATEST and the warehouse stay on it "
                          f"({manifest.snapshot_id} is complete but not published)")
                 return Published(manifest, folder, False, superseded_by=other)
+        will_move = move_latest and store.latest_would_move(output_root, manifest.score_date, manifest.snapshot_id)
         faults.checkpoint("before_warehouse")
-        warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri))
+        warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri), current=will_move)
         progress(f"warehouse loaded: {warehouse.uri}")
         faults.checkpoint("after_warehouse")
         faults.checkpoint("before_pointer")
         moved = (store.move_latest(output_root, manifest.score_date, manifest.snapshot_id)
                  if move_latest else False)
         faults.checkpoint("after_pointer")
+        if moved != will_move:  # LATEST went elsewhere meanwhile: the warehouse follows it
+            for line in repair.follow_latest(output_root, warehouse):
+                progress(line)
     return Published(manifest, folder, moved)
 
 
