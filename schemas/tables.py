@@ -35,7 +35,8 @@ ENROLLMENTS = Table(
 ENGAGEMENT = Table(
     "engagement",
     (
-        F("event_id", "string", doc="unique; a repeated event_id counts once"),
+        F("event_id", "string", doc="unique; a repeated event_id counts once, within its day and across "
+                                    "dedupe_lookback_days days before it"),
         F("event_ts", "timestamp", doc="when the play started"),
         F("user_id", "string", doc="pseudonymous listener id"),
         F("track_id", "string"),

@@ -188,7 +188,8 @@ class DailyRun:
             return None
         folder, existing = found
         logs.bind(snapshot_id=existing.snapshot_id)
-        if not req.move_latest or latest_covers(req.output_root, req.score_date, self.fingerprint):
+        covered = latest_covers(req.output_root, req.score_date, self.fingerprint)
+        if not req.move_latest or (covered and self.in_warehouse(existing)):
             self.progress(f"already published: {existing.snapshot_id} has the same inputs, config and code "
                           f"(use --force to publish again)")
             return RunResult("already_published", existing, folder, seconds=self.elapsed())
@@ -197,9 +198,21 @@ class DailyRun:
             self.progress(f"{existing.snapshot_id} has the same inputs but damaged files "
                           f"({', '.join(damaged[:3])}); publishing a new snapshot")
             return None
+        missing = "the warehouse does not hold it" if covered else "LATEST does not point to it"
         self.progress(f"finishing the publish of {existing.snapshot_id}: its snapshot is complete but "
-                      f"LATEST does not point to it (an earlier run stopped after its manifest)")
+                      f"{missing} (an earlier run stopped after its manifest)")
         return self.publish(existing, store.read_snapshot_tables(folder, existing), recheck=False, folder=folder)
+
+    def in_warehouse(self, m: Manifest) -> bool:
+        """The warehouse registry holds this snapshot (a publish that failed at
+        the warehouse, say on a full disk, did not get there). A registry that
+        cannot be read counts as holding it: the run then says "already
+        published", and the survey before it has said what is wrong."""
+        try:
+            rows, _ = self.warehouse.registry()
+        except OasisError:
+            return True
+        return any(r.snapshot_id == m.snapshot_id and r.pulled_at is None for r in rows)
 
     def run_pipeline(self) -> dict[str, int]:
         plan = self.plan

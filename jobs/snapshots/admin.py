@@ -30,6 +30,7 @@ prints it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
@@ -41,6 +42,8 @@ from jobs.snapshots import pulls, repair, store
 from jobs.warehouse.base import Warehouse
 from pipelines import faults, storage
 from pipelines.errors import OasisError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_MINUTES = 60.0
 DEFAULT_DEAD_LETTER_DAYS = 30.0
@@ -177,6 +180,7 @@ def rollback(output_root: str, snapshot_id: str, warehouse: Warehouse | None) ->
                                 + "\n  ".join(problems))
         files = sum(len(t.files) for t in m.tables.values())
         newer = [x for _, x in store.list_manifests(output_root) if x.order_key > m.order_key]
+        log.info("rollback to %s: withdrawing %s", target, ", ".join(x.snapshot_id for x in newer) or "nothing")
         pulled = pulls.record(output_root, newer, target)
         lifted = pulls.lift(output_root, [m.snapshot_id])
         faults.checkpoint("rollback_after_record")

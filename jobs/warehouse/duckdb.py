@@ -170,9 +170,26 @@ class DuckDBWarehouse:
         self._transaction("moving the current snapshot of", work)
 
     def registry(self) -> tuple[list[RegistryRow], list[str]]:
+        """The registry, read without waiting: a read-only connection shares the
+        file with analysts' sessions; a writer holding it is an error at once
+        (the caller goes on without the registry; a publish waits instead)."""
         if not os.path.exists(self.path):
             return [], []
-        rows = self.query(f"SELECT * FROM {self._q('snapshots')}").to_pylist()
+        try:
+            con = duckdb.connect(self.path, read_only=True)
+        except duckdb.Error as e:
+            if _is_lock_error(e):
+                raise WarehouseError(f"{self.path} is held by {lock_holder_text(e)}") from e
+            raise self._failure("opening", e) from e
+        try:
+            have = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            if "snapshots" not in have:
+                return [], []
+            rows = con.execute(f"SELECT * FROM {self._q('snapshots')}").to_arrow_table().to_pylist()
+        except duckdb.Error as e:
+            raise self._failure("reading the registry of", e) from e
+        finally:
+            con.close()
         return parse_registry(rows)
 
     def check(self) -> list[str]:

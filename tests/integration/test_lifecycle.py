@@ -5,7 +5,8 @@ the snapshot files. Each test is the failure a user met on the previous main
 (its docstring names the class and what happened there).
 
 World: S1 (logs 2026-11-23, score date 11-24) and S2 (logs 11-24, score date
-11-25) published once per module; each test works on its own copy.
+11-25), published once per session (`tests.support.lifecycle`); each test
+works on its own copy.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import os
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 
-import duckdb
 import luigi
 import pytest
 
@@ -25,8 +25,7 @@ from jobs.luigi_tasks import DailyScores
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from tests.support import invariants as inv
 from tests.support import worlds
-
-LOGS1, LOGS2 = "2026-11-23", "2026-11-24"
+from tests.support.lifecycle import LOGS1, LOGS2, agreement_problems, current, two_snapshots, warehouse
 
 
 def oasis(*args: str) -> tuple[int, str, str]:
@@ -47,14 +46,8 @@ def one_error_line(err: str, command: str) -> str:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lifecycle")
-    world = worlds.make_world(str(root / "world"), days=4, tracks=60, events_per_day=3000, markets=2)
-    out = str(root / "out")
-    for day in (LOGS1, LOGS2):
-        code, _, err = oasis("run", "--date", day, "--input", world, "--output", out)
-        assert code == 0, err
-    s1, s2 = sorted((worlds.manifest(d) for d in worlds.snapshot_dirs(out)), key=lambda m: m["score_date"])
-    return world, out, s1, s2
+    two = two_snapshots(tmp_path_factory)
+    return two.world, two.out, two.s1, two.s2
 
 
 @pytest.fixture
@@ -66,33 +59,6 @@ def out(base, tmp_path):
 
 def rel(m) -> str:
     return inv.target(m["score_date"], m["snapshot_id"])
-
-
-def warehouse(out: str, sql: str, params=()) -> list[tuple]:
-    con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
-
-
-def current(out: str) -> list[str]:
-    """What the warehouse serves: the *_latest views' snapshot ids."""
-    return sorted({r[0] for name in inv.TABLES for r in warehouse(out, f"SELECT snapshot_id FROM {name}_latest")})
-
-
-def agreement_problems(out: str) -> list[str]:
-    """LATEST, the warehouse registry, its views and the serving reader name the
-    same snapshot, whose content the warehouse holds exactly."""
-    sid = inv.latest(out).rsplit("/", 1)[-1]
-    problems = inv.serving_problems(out)
-    score_date = inv.latest(out).split("/")[0].split("=")[1]
-    held, p = inv.warehouse_state(out, score_date)
-    problems += p + ([] if held == sid else [f"warehouse holds {held} for {score_date}, LATEST is {sid}"])
-    flagged = [r[0] for r in warehouse(out, "SELECT snapshot_id FROM snapshots WHERE is_current")]
-    problems += [] if flagged == [sid] else [f"registry marks {flagged} current, LATEST is {sid}"]
-    problems += [] if current(out) == [sid] else [f"*_latest views show {current(out)}, LATEST is {sid}"]
-    return problems
 
 
 # ------------------------------------------------------------ the rollback ---
