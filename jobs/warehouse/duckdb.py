@@ -8,6 +8,7 @@ that is not a database (say so, and how to rebuild it), a full disk (the real
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import logging
 import os
 import re
@@ -206,7 +207,12 @@ class DuckDBWarehouse:
 
     def rebuild_target(self):
         """A fresh file beside this one; committing moves the old file (and its
-        write-ahead log) aside and the fresh one into place."""
+        write-ahead log) aside and the fresh one into place. Half-built files
+        of a rebuild that was killed are removed first (rebuilds hold the
+        publish lock, so no other rebuild is writing them)."""
+        for stale in glob.glob(glob.escape(self.path) + ".rebuild-*"):
+            with storage.translated(stale):
+                os.unlink(stale)
         fresh = DuckDBWarehouse(f"{self.path}.rebuild-{os.getpid()}-{int(time.time())}")
 
         def commit(_loaded_ids) -> str | None:

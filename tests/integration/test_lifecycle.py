@@ -11,12 +11,14 @@ works on its own copy.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import io
 import os
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 
 import luigi
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import serving
@@ -101,6 +103,12 @@ def test_the_warehouse_follows_a_rollback_both_ways(base, out):
     code, text, _ = oasis("snapshots", "list", "--output", out)
     assert code == 0 and [line for line in text.splitlines() if s2["snapshot_id"] in line][0].rstrip().endswith(")")
     assert "PULLED" in text
+
+    t = pq.read_table(glob.glob(os.path.join(out, "snapshots", f"score_date={s2['score_date']}", s2["snapshot_id"],
+                                             "promotion_scores", "*.parquet"))[0]).to_pylist()[0]
+    code, text, err = oasis("explain", "--date", s2["score_date"], "--track", t["track_id"], "--market", t["market"],
+                            "--output", out)
+    assert code == 0 and "PULLED by a rollback" in text, err
 
     code, text, err = oasis("snapshots", "rollback", "--to", s2["snapshot_id"], "--output", out)
     assert code == 0, err
@@ -214,3 +222,17 @@ def test_a_warehouse_file_that_is_not_a_database_fails_before_the_work_and_is_re
     assert not agreement_problems(out)
     assert sorted(r[0] for r in warehouse(out, "SELECT snapshot_id FROM snapshots")) == \
         sorted([s1["snapshot_id"], s2["snapshot_id"]])
+
+
+def test_a_killed_rebuild_leaves_the_warehouse_as_it_was(base, out):
+    """A rebuild SIGKILLed part-way (`OASIS_KILL_AT=rebuild_loading`) leaves the
+    warehouse in place untouched (the fresh file is built beside it); the next
+    rebuild removes the half-built file and completes."""
+    _, _, s1, s2 = base
+    killed = inv.run_cli("warehouse", "rebuild", "--output", out, OASIS_KILL_AT="rebuild_loading")
+    assert killed.returncode == -9
+    assert glob.glob(os.path.join(out, "warehouse.duckdb.rebuild-*"))
+    assert not agreement_problems(out)
+    code, text, err = oasis("warehouse", "rebuild", "--output", out)
+    assert code == 0 and text.startswith("reloaded 2 snapshot(s)"), err
+    assert not glob.glob(os.path.join(out, "warehouse.duckdb.rebuild-*")) and not agreement_problems(out)
