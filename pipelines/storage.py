@@ -21,8 +21,6 @@ otherwise Application Default Credentials apply.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import logging
 import os

@@ -21,7 +21,6 @@ import luigi
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import serving
 from jobs.cli import main as cli
 from jobs.luigi_tasks import DailyScores
 from jobs.warehouse.duckdb import DuckDBWarehouse

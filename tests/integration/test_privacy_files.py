@@ -79,7 +79,7 @@ def test_gc_removes_dead_letters_of_runs_that_published_nothing_past_retention(t
     published = {os.path.join(root, f"run={m['snapshot_id']}") for m in (two.s1, two.s2)}
 
     code, text, _ = oasis("snapshots", "gc", "--keep", "5", "--dry-run", "--output", out)
-    assert code == 0 and f"would delete dead letters of run 20261001T000000Z-dead01" in text and os.path.exists(old)
+    assert code == 0 and "would delete dead letters of run 20261001T000000Z-dead01" in text and os.path.exists(old)
     code, text, _ = oasis("snapshots", "gc", "--keep", "5", "--output", out)
     assert code == 0 and "1 unpublished run(s)' dead letters" in text
     assert not os.path.exists(old) and os.path.exists(fresh) and all(os.path.exists(p) for p in published)
