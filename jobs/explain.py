@@ -39,7 +39,7 @@ import pandas as pd
 from jobs import layout
 from jobs.gates import quarantine
 from jobs.manifest import Manifest
-from jobs.snapshots import store
+from jobs.snapshots import pulls, store
 from pipelines.allocation import verify
 from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.prices import dual_bound, lookup_prices, price_rows, reduced_costs
@@ -124,8 +124,11 @@ def find_snapshot(output_root: str, score_date: dt.date,
         for folder, m in published:
             if layout.snapshot_rel(score_date, m.snapshot_id) == latest:
                 return folder, m, "LATEST"
-    folder, m = published[-1]
-    return folder, m, "newest published for the score date"
+    pulled = pulls.read_pulls(output_root)
+    live = [fm for fm in published if fm[1].snapshot_id not in pulled]
+    if live:
+        return *live[-1], "newest published for the score date"
+    return *published[-1], "newest published for the score date, PULLED by a rollback"
 
 
 def date_warnings(output_root: str, score_date: dt.date) -> list[str]:

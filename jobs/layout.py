@@ -5,13 +5,16 @@ every path is built with `pipelines.storage.join`.
     IN/<table>/dt=YYYY-MM-DD/*.parquet                  enrollments, engagement, exposures
     OUT/snapshots/score_date=YYYY-MM-DD/<snapshot_id>/  <table>/*.parquet, _MANIFEST.json, report.html
     OUT/snapshots/LATEST                                "score_date=YYYY-MM-DD/<snapshot_id>"
+    OUT/snapshots/_pulled/<snapshot_id>.json            a rollback withdrew that snapshot (jobs.snapshots.pulls)
     OUT/aggregates/dt=YYYY-MM-DD/                       _SUCCESS (names the build), _SUCCESS.json
-    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet
+    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet,
+                                                        event_ids/*.arrow (hashed ids seen: pipelines.dedupe)
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
     OUT/_scratch/<snapshot_id>/                         a gs:// run's working files
     OUT/runs/<run_id>.json                              the record of every run, failed ones included
     OUT/metrics/oasis.prom                              the last run's metrics (Prometheus text format)
+    $TMPDIR/oasis-<uid>/oasis-scratch-<snapshot_id>/    a local run's working files (owner-only folders)
     OUT/warehouse.duckdb                                the embedded warehouse (default)
     OUT/feature_repo/                                   the Feast online store (`oasis serving sync`)
 
@@ -29,6 +32,7 @@ it publishes under (given before it starts, so a run that fails has one too).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import secrets
 import tempfile
@@ -139,6 +143,23 @@ def parse_snapshot_rel(text: str) -> tuple[dt.date, str]:
     return day, snapshot_id
 
 
+PULLED = "_pulled"
+
+
+def pulled_dir(output_root: str) -> str:
+    """Where the rollback records live: one file per withdrawn snapshot."""
+    return storage.join(snapshots_root(output_root), PULLED)
+
+
+def pulled_record(output_root: str, snapshot_id: str) -> str:
+    return storage.join(pulled_dir(output_root), f"{snapshot_id}.json")
+
+
+def pulled_record_id(name: str) -> str | None:
+    """The snapshot id of a rollback record's file name, or None."""
+    return name[:-len(".json")] if name.endswith(".json") and is_snapshot_id(name[:-len(".json")]) else None
+
+
 def table_dir(snapshot_folder: str, table: str) -> str:
     return storage.join(snapshot_folder, table)
 
@@ -173,9 +194,27 @@ def aggregate_build(output_root: str, day: dt.date, snapshot_id: str) -> str:
     return storage.join(aggregates_day(output_root, day), build_dirname(snapshot_id))
 
 
+EVENT_IDS = "event_ids"
+
+
+def event_ids_dir(build_dir: str) -> str:
+    """The hashed event ids a build saw (`pipelines.dedupe`: the cross-day
+    dedupe of later days reads them)."""
+    return storage.join(build_dir, EVENT_IDS)
+
+
 # ------------------------------------------------------- other run outputs ---
+def dead_letters_root(output_root: str) -> str:
+    return storage.join(output_root, "dead_letters")
+
+
 def dead_letters_dir(output_root: str, snapshot_id: str) -> str:
-    return storage.join(output_root, "dead_letters", f"run={snapshot_id}")
+    return storage.join(dead_letters_root(output_root), f"run={snapshot_id}")
+
+
+def dead_letters_run_id(name: str) -> str | None:
+    """The snapshot id of a `run=<snapshot_id>` dead-letter folder name, or None."""
+    return name[4:] if name.startswith("run=") and is_snapshot_id(name[4:]) else None
 
 
 def quarantine_root(output_root: str) -> str:
@@ -233,12 +272,14 @@ SCRATCH_PREFIX = "oasis-scratch-"
 
 
 def scratch_parent(output_root: str) -> str:
-    """Where runs keep their working files (the aggregation's spilled shards): a
-    local temporary folder for a local output; for a gs:// output a folder
-    under it, which Dataflow workers can all reach."""
+    """Where runs keep their working files (the aggregation's spilled shards,
+    raw rows with user ids): for a local output a folder of this user's own in
+    the temporary folder (`oasis-<uid>`, made owner-only by
+    `jobs.run.scratch.prepare`), never the shared temporary folder itself; for
+    a gs:// output a folder under it, which Dataflow workers can all reach."""
     if storage.is_gcs(output_root):
         return storage.join(output_root, "_scratch")
-    return tempfile.gettempdir()
+    return os.path.join(tempfile.gettempdir(), f"oasis-{os.getuid()}")
 
 
 def scratch_dir(output_root: str, snapshot_id: str) -> str:

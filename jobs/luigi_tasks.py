@@ -17,8 +17,11 @@
   publishes past gates an engineer checked by hand, as `oasis run --skip-gate`.
 
   Complete when a published snapshot (a `_MANIFEST.json`, the file a publish
-  writes last in the snapshot folder, only after validation passed) exists for
-  score date `date + 1` under `output_root`. It does not compare the run
+  writes last in the snapshot folder, only after validation passed) that no
+  rollback pulled exists for score date `date + 1` under `output_root`. A date
+  whose snapshots were all pulled is not complete, and running it publishes
+  nothing while the inputs, config and code are the same (the run says why
+  and the task fails) until someone republishes or changes them. It does not compare the run
   fingerprint: a date published once is done for the scheduler even if its
   inputs, config or code changed since; `oasis backfill` (which skips only
   identical runs) or `oasis run --force` republishes such dates.
@@ -54,7 +57,7 @@ from jobs.feature_store import sync as serving_sync
 from jobs.observe.hook import run_daily
 from jobs.run import daily
 from jobs.run.options import RunOptions
-from jobs.snapshots import store
+from jobs.snapshots import pulls, store
 from pipelines import storage
 
 
@@ -89,7 +92,8 @@ class PublishedSnapshotTarget(luigi.Target):
         self.path = layout.score_date_dir(output_root, score_date)
 
     def exists(self) -> bool:
-        return bool(store.list_manifests(self.output_root, self.score_date))
+        pulled = pulls.read_pulls(self.output_root)
+        return any(m.snapshot_id not in pulled for _, m in store.list_manifests(self.output_root, self.score_date))
 
 
 class InputPartition(luigi.ExternalTask):
@@ -152,7 +156,8 @@ class DailyScores(luigi.Task):
             task = cls(**p) if isinstance(p, dict) else cls(*p) if isinstance(p, (list, tuple)) else cls(p)
             root = task.output_root
             if root not in published:
-                published[root] = {m.score_date for _, m in store.list_manifests(root)}
+                pulled = pulls.read_pulls(root)
+                published[root] = {m.score_date for _, m in store.list_manifests(root) if m.snapshot_id not in pulled}
             if task.score_date in published[root]:
                 done.append(p)
         return done

@@ -333,7 +333,7 @@ class Manifest:
     def from_json(cls, data: bytes, where: str = "manifest") -> "Manifest":
         try:
             doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ManifestError(f"{where}: not valid JSON: {e}") from None
         return cls.from_dict(doc, where)
 

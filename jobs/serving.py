@@ -20,7 +20,9 @@ Two limits protect serving from acting on a plan that no longer holds:
 is used only when its `_MANIFEST.json` reads, every file the manifest lists is
 there with its size and sha256 (the bytes hashed are the bytes parsed, so what
 is served is what was verified), every table parses with its listed row count,
-and its validation has no failed gate that was not skipped. (The run report,
+its validation has no failed gate that was not skipped, and no rollback pulled
+it (`jobs.snapshots.pulls`: a rollback killed half-way may leave LATEST on a
+snapshot it withdrew). (The run report,
 `report.html`, is checked too, but it is not data: a damaged one is only
 logged.) Otherwise the
 reader logs a warning saying why and tries the next older snapshot (by score
@@ -43,7 +45,7 @@ import pyarrow.parquet as pq
 
 from jobs import layout
 from jobs.manifest import Manifest, ManifestError
-from jobs.snapshots import store
+from jobs.snapshots import pulls, store
 from pipelines import storage
 from pipelines.errors import OasisError
 from schemas import OUTPUTS
@@ -173,7 +175,10 @@ def load_latest(output_root: str, *, today: dt.date | None = None, max_age_days:
     a stale one (see the module docstring) and leaves out rows past their
     flight end."""
     today = today or utc_today()
-    pointer = store.read_latest(output_root).content
+    try:
+        pointer = store.read_latest(output_root).content
+    except storage.StorageError as e:
+        raise NoValidSnapshot(f"no valid snapshot under {output_root}: {e}") from None
     if not pointer:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: "
                               f"{layout.latest_uri(output_root)} does not exist (nothing published yet)")
@@ -182,10 +187,13 @@ def load_latest(output_root: str, *, today: dt.date | None = None, max_age_days:
     except ValueError as e:
         raise NoValidSnapshot(f"no valid snapshot under {output_root}: LATEST holds {e}") from None
     order = [latest] + [c for c in _candidates(output_root) if c < latest]
+    pulled = pulls.read_pulls(output_root)
     fell_back: list[tuple[str, str]] = []
     for score_date, sid in order:
         folder = layout.snapshot_dir(output_root, score_date, sid)
         try:
+            if sid in pulled:
+                raise DamagedSnapshot(f"pulled: {pulls.describe(pulled[sid])}")
             manifest, tables = verify_and_read(folder, score_date, sid)
         except DamagedSnapshot as e:
             reason = str(e)

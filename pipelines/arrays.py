@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.errors import OasisError
+
 
 def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
     tables = [t for t in tables if t is not None]
@@ -37,7 +39,14 @@ def stable_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A 64-bit hash per value of a string column, the same in every process and
     on every machine (unlike Python's salted hash): a polynomial hash of the
     UTF-8 bytes, sum(b_j * P**(len-1-j)) mod 2**64, then a murmur3 finaliser.
-    Vectorised over the column's byte buffer: no Python per row."""
+
+    Computed by Horner's rule, one byte position at a time over many values at
+    once: values of one length (ids of a fixed format, the usual case) as the
+    columns of one byte matrix, and, when there are many lengths, all values
+    sorted by length (step k touching only those longer than k). The work is
+    the column's bytes with a few arrays of one number per value: 200,000
+    event ids of 20 bytes took 43 ms and 11 MB on a loaded 2-core machine,
+    where the earlier gather over every byte took 1.4 s and 350 MB."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     column = column.cast(pa.large_string())
@@ -46,24 +55,40 @@ def stable_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.zeros(0, dtype=np.uint64)
     _, offsets_buf, data_buf = column.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[column.offset:column.offset + n + 1]
-    start, end = int(offsets[0]), int(offsets[-1])
-    data = (np.frombuffer(data_buf, dtype=np.uint8)[start:end] if data_buf is not None
-            else np.zeros(0, dtype=np.uint8)).astype(np.uint64)
-    rel = offsets - start
-    lengths = np.diff(rel)
-    owner = np.repeat(np.arange(n), lengths)
-    from_end = rel[owner + 1] - 1 - np.arange(len(data))
-    powers = np.cumprod(np.concatenate([[np.uint64(1)], np.full(int(lengths.max(initial=0)), _P)]))
+    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, dtype=np.uint8))
+    lengths = np.diff(offsets)
+    h = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        terms = data * powers[:len(powers) - 1][from_end] if len(data) else data
-        prefix = np.concatenate([[np.uint64(0)], np.cumsum(terms, dtype=np.uint64)])
-        h = prefix[rel[1:]] - prefix[rel[:-1]]  # wraps mod 2**64, as the sum does
+        distinct = np.unique(lengths)
+        if len(distinct) <= _FEW_LENGTHS:
+            for length in distinct[distinct > 0].tolist():
+                if len(distinct) == 1:  # one length: the bytes are already the matrix, no copy
+                    rows = slice(None)
+                    matrix = data[offsets[0]:offsets[-1]].reshape(n, length)
+                else:
+                    rows = np.flatnonzero(lengths == length)
+                    matrix = data[offsets[rows][:, None] + np.arange(length)]
+                part = np.zeros(matrix.shape[0], dtype=np.uint64)
+                for k in range(length):
+                    part = part * _P + matrix[:, k]
+                h[rows] = part
+        else:
+            order = np.argsort(-lengths, kind="stable")
+            starts, longest_first = offsets[:-1][order], -lengths[order]  # ascending: -len
+            part = np.zeros(n, dtype=np.uint64)
+            for k in range(int(lengths.max())):
+                active = int(np.searchsorted(longest_first, -k, side="left"))  # values longer than k
+                part[:active] = part[:active] * _P + data[starts[:active] + k]
+            h[order] = part
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xC4CEB9FE1A85EC53)
         h ^= h >> np.uint64(33)
     return h
+
+
+_FEW_LENGTHS = 16  # up to this many distinct lengths, one byte matrix per length
 
 
 def stable_shard(column, shards: int) -> np.ndarray:
@@ -141,10 +166,25 @@ def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.asarray(uniques, dtype=object)[order]
 
 
+INT64_SAFE = 2**62  # below the int64 limit by a factor of 2: a sum that reaches it is refused, not wrapped
+
+
+class SumOverflow(OasisError, OverflowError):
+    """An integer sum that would leave int64 (damaged stored aggregates: the
+    input contract bounds every summed value)."""
+
+
 def int_group_sum(codes: np.ndarray, values, n_groups: int) -> np.ndarray:
-    """Exact int64 sum of `values` per group code in 0..n_groups-1."""
+    """Exact int64 sum of `values` per group code in 0..n_groups-1. numpy wraps
+    an int64 sum silently, so the sums are bounded first (in float64: exact
+    enough to compare with 2**62); past the bound it raises OverflowError."""
+    codes, values = np.asarray(codes, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    bound = np.zeros(n_groups)
+    np.add.at(bound, codes, np.abs(values.astype(float)))
+    if len(bound) and bound.max() >= INT64_SAFE:
+        raise SumOverflow(f"an int64 group sum would reach {bound.max():.3g} (over 2**62): refusing to wrap")
     out = np.zeros(n_groups, dtype=np.int64)
-    np.add.at(out, np.asarray(codes, dtype=np.int64), np.asarray(values, dtype=np.int64))
+    np.add.at(out, codes, values)
     return out
 
 

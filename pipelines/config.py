@@ -67,6 +67,9 @@ class Config:
         2, 0, 120, "a run fails when more window days than this have no engagement rows (no partition, or one "
         "whose files hold 0 rows) after the window's first day with rows; the logs day itself must have rows",
         kind=int)
+    dedupe_lookback_days: int = _p(
+        1, 0, 7, "an event whose event_id was seen on one of this many days before its own counts once, on the "
+        "first of them (0: repeats count once within their day only)", kind=int)
     # --- publish gates (jobs/gates; `oasis run --skip-gate NAME` overrides one) ---
     gate_max_row_drop: float = _p(
         0.5, 0.0, 1.0, "row_count gate: a table may lose at most this fraction of the rows it had in the "
@@ -103,7 +106,11 @@ class Config:
         for k, v in values.items():
             kind = known[k].metadata["kind"]
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{source}: {k} must be a number, got {v!r}")
+                raise ConfigError(f"{source}: {k} must be a number, got {str(v)[:60]!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{source}: {k} must be finite, got {v}")
+            if isinstance(v, int) and abs(v) > 2**53:  # TOML allows any integer; none of ours is near this
+                raise ConfigError(f"{source}: {k}={str(v)[:30]}... is out of range: {known[k].metadata['doc']}")
             if kind is int and not float(v).is_integer():
                 raise ConfigError(f"{source}: {k} must be a whole number, got {v!r}")
             coerced[k] = kind(v)
@@ -120,9 +127,9 @@ class Config:
             values = tomllib.loads(storage.read_bytes(path).decode("utf-8"))  # local or gs://
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
-        except (IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ConfigError(f"{path}: not valid TOML: {str(e)[:200]}") from None
+        except OSError as e:
             raise ConfigError(f"config file cannot be read: {path}: {e.strerror or e}") from None
         return cls.from_mapping(values, source=path)
 

@@ -18,6 +18,11 @@ from schemas import (ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES
                      schema_mismatches)
 
 MARKET_PATTERN = r"^[A-Z]{2}$"
+# A play lasts at most a day. The bound keeps every stored sum far from the
+# int64 limit: 86,400,000 ms a play leaves room for 1e11 plays of one
+# (track, market, surface) in a day before ms_played could overflow, where
+# values near 2**63 overflowed on the first sum.
+MAX_PLAY_MS = 24 * 3600 * 1000
 
 
 class InputFileError(OasisError):
@@ -90,7 +95,9 @@ def check_engagement(table: pa.Table, day: dt.date, slack_hours: float) -> tuple
         ("malformed_market", pc.invert(_matches(table.column("market"), MARKET_PATTERN))),
         ("unknown_surface", pc.invert(pc.is_in(table.column("surface"), pa.array(ALL_SURFACES)))),
         ("negative_ms_played", pc.less(table.column("ms_played"), 0)),
+        ("ms_played_over_a_day", pc.greater(table.column("ms_played"), MAX_PLAY_MS)),
         ("nonpositive_duration_ms", pc.less_equal(table.column("duration_ms"), 0)),
+        ("duration_ms_over_a_day", pc.greater(table.column("duration_ms"), MAX_PLAY_MS)),
         ("event_ts_outside_partition", pc.or_(pc.less(ts, pa.scalar(lo, ts.type)),
                                               pc.greater_equal(ts, pa.scalar(hi, ts.type)))),
         ("promoted_without_campaign", pc.and_(table.column("promoted"),
@@ -117,7 +124,9 @@ def check_enrollments(table: pa.Table) -> pa.Array:
         ("no_surfaces", pc.equal(pc.list_value_length(surfaces), 0)),
         ("unknown_surface", pa.array(bad_surface)),
         ("flight_ends_before_start", pc.greater(table.column("start_date"), table.column("end_date"))),
-        ("commission_rate_out_of_range", pc.or_(pc.less_equal(rate, 0.0), pc.greater_equal(rate, 1.0))),
+        # NaN compares false both ways, so it is named: a NaN rate passed both bounds
+        ("commission_rate_out_of_range", pc.or_(pc.or_(pc.less_equal(rate, 0.0), pc.greater_equal(rate, 1.0)),
+                                                pc.is_nan(rate))),
         ("unknown_status", pc.invert(pc.is_in(table.column("status"), pa.array(ENROLLMENT_STATUSES)))),
     ]
     return _reasons(rules, n)

@@ -27,6 +27,15 @@ SERVING_STAGES = (
     "serving_before_switch",  # the store complete, `current` not yet moved to it
 )
 
+# Stages of the snapshot lifecycle commands (jobs.snapshots.admin, .repair),
+# for the crash tests of a rollback and a rebuild.
+LIFECYCLE_STAGES = (
+    "rollback_after_record",     # rollback records written, LATEST not moved
+    "rollback_after_pointer",    # LATEST moved back, the warehouse not yet
+    "rollback_after_warehouse",  # all done
+    "rebuild_loading",           # a rebuild part-way through reloading snapshots
+)
+
 
 def checkpoint(stage: str) -> None:
     if os.environ.get("OASIS_KILL_AT") == stage:

@@ -8,9 +8,13 @@ backend's own primitive:
   temporary name plus `os.link` (fails if the target exists); on GCS an upload
   with `if_generation_match=0`.
 * `replace_pointer(uri, data, expected)`: compare-and-swap of a small pointer
-  file. Locally an exclusive lock (flock on a lock file, released by the kernel
-  if its holder is killed) around read-compare-rename; on GCS an
-  upload with `if_generation_match=<generation read>`.
+  file. Locally an exclusive lock (`pipelines.locks.local_lock`: flock on a
+  lock file, released by the kernel if its holder is killed) around
+  read-compare-rename; on GCS an upload with `if_generation_match=<generation read>`.
+
+Local writes that the machine refuses (disk full, read-only, permission) raise
+`StorageError` naming the path, never a bare OSError from deep inside a
+library; a failed whole-file write leaves no temporary file behind.
 
 `STORAGE_EMULATOR_HOST` is honoured (anonymous access to the emulator);
 otherwise Application Default Credentials apply.
@@ -18,13 +22,20 @@ otherwise Application Default Credentials apply.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import posixpath
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
+
+from pipelines.errors import StorageError, resource_error, translated  # noqa: F401 - re-exported
+from pipelines.locks import LockTimeout, local_lock, lock_holder  # noqa: F401 - part of this module's API
+
+log = logging.getLogger(__name__)
 
 
 class AlreadyExists(Exception):
@@ -145,14 +156,41 @@ def open_input(uri: str):
 
 
 def list_files(prefix: str, suffix: str = "") -> list[str]:
-    """Every file under `prefix` (recursively), sorted, as URIs of the same form."""
+    """Every file under `prefix` (recursively), sorted, as URIs of the same form.
+
+    Locally a symlinked folder below `prefix` is not followed (it is logged and
+    skipped): a link back to a parent would otherwise make the walk read the
+    same files again and again. `prefix` itself may be a link."""
+    if not is_gcs(prefix):
+        return _local_files(prefix, suffix)
     fs, path = filesystem(prefix)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
-    return [("gs://" + p) if is_gcs(prefix) else p for p in files]
+    return ["gs://" + p for p in files]
+
+
+def _local_files(prefix: str, suffix: str) -> list[str]:
+    root = os.path.abspath(prefix)
+    if os.path.isfile(root):
+        return [root] if root.endswith(suffix) else []
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False, onerror=None):
+        for d in dirs:
+            if os.path.islink(os.path.join(folder, d)):
+                log.warning("not following the symlinked folder %s (under %s)", os.path.join(folder, d), root)
+        found += [os.path.join(folder, f) for f in files
+                  if f.endswith(suffix) and os.path.isfile(os.path.join(folder, f))]
+    return sorted(found)
+
+
+def require_folder(uri: str, what: str = "folder") -> None:
+    """Raise StorageError when `uri` exists but is not a folder (a local file
+    given where a folder belongs)."""
+    if not is_gcs(uri) and os.path.exists(uri) and not os.path.isdir(uri):
+        raise StorageError(f"{what} {uri} is a file, not a folder")
 
 
 def list_dirs(uri: str) -> list[str]:
@@ -168,7 +206,7 @@ def list_dirs(uri: str) -> list[str]:
             pass
         return sorted(posixpath.basename(p.rstrip("/")) for p in blobs.prefixes)
     fs, path = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos
@@ -181,26 +219,80 @@ def size(uri: str) -> int:
 
 
 # ----------------------------------------------------------------- writes ---
-def open_output(uri: str):
-    fs, path = filesystem(uri)
-    if not is_gcs(uri):
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-    return fs.open_output_stream(path)
+def make_private_dirs(path: str) -> None:
+    """Create a local folder (and its parents) readable by the owner only
+    (0700); an existing folder is narrowed to 0700 too."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class open_output:
+    """`with open_output(uri) as f:` a writable stream (pyarrow) on a local path
+    or gs:// object. Disk-full, read-only and permission errors, from the body
+    or the close, come out as one StorageError naming the file.
+
+    private: locally, the file is created 0600 in a 0700 folder (dead letters
+    and scratch files hold raw rows with user ids). On GCS access is the
+    bucket's IAM."""
+
+    def __init__(self, uri: str, private: bool = False):
+        self.uri, self.private = str(uri), private
+        self.stream = None
+
+    def __enter__(self):
+        fs, path = filesystem(self.uri)
+        with translated(self.uri):
+            if not is_gcs(self.uri):
+                if self.private:
+                    make_private_dirs(os.path.dirname(path))
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                    os.chmod(path, 0o600)
+                else:
+                    fs.create_dir(posixpath.dirname(path), recursive=True)
+            self.stream = fs.open_output_stream(path)
+        return self.stream
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            with translated(self.uri):
+                self.stream.close()
+        except OSError:
+            if exc is None:
+                raise
+            log.debug("closing %s after an error failed too", self.uri, exc_info=True)
+        if isinstance(exc, OSError):
+            err = resource_error(exc, self.uri)
+            if err is not None and err is not exc:
+                raise err from exc
+        return False
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole file. Locally via a temporary file and a rename, so a reader
-    never sees half of it; a GCS object appears whole on upload."""
+    never sees half of it (the temporary file is removed when the write fails,
+    e.g. on a full disk); a GCS object appears whole on upload."""
     if is_gcs(uri):
         _blob(uri).upload_from_string(data)
         return
-    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, uri)
+    with translated(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, uri)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def create_only(uri: str, data: bytes) -> None:
@@ -216,18 +308,19 @@ def create_only(uri: str, data: bytes) -> None:
         except PreconditionFailed:
             raise AlreadyExists(uri) from None
         return
-    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, uri)  # atomic, and fails when the target exists
-    except FileExistsError:
-        raise AlreadyExists(uri) from None
-    finally:
-        os.unlink(tmp)
+    with translated(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, uri)  # atomic, and fails when the target exists
+        except FileExistsError:
+            raise AlreadyExists(uri) from None
+        finally:
+            _unlink_quietly(tmp)
 
 
 def delete_tree(uri: str) -> None:
@@ -254,13 +347,22 @@ def delete_file(uri: str) -> None:
 
 
 # ---------------------------------------------------------------- pointer ---
+MAX_POINTER_BYTES = 4096  # a pointer holds one short path; anything longer is damage
+
+
 @dataclass(frozen=True)
 class Pointer:
-    content: str | None  # None: no pointer yet
-    token: object  # what replace_pointer must see unchanged (GCS generation or local content)
+    content: str | None  # None: no pointer yet; else its text (undecodable bytes escaped, so never an exception)
+    token: object  # what replace_pointer must see unchanged (GCS generation, or the local file's bytes)
+
+
+def _pointer_text(data: bytes) -> str:
+    return data[:MAX_POINTER_BYTES].decode("utf-8", "backslashreplace").strip()
 
 
 def read_pointer(uri: str) -> Pointer:
+    """The pointer at `uri`, whatever its bytes (a reader decides whether the
+    text names anything). StorageError when `uri` is a folder or unreadable."""
     if is_gcs(uri):
         blob = _blob(uri)
         try:
@@ -274,13 +376,18 @@ def read_pointer(uri: str) -> Pointer:
         # and an unconditional replace).
         generation = blob.generation
         data = blob.download_as_bytes(if_generation_match=generation)
-        return Pointer(data.decode().strip(), generation)
+        return Pointer(_pointer_text(data), generation)
     try:
         with open(uri, "rb") as f:
-            content = f.read().decode().strip()
-    except FileNotFoundError:
+            data = f.read(MAX_POINTER_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
         return Pointer(None, None)
-    return Pointer(content, content)
+    except IsADirectoryError:
+        raise StorageError(f"{uri} is a folder, not a pointer file "
+                           "(`oasis snapshots repair` sets it aside and writes the pointer)") from None
+    except OSError as e:
+        raise StorageError(f"{uri} cannot be read: {e.strerror or e}") from None
+    return Pointer(_pointer_text(data), data)
 
 
 def replace_pointer(uri: str, content: str, expected: Pointer, lock_timeout_s: float = 30.0) -> None:
@@ -296,71 +403,36 @@ def replace_pointer(uri: str, content: str, expected: Pointer, lock_timeout_s: f
         except PreconditionFailed:
             raise PointerMoved(uri) from None
         return
-    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    with translated(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
     with local_lock(uri + ".lock", lock_timeout_s):
         current = read_pointer(uri)
-        if current.content != expected.content:
+        if current.token != expected.token:
             raise PointerMoved(f"{uri} now points to {current.content}, expected {expected.content}")
         write_bytes(uri, data)
 
 
-class local_lock:
-    """An exclusive lock on a local lock file: `flock(LOCK_EX)` on `path`.
+def set_aside(uri: str, why: str) -> str | None:
+    """Rename a damaged local file or folder out of the way (`<uri>.<why>-<time>`),
+    keeping it for whoever looks into it; returns the new name (None on GCS,
+    where an object is simply overwritten)."""
+    if is_gcs(uri) or not os.path.lexists(uri):
+        return None
+    aside = f"{uri}.{why}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with translated(uri):
+        os.replace(uri, aside)
+    return aside
 
-    The kernel drops the lock when its holder dies, so a process killed inside
-    the critical section (SIGKILL, OOM, power loss) never blocks the next run;
-    there is no staleness guess and no race between two processes breaking a
-    stale lock. The lock file itself stays; its holder writes one line into it
-    (`holder`: pid and what it is doing), which a process that has to wait reads
-    and passes to `on_wait(holder_line)` once, so waiting is never silent.
-    `waited_s` is how long taking the lock took. `stale_s` is accepted for
-    compatibility and unused."""
 
-    def __init__(self, path: str, timeout_s: float = 30.0, stale_s: float | None = None, *,
-                 holder: str = "", on_wait=None):
-        self.path, self.timeout_s = path, timeout_s
-        self.holder, self.on_wait = holder, on_wait
-        self.fd: int | None = None
-        self.waited_s = 0.0
-
-    def __enter__(self):
-        import fcntl
-
-        started = time.monotonic()
-        deadline = started + self.timeout_s
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.fd = fd
-                self.waited_s = time.monotonic() - started
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()} {self.holder}".strip().encode() + b"\n", 0)
-                return self
-            except BlockingIOError:
-                if not told and self.on_wait is not None:
-                    told = True
-                    try:
-                        who = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-                    except OSError:
-                        who = ""
-                    self.on_wait(who or "another process")
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TimeoutError(f"could not take lock {self.path} within {self.timeout_s:.0f} s") from None
-                time.sleep(0.02)
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+def free_bytes(uri: str) -> int | None:
+    """Free bytes on the filesystem of a local path (its nearest existing
+    parent); None for gs://."""
+    if is_gcs(uri):
+        return None
+    path = os.path.abspath(uri)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
 
 
 # ------------------------------------------------------------ fingerprint ---

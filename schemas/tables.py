@@ -23,7 +23,7 @@ ENROLLMENTS = Table(
         F("surfaces", "list<string>", doc="subset of radio, autoplay, mixes"),
         F("start_date", "date", doc="first day of the flight, inclusive"),
         F("end_date", "date", doc="last day of the flight, inclusive"),
-        F("commission_rate", "double", doc="in (0, 1), typically 0.30"),
+        F("commission_rate", "double", doc="in (0, 1), typically 0.30; NaN and infinity are out of range"),
         F("release_date", "date", doc="earliest release of the track"),
         F("status", "string", doc="active, paused or cancelled"),
         F("updated_at", "timestamp", doc="the latest row per (campaign_id, track_id, market) wins"),
@@ -35,14 +35,15 @@ ENROLLMENTS = Table(
 ENGAGEMENT = Table(
     "engagement",
     (
-        F("event_id", "string", doc="unique; a repeated event_id counts once"),
+        F("event_id", "string", doc="unique; a repeated event_id counts once, within its day and across "
+                                    "dedupe_lookback_days days before it"),
         F("event_ts", "timestamp", doc="when the play started"),
         F("user_id", "string", doc="pseudonymous listener id"),
         F("track_id", "string"),
         F("market", "string", doc="ISO 3166-1 alpha-2, upper case"),
         F("surface", "string", doc="radio, autoplay, mixes, search, playlist, library, other"),
-        F("ms_played", "int64", doc=">= 0"),
-        F("duration_ms", "int64", doc="> 0"),
+        F("ms_played", "int64", doc=">= 0, at most a day (86,400,000)"),
+        F("duration_ms", "int64", doc="> 0, at most a day (86,400,000)"),
         F("skipped", "bool", doc="skipped before 30 s"),
         F("saved", "bool", doc="saved to the library from this play"),
         F("promoted", "bool", doc="this play came from a promotion boost"),
@@ -212,8 +213,17 @@ SNAPSHOTS = Table(
         F("campaign_delivery_rows", "int64"),
         F("capacity_rows", "int64"),
         F("manifest_uri", "string"),
+        F("validation", "string", nullable=True,
+          doc="the gates' verdict in words: 'all passed', or which failed gates were skipped by hand"),
+        F("skipped_gates", "string", nullable=True,
+          doc="comma-separated names of the gates skipped with --skip-gate ('' when none)"),
+        F("is_current", "bool", nullable=True,
+          doc="true for the one snapshot LATEST points to: the *_latest views show it"),
+        F("pulled_at", "timestamp", nullable=True,
+          doc="when a rollback withdrew this snapshot (its rows leave the tables); null when it was not"),
     ),
-    doc="Registry of the snapshots loaded into the warehouse.",
+    doc="Registry of the snapshots loaded into the warehouse, which one is current, which were pulled. "
+        "Columns after manifest_uri are nullable: a registry made by an older OASIS gains them in place.",
     key=("snapshot_id",),
 )
 

@@ -7,6 +7,7 @@ import datetime as dt
 import difflib
 
 from apache_beam.options import pipeline_options
+import math
 
 from jobs.gates.checks import GATES
 from jobs.run.options import DEFAULT_METHOD
@@ -21,35 +22,49 @@ def date_arg(s: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
 
 
-def positive_int(s: str) -> int:
-    n = _int(s)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
+# Every numeric option has a range: NaN, infinity and values no one means
+# (a million worker processes, a negative seed) are usage errors with the
+# range in the message, never a crash or a hang further on.
+def int_in(lo: int, hi: int):
+    """An argument type: a whole number in [lo, hi]."""
+    def parse(s: str) -> int:
+        n = _int(s)
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be a whole number in [{lo:,}, {hi:,}], got {s[:30]!r}")
+        return n
+    parse.__name__ = "whole number"  # what argparse calls the type in its messages
+    return parse
 
 
-def non_negative_int(s: str) -> int:
-    n = _int(s)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return n
+def float_in(lo: float, hi: float, *, hi_open: bool = False):
+    """An argument type: a finite number in [lo, hi] (or [lo, hi) when hi_open)."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {s[:30]!r}") from None
+        ok = math.isfinite(v) and lo <= v and (v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a finite number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, "
+                                             f"got {s[:30]!r}")
+        return v
+    parse.__name__ = "number"
+    return parse
 
 
-def non_negative_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not v >= 0 or v == float("inf"):  # rejects NaN too
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s!r}")
-    return v
+positive_int = int_in(1, 10**9)
+non_negative_int = int_in(0, 10**9)
+non_negative_float = float_in(0.0, 1e9)
+WORKERS = int_in(1, 64)          # processes; each runs a Beam pipeline (~0.5-1 GB)
 
 
 def _int(s: str) -> int:
     try:
+        if len(s) > 30:
+            raise ValueError
         return int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {s[:30]!r}") from None
 
 
 # ------------------------------------------------------------------- flags ---
@@ -86,7 +101,11 @@ def add_serving_freshness(p: argparse.ArgumentParser) -> None:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """The flags of `jobs.run.options.RunOptions`."""
     p.add_argument("--force", action="store_true",
-                   help="publish again even if the same inputs, config, code and method were already published")
+                   help="publish again even if the same inputs, config, code and method were already published "
+                        "(not what a rollback pulled: see --republish)")
+    p.add_argument("--republish", action="store_true",
+                   help="serve again a snapshot that `oasis snapshots rollback` pulled (same inputs, config, code "
+                        "and method); without it such a run publishes nothing and says so")
     p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
                    help="allocation solver: exact (HiGHS), dual (ridge-regularised dual ascent polished to the "
                         "exact optimum), auto (exact below 5,000 eligible tracks per problem, dual above) "

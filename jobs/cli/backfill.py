@@ -24,9 +24,9 @@ def register(sub) -> None:
                    help="last logs date (YYYY-MM-DD), inclusive")
     a.add_input(p)
     a.add_output(p)
-    p.add_argument("--workers", type=a.positive_int, default=1,
-                   help="dates run at once, each in its own process; warehouse loads and LATEST stay one at a "
-                        "time, in date order (default 1: one date after the other, in this process)")
+    p.add_argument("--workers", type=a.WORKERS, default=1,
+                   help="dates run at once (1-64), each in its own process; warehouse loads and LATEST stay one at "
+                        "a time, in date order (default 1: one date after the other, in this process)")
     a.add_config(p)
     a.add_warehouse(p)
     a.add_run_options(p)
@@ -34,7 +34,8 @@ def register(sub) -> None:
 
 
 def main(args, beam_args: list[str]) -> int:
-    options = RunOptions(method=args.method, skip_gates=tuple(args.skip_gate), force=args.force)
+    options = RunOptions(method=args.method, skip_gates=tuple(args.skip_gate), force=args.force,
+                         republish=args.republish)
     req = backfill.BackfillRequest(start=args.start, end=args.end, input_root=args.input, output_root=args.output,
                                    workers=args.workers, config_path=args.config, warehouse=args.warehouse,
                                    beam_args=beam_args, options=options)

@@ -29,7 +29,8 @@ def register(sub) -> None:
 
 
 def main(args, beam_args: list[str]) -> int:
-    options = RunOptions(method=args.method, skip_gates=tuple(args.skip_gate), force=args.force)
+    options = RunOptions(method=args.method, skip_gates=tuple(args.skip_gate), force=args.force,
+                         republish=args.republish)
     req = daily.RunRequest(as_of=args.date, input_root=args.input, output_root=args.output,
                            config_path=args.config, warehouse=args.warehouse, beam_args=beam_args, options=options)
     result = run_daily(req, progress=logs.progress)

@@ -24,15 +24,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the world an earlier `oasis sample` wrote in --out (only its own files are "
                              "deleted; a folder holding other files is always refused)")
-    parser.add_argument("--days", type=int, default=35, help="number of days (default 35)")
-    parser.add_argument("--tracks", type=int, default=400, help="campaign tracks in the catalogue (default 400)")
-    parser.add_argument("--events-per-day", type=int, default=40000, help="engagement rows per day (default 40000)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--days", type=a.int_in(1, 3660), default=35, help="number of days (default 35)")
+    parser.add_argument("--tracks", type=a.int_in(10, 100_000), default=400,
+                        help="campaign tracks in the catalogue (default 400)")
+    parser.add_argument("--events-per-day", type=a.int_in(0, 100_000_000), default=40000,
+                        help="engagement rows per day (default 40000)")
+    parser.add_argument("--seed", type=a.int_in(0, 2**32 - 1), default=7, help="random seed (default 7)")
     parser.add_argument("--end-date", type=a.date_arg, default=dt.date(2026, 11, 24),
                         help="last day, YYYY-MM-DD (default 2026-11-24)")
-    parser.add_argument("--bad-row-share", type=float, default=0.002,
+    parser.add_argument("--bad-row-share", type=a.float_in(0.0, 0.5, hi_open=True), default=0.002,
                         help="share of contract-breaking engagement rows (default 0.002)")
-    parser.add_argument("--markets", type=int, default=6, help=f"number of markets, 1-{len(MARKETS)} (default 6)")
+    parser.add_argument("--markets", type=a.int_in(1, len(MARKETS)), default=6, help=f"number of markets, 1-{len(MARKETS)} (default 6)")
 
 
 def main(args, _beam_args) -> int:

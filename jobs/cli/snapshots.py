@@ -1,9 +1,11 @@
-"""`oasis snapshots list|show|rollback|gc --output OUT`: look after the
-published snapshots (the work is in `jobs.snapshots.admin`; this prints it)."""
+"""`oasis snapshots list|show|rollback|repair|gc --output OUT`: look after the
+published snapshots (the work is in `jobs.snapshots.admin` and
+`jobs.snapshots.repair`; this prints it)."""
 from __future__ import annotations
 
 from jobs.cli import args as a
-from jobs.snapshots import admin
+from jobs.snapshots import admin, pulls, repair
+from jobs.warehouse.backends import open_warehouse
 from pipelines import storage
 from pipelines.config import Config
 
@@ -24,8 +26,20 @@ def register(sub) -> None:
     common(actions.add_parser("list", help="every published snapshot (* marks LATEST), then the quarantined ones"))
     q = common(actions.add_parser("show", help="summarise one snapshot's manifest (a quarantined one's too)"))
     q.add_argument("snapshot_id")
-    q = common(actions.add_parser("rollback", help="point LATEST at another verified snapshot"))
+    q = common(actions.add_parser(
+        "rollback", help="point LATEST and the warehouse at another verified snapshot; newer ones are pulled",
+        description="Point LATEST at SNAPSHOT_ID after verifying its files, and withdraw (pull) every newer "
+                    "snapshot: a durable record that reruns, backfill and Luigi respect (a run with the same "
+                    "inputs, config and code publishes nothing unless --republish). The warehouse follows: "
+                    "the target becomes its current snapshot and pulled snapshots' rows leave its tables."))
     q.add_argument("--to", required=True, dest="to", metavar="SNAPSHOT_ID")
+    a.add_warehouse(q)
+    q = common(actions.add_parser(
+        "repair", help="bring LATEST, the rollback records and the warehouse back into agreement",
+        description="After a failure between the steps of a publish or a rollback (a kill, a full disk, an "
+                    "unreachable warehouse): finish what was started, remove stray temporary files, and say "
+                    "what was done."))
+    a.add_warehouse(q)
     q = common(actions.add_parser(
         "gc", help="delete old snapshots, orphaned folders, aggregate builds and old quarantined snapshots",
         description="Keeps the N newest valid snapshots, the one LATEST points to and any newer one; deletes "
@@ -39,6 +53,9 @@ def register(sub) -> None:
     q.add_argument("--quarantine-days", type=a.non_negative_float, default=admin.DEFAULT_QUARANTINE_DAYS,
                    help="quarantined would-be snapshots (OUT/quarantine/) are deleted this many days after they "
                         f"were quarantined (default {admin.DEFAULT_QUARANTINE_DAYS:g})")
+    q.add_argument("--dead-letter-days", type=a.non_negative_float, default=admin.DEFAULT_DEAD_LETTER_DAYS,
+                   help="dead letters (raw rows, user ids included) of runs that published nothing are deleted "
+                        f"once older than this (default {admin.DEFAULT_DEAD_LETTER_DAYS:g})")
 
 
 def main(args, _beam_args) -> int:
@@ -55,9 +72,15 @@ def main(args, _beam_args) -> int:
                 raise
             print(render_show_quarantined(q))
     elif args.action == "rollback":
-        print(render_rollback(admin.rollback(args.output, args.to)))
+        print(render_rollback(admin.rollback(args.output, args.to, open_warehouse(args.warehouse, args.output))))
+    elif args.action == "repair":
+        done = repair.repair(args.output, open_warehouse(args.warehouse, args.output))
+        print(render_repair(done))
+        if done.warnings:
+            raise repair.RepairError("repair left something to do (see above)")
     else:
-        collected = admin.gc(args.output, args.keep, dry_run=args.dry_run, grace_minutes=args.grace_minutes)
+        collected = admin.gc(args.output, args.keep, dry_run=args.dry_run, grace_minutes=args.grace_minutes,
+                             dead_letter_days=args.dead_letter_days)
         quarantine = admin.gc_quarantine(args.output, args.quarantine_days, dry_run=args.dry_run)
         print(render_gc(collected, quarantine))
     return 0
@@ -73,10 +96,12 @@ def render_list(listing: admin.Listing, output_root: str) -> str:
                   "campaign_delivery", "capacity", "validation")
         rows = [header]
         for _, m in listing.snapshots:
+            status = "passed" if m.gates_passed and not m.skipped_gates else m.validation_text
+            if m.snapshot_id in listing.pulled:
+                status = f"PULLED ({pulls.describe(listing.pulled[m.snapshot_id]).split(' was pulled', 1)[1].strip()})"
             rows.append(("*" if admin.relative(m) == latest else "", m.score_date.isoformat(), m.as_of.isoformat(),
                          m.snapshot_id, m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                         *(str(m.tables[t].rows) if t in m.tables else "-" for t in header[5:8]),
-                         "passed" if m.gates_passed and not m.skipped_gates else m.validation_text))
+                         *(str(m.tables[t].rows) if t in m.tables else "-" for t in header[5:8]), status))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         right = {5, 6, 7}
         for r in rows:
@@ -84,6 +109,8 @@ def render_list(listing: admin.Listing, output_root: str) -> str:
                                    for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     for problem in listing.unreadable:
         lines.append(f"warning: not listed, its manifest cannot be read: {problem}")
+    if listing.latest_error:
+        lines.append(f"warning: {listing.latest_error}")
     if latest and not listing.latest_listed:
         lines.append(f"warning: LATEST points to {latest}, which has no readable manifest")
     elif listing.snapshots:
@@ -120,7 +147,8 @@ def render_show_quarantined(shown: admin.ShownQuarantined) -> str:
 
 def render_show(shown: admin.Shown) -> str:
     m, folder = shown.manifest, shown.folder
-    lines = [f"snapshot     {m.snapshot_id}{'   (LATEST)' if shown.is_latest else ''}",
+    lines = [f"snapshot     {m.snapshot_id}{'   (LATEST)' if shown.is_latest else ''}"
+             + (f"   PULLED: {pulls.describe(shown.pulled)}" if shown.pulled else ""),
              f"score date   {m.score_date}   (logs date {m.as_of}: logs up to that day)",
              f"created at   {m.created_at.isoformat()}",
              f"code         {m.code_version or '?'}",
@@ -167,20 +195,33 @@ def render_show(shown: admin.Shown) -> str:
 
 
 def render_rollback(r: admin.RolledBack) -> str:
-    if not r.changed:
-        return f"LATEST already points to {r.target}; nothing to do"
-    return "\n".join([
-        f"LATEST: {r.previous or '(none)'} -> {r.target}" + (f" ({r.direction})" if r.direction else ""),
-        f"verified {r.files_verified} file(s) against the manifest",
-        "note: the next daily run that publishes a newer score date moves LATEST forward again; "
-        "the warehouse *_latest views follow the newest registered snapshot, not LATEST."])
+    lines = [f"LATEST: {r.previous or '(none)'} -> {r.target}" + (f" ({r.direction})" if r.direction else "")
+             if r.changed else f"LATEST already points to {r.target}",
+             f"verified {r.files_verified} file(s) against the manifest"]
+    if r.pulled:
+        lines.append(f"pulled {len(r.pulled)} newer snapshot(s): {', '.join(r.pulled)} (a rerun with the same "
+                     "inputs, config and code publishes nothing unless --republish)")
+    if r.lifted:
+        lines.append(f"served again (its rollback record lifted): {', '.join(r.lifted)}")
+    lines += r.warehouse or ["warehouse: already current"]
+    lines.append("note: the next daily run that publishes a newer score date moves LATEST (and the warehouse's "
+                 "*_latest views) forward again.")
+    return "\n".join(lines)
+
+
+def render_repair(done: repair.Repaired) -> str:
+    lines = list(done.actions) or ["nothing to repair: LATEST, the rollback records and the warehouse agree"]
+    lines += [f"warning: {w}" for w in done.warnings]
+    lines.append(f"LATEST: {done.current or '(none)'}")
+    return "\n".join(lines)
 
 
 def render_gc(c: admin.Collected, quarantine: list[str] = ()) -> str:
     verb = "would delete" if c.dry_run else "deleted"
     lines = list(c.actions) + list(quarantine)
     lines.append(f"gc: {verb} {len(c.snapshots)} snapshot(s), {len(c.orphans)} orphaned snapshot folder(s), "
-                 f"{len(c.builds)} orphaned aggregate build(s); kept {len(c.kept)} snapshot(s)"
+                 f"{len(c.builds)} orphaned aggregate build(s), {len(c.dead_letters)} unpublished run(s)' dead "
+                 f"letters; kept {len(c.kept)} snapshot(s)"
                  + (f" and {len(c.fresh)} folder(s) younger than {c.grace_minutes:g} min" if c.fresh else "")
                  + f"; {verb} {len(quarantine)} quarantined would-be snapshot(s)")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from jobs import layout, logs
 from jobs.cli import args as a
 from jobs.input_check import Report, validate
 from jobs.run import plan
-from jobs.run.options import DEFAULT_BATCH_ROWS
+from jobs.run.options import BATCH_ROWS_RANGE, DEFAULT_BATCH_ROWS
 from pipelines.config import Config
 from pipelines.errors import OasisError
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="partition day (YYYY-MM-DD), the logs date a run would be given")
     a.add_input(p)
     a.add_config(p)
-    p.add_argument("--batch-rows", type=a.positive_int, default=DEFAULT_BATCH_ROWS,
+    p.add_argument("--batch-rows", type=a.int_in(*BATCH_ROWS_RANGE), default=DEFAULT_BATCH_ROWS,
                    help=f"rows per Arrow record batch (default {DEFAULT_BATCH_ROWS})")
     p.set_defaults(func=main, beam=False)
 

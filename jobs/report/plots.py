@@ -20,7 +20,6 @@ MAX_CAMPAIGNS = 30     # campaigns shown in the delivery plot
 MAX_TABLE_ROWS = 15    # rows in the shortfall and drift tables
 
 
-
 def hist_bars(f: Frame, bins: np.ndarray, counts: np.ndarray, bottom: np.ndarray, color: str, what: str,
                cls: str = "mark bar") -> list[str]:
     """One rect per non-empty bin, stacked on `bottom`, with its row count."""

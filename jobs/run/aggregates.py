@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 from jobs import layout
 from pipelines import storage
 
+log = logging.getLogger(__name__)
+
 
 def stored_build(output_root: str, day: dt.date) -> str | None:
-    """The name of the complete aggregate build of `day`, if any."""
+    """The name of the complete aggregate build of `day`, if any. A marker that
+    does not name a build folder that is there (damaged bytes, a deleted build)
+    counts as none, with a warning: the day is then built again from raw."""
     marker = storage.join(layout.aggregates_day(output_root, day), layout.AGGREGATE_MARKER)
     try:
-        return storage.read_bytes(marker).decode("utf-8", "replace").strip() or None
+        name = storage.read_bytes(marker)[:256].decode("utf-8", "replace").strip()
     except FileNotFoundError:
         return None
+    if not name:
+        return None
+    folder = storage.join(layout.aggregates_day(output_root, day), name)
+    if not layout.is_build_dirname(name) or "/" in name or not storage.list_files(storage.join(folder, "totals")):
+        log.warning("%s does not name a complete aggregate build (%r); the day is built again from raw",
+                    marker, name[:60])
+        return None
+    return name
 
 
 def built_from(output_root: str, day: dt.date) -> dict[str, str]:
@@ -28,10 +41,12 @@ def built_from(output_root: str, day: dt.date) -> dict[str, str]:
     uri = storage.join(layout.aggregates_day(output_root, day), layout.AGGREGATE_MARKER_DETAIL)
     try:
         detail = json.loads(storage.read_bytes(uri))
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     sources = detail.get("sources") if isinstance(detail, dict) else None
-    return sources if isinstance(sources, dict) else {}
+    if not isinstance(sources, dict):
+        return {}
+    return {k: v for k, v in sources.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def mark_complete(output_root: str, day: dt.date, build_dir: str, sources: dict[str, str]) -> None:

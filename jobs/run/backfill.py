@@ -12,7 +12,9 @@ oldest first, and publish each date's snapshot.
 * LATEST only moves forward (`jobs.snapshots.store.move_latest`): backfilling old dates
   never moves it back.
 * A date that fails is reported and the others still run; the exit code is 1
-  when any date failed. A table of every date is printed at the end.
+  when any date failed. A table of every date is printed at the end. A date
+  whose snapshot a rollback pulled fails with the reason unless `--republish`
+  (`jobs.snapshots.pulls`).
 * `--workers N` runs up to N dates at once in separate processes. The workers
   run the pipeline and write the snapshot (data files and manifest) with a
   scratch warehouse of their own; this process then loads each snapshot into
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 
 from jobs import logs
 from jobs.manifest import Manifest
-from jobs.run import daily
+from jobs.run import daily, preflight
 from jobs.run.options import RunOptions
 from jobs.run.publish import publish_written
 from jobs.snapshots import store
@@ -224,8 +226,9 @@ def backfill(req: BackfillRequest, progress_stream=None, watch=None) -> list[Dat
         raise UsageError(f"--end {req.end} is before --start {req.start}")
     if req.workers < 1:
         raise UsageError("--workers must be at least 1")
-    Config.load(req.config_path)  # a bad config or warehouse fails once, before any work
-    open_warehouse(req.warehouse, req.output_root)
+    Config.load(req.config_path)  # a bad config, output root or warehouse fails once, before any work
+    preflight.check_output(req.output_root)
+    preflight.check_warehouse(open_warehouse(req.warehouse, req.output_root), lambda s: log.warning("%s", s))
 
     covered = req.dates
     outcomes = [DateOutcome(d) for d in covered]

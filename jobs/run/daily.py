@@ -2,8 +2,9 @@
 
 The run reads as its phases (`DailyRun.run`):
 
-    prepare            config, warehouse (checked before any work), plan
-    reuse              the same inputs, config, code and method already published?
+    prepare            config, warehouse, preflight (output writable, room, warehouse usable, who
+                       holds a lock), LATEST and the warehouse brought into agreement, plan
+    reuse              the same inputs, config, code and method already published? pulled by a rollback?
     run_pipeline       the Beam pipeline: aggregates, scores, tables
     check_bad_rows     dead letters above the ceiling fail the run
     keep_aggregates    the days built become reusable (their markers)
@@ -17,7 +18,10 @@ The run reads as its phases (`DailyRun.run`):
 
 Any failure before the manifest leaves nothing visible; a failure after it
 leaves LATEST where it was, and the next run of the same date finishes that
-publish (warehouse, then LATEST) instead of answering "already published".
+publish (warehouse, then LATEST) instead of answering "already published" --
+unless a rollback pulled that snapshot: then the run publishes nothing with the
+same inputs, config, code and method (`--force` included) and says so, until
+`--republish` asks for it on purpose (`jobs.snapshots.pulls`).
 """
 from __future__ import annotations
 
@@ -30,16 +34,16 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs import logs
+from jobs import layout, logs
 from jobs.gates import checks, quarantine, suite
 from jobs.manifest import GateResult, Inputs, Manifest, TableEntry
 from jobs.report import html as report
-from jobs.run import aggregates, fingerprint, scratch
+from jobs.run import aggregates, fingerprint, preflight, scratch
 from jobs.run.options import RunOptions
 from jobs.run.plan import make_plan
 from jobs.run.publish import latest_covers, reserved
 from jobs.run.publish import publish as publish_snapshot
-from jobs.snapshots import store
+from jobs.snapshots import pulls, repair, store
 from jobs.warehouse.backends import open_warehouse
 from pipelines import faults, storage
 from pipelines.beam.pipeline import RunPlan, build
@@ -81,6 +85,7 @@ class RunResult:
     latest_moved: bool = False
     seconds: float = 0.0
     tables: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what a person should look at (e.g. a warehouse to rebuild)
 
 
 def run(req: RunRequest, progress=print, laps: Laps | None = None) -> RunResult:
@@ -102,36 +107,47 @@ class DailyRun:
         self.req, self.progress = req, progress
         self.started = time.monotonic()
         self.laps = laps if laps is not None else Laps(self.started)
+        self.warnings: list[str] = []
 
     def run(self) -> RunResult:
         self.prepare()
         done = self.reuse()
-        if done is not None:
-            return done
-        metrics = self.run_pipeline()
-        shares = self.check_bad_rows(metrics)
-        self.keep_aggregates()
-        entries, tables, gates = self.validate()
-        manifest = self.build_manifest(entries, tables, gates, metrics, shares)
-        if any(r.blocking for r in gates):
-            self.quarantine(manifest)
-        holder = f"oasis run of logs date {self.req.as_of} ({self.plan.snapshot_id})"
-        with reserved(self.req.output_root, self.warehouse, self.progress, holder) as waits:
-            # waiting for the publish lock or the warehouse (an analyst's open DuckDB session) is
-            # part of where the run's time went: measured before the manifest, so it records it
-            self.laps.mark("publish_wait")
-            manifest.seconds = dict(self.laps.seconds, **waits)
-            self.write_manifest(manifest)
-            return self.publish(manifest, tables, recheck=not self.req.options.force, locked=True)
+        if done is None:
+            metrics = self.run_pipeline()
+            shares = self.check_bad_rows(metrics)
+            self.keep_aggregates()
+            entries, tables, gates = self.validate()
+            manifest = self.build_manifest(entries, tables, gates, metrics, shares)
+            if any(r.blocking for r in gates):
+                self.quarantine(manifest)
+            holder = f"oasis run of logs date {self.req.as_of} ({self.plan.snapshot_id})"
+            with reserved(self.req.output_root, self.warehouse, self.progress, holder) as waits:
+                # waiting for the publish lock or the warehouse (an analyst's open DuckDB session) is
+                # part of where the run's time went: measured before the manifest, so it records it
+                self.laps.mark("publish_wait")
+                manifest.seconds = dict(self.laps.seconds, **waits)
+                self.write_manifest(manifest)
+                done = self.publish(manifest, tables, recheck=not self.req.options.force, locked=True)
+        done.warnings = self.warnings + done.warnings
+        return done
 
     # --- phases ------------------------------------------------------------
     def prepare(self) -> None:
         req = self.req
         self.cfg = Config.load(req.config_path)
         self.warehouse = open_warehouse(req.warehouse, req.output_root)  # checks the URI before any work
+        preflight.check_output(req.output_root)
+        preflight.check_warehouse(self.warehouse, self.progress)
+        if req.move_latest:  # (a backfill worker's warehouse is a scratch one: nothing to agree with)
+            self.agree()
         self.plan, self.inputs = make_plan(req.as_of, req.input_root, req.output_root, self.cfg, req.options,
                                            snapshot_id=req.snapshot_id, rebuild=req.rebuild_days)
         logs.bind(snapshot_id=self.plan.snapshot_id)
+        preflight.check_space(req.output_root, scratch.prepare(req.output_root),
+                              sum(bd.rows for bd in self.plan.build_days))
+        if not storage.is_gcs(req.output_root):
+            storage.make_private_dirs(layout.dead_letters_root(req.output_root))
+        preflight.check_publish_lock(req.output_root, self.progress)
         scratch.remove_stale(req.output_root)
         self.laps.mark("plan")
         self.version = fingerprint.code_version()
@@ -139,10 +155,49 @@ class DailyRun:
         self.fingerprint = fingerprint.run_fingerprint(req.score_date, self.cfg, req.options, self.version,
                                                        self.sources)
 
+    def agree(self) -> None:
+        """LATEST, the rollback records and the warehouse agree before this run
+        adds to them: an earlier failure between two steps is finished here
+        (`jobs.snapshots.repair`), and a warehouse that lacks published dates is
+        reported loudly."""
+        req = self.req
+        problems, missing = repair.survey(req.output_root, self.warehouse)
+        if problems:
+            self.progress(f"LATEST and the warehouse disagree ({'; '.join(problems)}); repairing first")
+            done = repair.repair(req.output_root, self.warehouse)
+            for line in done.actions:
+                self.progress(f"repair: {line}")
+            self.warn(*done.warnings)
+        elif missing:
+            self.warn(f"the warehouse {self.warehouse.uri} lacks {len(missing)} published score date(s) "
+                      f"({', '.join(d.isoformat() for d in missing[:5])}{' ...' if len(missing) > 5 else ''}): "
+                      "was it deleted or replaced? This run loads only its own date; "
+                      f"`oasis warehouse rebuild --output {req.output_root}"
+                      f"{' --warehouse ' + req.warehouse if req.warehouse else ''}` reloads every published "
+                      "snapshot")
+
+    def warn(self, *lines: str) -> None:
+        for line in lines:
+            log.warning("%s", line)
+            self.progress(f"WARNING: {line}")
+            self.warnings.append(line)
+
     def reuse(self) -> RunResult | None:
         """A snapshot with this run fingerprint is already published: say so, or
-        finish its publish if an earlier run stopped between manifest and LATEST."""
+        finish its publish if an earlier run stopped between manifest and LATEST.
+        Refuse (even with --force) when a rollback pulled that content, unless
+        --republish."""
         req = self.req
+        pulled = store.pulled_same_run(req.output_root, req.score_date, self.fingerprint)
+        if pulled and not req.options.republish:
+            latest = store.read_latest(req.output_root).content or "(none)"
+            raise pulls.SnapshotPulled(
+                f"not published: {pulls.describe(pulled[-1])}, and this run has the same inputs, config, code and "
+                f"method, so it would serve the same content again; LATEST stays on {latest}. To serve it again "
+                "on purpose, rerun with --republish")
+        if pulled:
+            lifted = pulls.lift(req.output_root, [p.snapshot_id for p in pulled])
+            self.progress(f"--republish: lifted the rollback record of {', '.join(lifted)}")
         if req.options.force:
             return None
         found = store.find_published(req.output_root, req.score_date, self.fingerprint)
@@ -150,7 +205,8 @@ class DailyRun:
             return None
         folder, existing = found
         logs.bind(snapshot_id=existing.snapshot_id)
-        if not req.move_latest or latest_covers(req.output_root, req.score_date, self.fingerprint):
+        covered = latest_covers(req.output_root, req.score_date, self.fingerprint)
+        if not req.move_latest or (covered and self.in_warehouse(existing)):
             self.progress(f"already published: {existing.snapshot_id} has the same inputs, config and code "
                           f"(use --force to publish again)")
             return RunResult("already_published", existing, folder, seconds=self.elapsed())
@@ -159,9 +215,21 @@ class DailyRun:
             self.progress(f"{existing.snapshot_id} has the same inputs but damaged files "
                           f"({', '.join(damaged[:3])}); publishing a new snapshot")
             return None
+        missing = "the warehouse does not hold it" if covered else "LATEST does not point to it"
         self.progress(f"finishing the publish of {existing.snapshot_id}: its snapshot is complete but "
-                      f"LATEST does not point to it (an earlier run stopped after its manifest)")
+                      f"{missing} (an earlier run stopped after its manifest)")
         return self.publish(existing, store.read_snapshot_tables(folder, existing), recheck=False, folder=folder)
+
+    def in_warehouse(self, m: Manifest) -> bool:
+        """The warehouse registry holds this snapshot (a publish that failed at
+        the warehouse, say on a full disk, did not get there). A registry that
+        cannot be read counts as holding it: the run then says "already
+        published", and the survey before it has said what is wrong."""
+        try:
+            rows, _ = self.warehouse.registry()
+        except OasisError:
+            return True
+        return any(r.snapshot_id == m.snapshot_id and r.pulled_at is None for r in rows)
 
     def run_pipeline(self) -> dict[str, int]:
         plan = self.plan

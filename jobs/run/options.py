@@ -1,6 +1,6 @@
 """How a run runs, as opposed to what it computes (`pipelines.config.Config`):
-the allocation method, the Arrow batch size, the gates an engineer skipped
-and whether to publish again. One default each, validated like the config;
+the allocation method, the Arrow batch size, the gates an engineer skipped,
+whether to publish again, and whether to serve again what a rollback pulled. One default each, validated like the config;
 every manifest records them under `options`, and the method is part of the run
 fingerprint (two methods may differ in the last digits of a plan).
 """
@@ -28,6 +28,7 @@ class RunOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     skip_gates: tuple[str, ...] = ()  # gates checked by hand: measured and recorded, but they do not block
     force: bool = False              # publish again what the same inputs, config, code and method published
+    republish: bool = False          # serve again a snapshot a rollback pulled (lifts its rollback record)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -39,6 +40,9 @@ class RunOptions:
         unknown = sorted(set(self.skip_gates) - set(GATES))
         if unknown:
             raise OptionError(f"unknown gate(s) {', '.join(unknown)}; known gates: {', '.join(GATES)}")
+        for name in ("force", "republish"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be true or false, got {getattr(self, name)!r}")
         object.__setattr__(self, "skip_gates", tuple(dict.fromkeys(self.skip_gates)))
 
     def to_dict(self) -> dict:

@@ -67,9 +67,13 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
     in_window = set(window_days(as_of, cfg.window_days))
     build_days, stored_days, observed, missing, empty = [], [], [], [], []
     inputs = {"enrollments": {}, "engagement": {}, "aggregates": {}}
+    enrolled_rows = 0
     for f in enroll_files:
-        check_file_schema(f, ENROLLMENTS)
+        enrolled_rows += check_file_schema(f, ENROLLMENTS)
         inputs["enrollments"][f] = storage.fingerprint(f)
+    if not enrolled_rows:  # an export with no enrollment at all is a broken export, not a day without campaigns
+        raise MissingInput(f"the enrollments partition for {as_of} has no rows ({len(enroll_files)} file(s), "
+                           f"0 rows in {enroll_dir}): an empty export; nothing published")
 
     for day in needed:
         build = aggregates.stored_build(output_root, day) if (day != as_of and day not in rebuild) else None
@@ -100,11 +104,12 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
             continue
         for f in files:
             inputs["engagement"][f] = storage.fingerprint(f)
-        build_days.append(BuildDay(day, files, _enrolled_tracks(input_root, day),
-                                   layout.aggregate_build(output_root, day, snapshot_id),
+        build_dir = layout.aggregate_build(output_root, day, snapshot_id)
+        build_days.append(BuildDay(day, files, _enrolled_tracks(input_root, day), build_dir,
                                    scratch_dir=storage.join(scratch, layout.day_dirname(day)),
-                                   shards=shards_for(rows)))
+                                   shards=shards_for(rows), rows=rows, event_ids_dir=layout.event_ids_dir(build_dir)))
         observed.append(day)
+    add_lookback(build_days, output_root, cfg.dedupe_lookback_days)
 
     plan = RunPlan(
         as_of=as_of, cfg=cfg, snapshot_id=snapshot_id, enrollment_files=enroll_files,
@@ -140,6 +145,21 @@ def check_missing_days(plan: RunPlan, cfg: Config) -> None:
 def _days(days: list[dt.date]) -> str:
     text = ", ".join(d.isoformat() for d in days[:5])
     return text + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+
+
+def add_lookback(build_days: list[BuildDay], output_root: str, lookback_days: int) -> None:
+    """Each built day's look-back folders of seen event ids (`pipelines.dedupe`):
+    the build of this run for a day it builds too, else the day's stored build."""
+    built = {bd.day: bd for bd in build_days}
+    for bd in build_days:
+        for k in range(1, lookback_days + 1):
+            day = bd.day - dt.timedelta(days=k)
+            if day in built:
+                bd.lookback.append(built[day].event_ids_dir)
+                continue
+            name = aggregates.stored_build(output_root, day)
+            if name:
+                bd.lookback.append(layout.event_ids_dir(storage.join(layout.aggregates_day(output_root, day), name)))
 
 
 def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:

@@ -1,9 +1,14 @@
 """The one publish path, for `oasis run` and `oasis backfill` alike: a snapshot
 whose manifest is written goes into the warehouse, then LATEST moves to it.
 
-Local output roots serialise this step across processes (`publish_lock`), so
-two runs never interleave their warehouse loads and pointer moves; on gs://
-the warehouse transaction and LATEST's generation precondition keep it whole.
+Local output roots serialise this step across processes (the publish lock,
+`jobs.snapshots.store.publish_lock`, shared with rollback and repair), so two
+writers never interleave their warehouse loads and pointer moves; on gs:// the
+warehouse transaction and LATEST's generation precondition keep each step
+whole. The warehouse load makes the snapshot current in its own transaction
+when LATEST is going to move to it; if LATEST then does not (another writer
+got there first), the warehouse follows LATEST before the lock is released.
+A snapshot a rollback pulled is never published again from here.
 """
 from __future__ import annotations
 
@@ -16,26 +21,22 @@ import pyarrow as pa
 
 from jobs import layout
 from jobs.manifest import Manifest, ManifestError
-from jobs.snapshots import store
+from jobs.snapshots import pulls, repair, store
 from jobs.warehouse.backends import open_warehouse
 from jobs.warehouse.base import Warehouse, registry_row
 from pipelines import faults, storage
 
-PUBLISH_LOCK = ".publish.lock"
-PUBLISH_LOCK_WAIT_S = 600.0
+PUBLISH_LOCK = store.PUBLISH_LOCK
+PUBLISH_LOCK_WAIT_S = store.PUBLISH_LOCK_WAIT_S
 
 
 def publish_lock(output_root: str, progress=lambda message: None, holder: str = ""):
-    """Cross-process lock of a local output root's publish step (crash-safe:
-    released by the kernel if the holder dies). A wait is announced through
-    `progress`, naming the process that holds the lock."""
-    if storage.is_gcs(output_root):
-        return contextlib.nullcontext()
-    path = storage.join(layout.snapshots_root(output_root), PUBLISH_LOCK)
-    return storage.local_lock(
-        path, timeout_s=PUBLISH_LOCK_WAIT_S, holder=holder,
-        on_wait=lambda who: progress(f"waiting for the publish lock of {output_root} (up to "
-                                     f"{PUBLISH_LOCK_WAIT_S:.0f} s): held by {who}"))
+    """The output root's publish lock (`jobs.snapshots.store.publish_lock`); a
+    wait is announced through `progress`, naming the process that holds it."""
+    return store.publish_lock(
+        output_root, holder=holder,
+        on_wait=lambda who, timeout_s: progress(f"waiting for the publish lock of {output_root} (up to "
+                                                f"{timeout_s:.0f} s): held by {who}"))
 
 
 @contextlib.contextmanager
@@ -88,6 +89,9 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
     manifest_uri = storage.join(folder, layout.MANIFEST)
     holder = f"oasis publish of {layout.snapshot_rel(manifest.score_date, manifest.snapshot_id)}"
     with contextlib.nullcontext() if locked else reserved(output_root, warehouse, progress, holder):
+        pulled = pulls.read_pulls(output_root).get(manifest.snapshot_id)
+        if pulled is not None:  # a rollback withdrew it while this run was on its way here
+            raise pulls.SnapshotPulled(f"not published: {pulls.describe(pulled)}")
         if recheck and move_latest:
             other = latest_same_run(output_root, manifest.score_date, manifest.run_fingerprint)
             if other and other[1].snapshot_id != manifest.snapshot_id:
@@ -95,15 +99,19 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
                          f"meanwhile by another run; LATEST and the warehouse stay on it "
                          f"({manifest.snapshot_id} is complete but not published)")
                 return Published(manifest, folder, False, superseded_by=other)
+        will_move = move_latest and store.latest_would_move(output_root, manifest.score_date, manifest.snapshot_id)
         faults.checkpoint("before_warehouse")
         started = time.monotonic()
-        warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri))
+        warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri), current=will_move)
         progress(f"warehouse loaded: {warehouse.uri} ({time.monotonic() - started:.1f} s)")
         faults.checkpoint("after_warehouse")
         faults.checkpoint("before_pointer")
         moved = (store.move_latest(output_root, manifest.score_date, manifest.snapshot_id)
                  if move_latest else False)
         faults.checkpoint("after_pointer")
+        if moved != will_move:  # LATEST went elsewhere meanwhile: the warehouse follows it
+            for line in repair.follow_latest(output_root, warehouse):
+                progress(line)
     return Published(manifest, folder, moved)
 
 

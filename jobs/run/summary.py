@@ -18,6 +18,7 @@ def render(result: RunResult, warehouse: str) -> str:
         lines.append(f"  snapshot: {result.snapshot_dir}")
         if report_line(result):
             lines.append(f"  report:   {report_line(result)}")
+        lines += warning_lines(result)
         return "\n".join(lines)
     read = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("rows_read/")}
     lines.append(f"OASIS snapshot {m.snapshot_id}  score date {m.score_date}  "
@@ -52,7 +53,13 @@ def render(result: RunResult, warehouse: str) -> str:
     lines.append(f"  LATEST:           {'moved here' if result.latest_moved else 'unchanged (newer snapshot exists)'}")
     lines.append(f"  warehouse:        {warehouse}")
     lines.append(f"  dead letters:     {m.dead_letters}")
+    lines += warning_lines(result)
     return "\n".join(lines)
+
+
+def warning_lines(result: RunResult) -> list[str]:
+    """What a person should look at (a warehouse to rebuild, ...), last, so it is seen."""
+    return [f"WARNING: {w}" for w in result.warnings]
 
 
 def report_line(result: RunResult) -> str | None:

@@ -56,6 +56,7 @@ from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, R
                                build_world, export_for_day, truth_table)
 from pipelines.errors import OasisError, UsageError
 
+
 class SampleError(UsageError, ValueError):
     """Arguments that cannot make a world; the message names the argument."""
 

@@ -7,21 +7,30 @@ prints it.
 * `show`: one snapshot's manifest and folder.
 * `rollback`: point LATEST at another snapshot, after checking that its
   validation passed and that every file listed in its manifest is there with
-  its size and sha256. The pointer moves by compare-and-swap against the value
-  read before the check, so a concurrent publish is never overwritten.
+  its size and sha256. Under the publish lock, in this order: the rollback
+  records of every published snapshot newer than the target
+  (`jobs.snapshots.pulls`; a rollback *to* a pulled snapshot lifts its record),
+  then LATEST (compare-and-swap against the value read before the check, so a
+  concurrent publish is never overwritten), then the warehouse (the target's
+  rows reloaded and made current, pulled snapshots' rows removed). A kill or a
+  failure part-way is finished by `oasis snapshots repair` or the next run,
+  never undone.
 * `gc`: keeps the N newest valid snapshots (by score date, then creation time),
   the one LATEST points to and every snapshot newer than it (a publish may be
-  between its manifest and the pointer), and deletes the other snapshots with
-  their dead letters. It also deletes, once older than the grace period
-  (default 60 min, so a running job is left alone), snapshot folders without a
-  manifest (left by killed runs) and aggregate builds that the day's marker does
-  not name. Without a LATEST pointer it deletes no snapshot. A folder's age is
-  counted from the newest of its files' modification times and the time in its
-  run id.
+  between its manifest and the pointer; a pulled one may be rolled forward to
+  again), and deletes the other snapshots with their dead letters. It also
+  deletes, once older than the grace period (default 60 min, so a running job
+  is left alone), snapshot folders without a manifest (left by killed runs) and
+  aggregate builds that the day's marker does not name, and, past the
+  dead-letter retention (default 30 days), the dead letters of runs that
+  published nothing (failed or quarantined runs). Without a LATEST pointer it
+  deletes no snapshot. A folder's age is counted from the newest of its files'
+  modification times and the time in its run id. Rollback records stay.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
@@ -31,11 +40,15 @@ from jobs.gates.quarantine import (Quarantined, find_quarantined, list_quarantin
                                   read_quarantined)
 from jobs.manifest import Manifest
 from jobs.run.aggregates import stored_build
-from jobs.snapshots import store
-from pipelines import storage
+from jobs.snapshots import pulls, repair, store
+from jobs.warehouse.base import Warehouse
+from pipelines import faults, storage
 from pipelines.errors import OasisError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_GRACE_MINUTES = 60.0
+DEFAULT_DEAD_LETTER_DAYS = 30.0
 
 
 class SnapshotError(OasisError):
@@ -47,8 +60,18 @@ def relative(manifest: Manifest) -> str:
 
 
 def find(output_root: str, snapshot_id: str) -> tuple[str, Manifest]:
+    storage.require_folder(output_root, "output root")
     found = store.find_snapshot(output_root, snapshot_id)
     if found is None:
+        for _, sid, folder in store.snapshot_folders(output_root):
+            if sid == snapshot_id:  # there, but not a published snapshot: say why
+                try:
+                    store.read_manifest(folder)
+                except FileNotFoundError:
+                    raise SnapshotError(f"{folder} has no manifest: an unfinished or killed run, never "
+                                        "published") from None
+                except OasisError as e:
+                    raise SnapshotError(f"snapshot {snapshot_id} is DAMAGED, not fit to serve: {e}") from None
         raise SnapshotError(f"no published snapshot {snapshot_id!r} under {output_root} "
                             "(see `oasis snapshots list`)")
     return found
@@ -89,6 +112,8 @@ class Listing:
     snapshots: list[tuple[str, Manifest]]
     latest: str | None                      # LATEST's content, as read
     unreadable: list[str] = field(default_factory=list)  # manifests that could not be read, and why
+    pulled: dict[str, pulls.Pull] = field(default_factory=dict)
+    latest_error: str = ""                  # why LATEST itself cannot be read
 
     @property
     def latest_listed(self) -> bool:
@@ -96,9 +121,15 @@ class Listing:
 
 
 def list_snapshots(output_root: str) -> Listing:
+    storage.require_folder(output_root, "output root")
     unreadable: list[str] = []
     found = store.list_manifests(output_root, problems=unreadable)
-    return Listing(found, store.read_latest(output_root).content, unreadable)
+    latest, error = None, ""
+    try:
+        latest = store.read_latest(output_root).content
+    except storage.StorageError as e:
+        error = str(e)
+    return Listing(found, latest, unreadable, pulls.read_pulls(output_root), error)
 
 
 # --------------------------------------------------------------------- show ---
@@ -108,12 +139,16 @@ class Shown:
     manifest: Manifest
     is_latest: bool
     problems: list[str]   # what `verify` finds
+    pulled: pulls.Pull | None = None
 
 
 def show(output_root: str, snapshot_id: str) -> Shown:
     folder, m = find(output_root, snapshot_id)
-    latest = store.read_latest(output_root).content
-    return Shown(folder, m, relative(m) == latest, verify(folder, m))
+    try:
+        latest = store.read_latest(output_root).content
+    except storage.StorageError:
+        latest = None
+    return Shown(folder, m, relative(m) == latest, verify(folder, m), pulls.read_pulls(output_root).get(snapshot_id))
 
 
 # ----------------------------------------------------------------- rollback ---
@@ -124,26 +159,54 @@ class RolledBack:
     direction: str         # "", "back to an earlier score date", "forward to a newer score date"
     files_verified: int
     changed: bool
+    pulled: list[str] = field(default_factory=list)      # snapshots this rollback withdrew
+    lifted: list[str] = field(default_factory=list)      # pulled snapshots it served again (the target)
+    warehouse: list[str] = field(default_factory=list)   # what changed in the warehouse
 
 
-def rollback(output_root: str, snapshot_id: str) -> RolledBack:
+def rollback(output_root: str, snapshot_id: str, warehouse: Warehouse | None) -> RolledBack:
+    """Point LATEST (and the warehouse) at `snapshot_id`, withdrawing every newer
+    snapshot (module docstring for the order and why)."""
     uri = layout.latest_uri(output_root)
-    current = storage.read_pointer(uri)  # the value the swap below must still find
-    folder, m = find(output_root, snapshot_id)
-    target = relative(m)
-    problems = verify(folder, m)
-    if problems:
-        raise SnapshotError(f"refusing to point LATEST at {target}: it is damaged or invalid:\n  "
-                            + "\n  ".join(problems))
-    files = sum(len(t.files) for t in m.tables.values())
-    if current.content == target:
-        return RolledBack(current.content, target, "", files, changed=False)
-    try:
-        storage.replace_pointer(uri, target, current)
-    except storage.PointerMoved:
-        now = storage.read_pointer(uri).content
-        raise SnapshotError(f"LATEST moved while the snapshot was being checked (now {now}); "
-                            "nothing changed, run the rollback again") from None
+    with store.publish_lock(output_root):
+        try:
+            current = storage.read_pointer(uri)  # the value the swap below must still find
+        except storage.StorageError:  # LATEST is a folder or unreadable: the swap replaces it
+            storage.set_aside(uri, "damaged")
+            current = storage.read_pointer(uri)
+        folder, m = find(output_root, snapshot_id)
+        target = relative(m)
+        problems = verify(folder, m)
+        if problems:
+            raise SnapshotError(f"refusing to point LATEST at {target}: it is damaged or invalid:\n  "
+                                + "\n  ".join(problems))
+        files = sum(len(t.files) for t in m.tables.values())
+        newer = [x for _, x in store.list_manifests(output_root) if x.order_key > m.order_key]
+        log.info("rollback to %s: withdrawing %s", target, ", ".join(x.snapshot_id for x in newer) or "nothing")
+        pulled = pulls.record(output_root, newer, target)
+        lifted = pulls.lift(output_root, [m.snapshot_id])
+        faults.checkpoint("rollback_after_record")
+        changed = current.content != target
+        if changed:
+            try:
+                storage.replace_pointer(uri, target, current)
+            except storage.PointerMoved:
+                now = storage.read_pointer(uri).content
+                raise SnapshotError(f"LATEST moved while the snapshot was being checked (now {now}); LATEST "
+                                    "unchanged, run the rollback again") from None
+        faults.checkpoint("rollback_after_pointer")
+        done = []
+        if warehouse is not None:
+            try:
+                state = repair.read_state(output_root, warehouse)
+                if state.registry is None:
+                    raise repair.RepairError(state.warehouse_error)
+                done = repair.follow(output_root, warehouse, m, state)
+            except OasisError as e:
+                raise SnapshotError(f"LATEST now points to {target}, but the warehouse {warehouse.uri} was not "
+                                    f"updated: {e}. `oasis snapshots repair` finishes the rollback once it can be "
+                                    "written (the rollback records already keep the pulled snapshots out)") from e
+        faults.checkpoint("rollback_after_warehouse")
     direction = ""
     try:
         old_date = layout.parse_snapshot_rel(current.content)[0] if current.content else None
@@ -153,7 +216,7 @@ def rollback(output_root: str, snapshot_id: str) -> RolledBack:
         direction = "back to an earlier score date"
     elif old_date is not None and old_date < m.score_date:
         direction = "forward to a newer score date"
-    return RolledBack(current.content, target, direction, files, changed=True)
+    return RolledBack(current.content, target, direction, files, changed, pulled, lifted, done)
 
 
 # ----------------------------------------------------------------------- gc ---
@@ -165,21 +228,25 @@ class Collected:
     snapshots: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)
+    dead_letters: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
 
 
 def gc(output_root: str, keep: int, *, dry_run: bool = False, grace_minutes: float = DEFAULT_GRACE_MINUTES,
-       now: dt.datetime | None = None) -> Collected:
+       dead_letter_days: float = DEFAULT_DEAD_LETTER_DAYS, now: dt.datetime | None = None) -> Collected:
     """Delete what the policy in the module docstring allows; returns what was
     (or, with dry_run, would be) deleted and kept."""
     if keep < 0:
         raise SnapshotError("--keep must be >= 0")
-    if grace_minutes < 0:
-        raise SnapshotError("--grace-minutes must be >= 0")
+    if not 0 <= grace_minutes < float("inf"):
+        raise SnapshotError("--grace-minutes must be a finite number >= 0")
+    if not 0 <= dead_letter_days < float("inf"):
+        raise SnapshotError("--dead-letter-days must be a finite number >= 0")
+    storage.require_folder(output_root, "output root")
     now = now or dt.datetime.now(dt.timezone.utc)
     out = Collected(dry_run, grace_minutes)
-    _Collector(output_root, out, now).run(keep)
+    _Collector(output_root, out, now).run(keep, dead_letter_days * 86400.0)
     return out
 
 
@@ -189,12 +256,17 @@ class _Collector:
         self.grace_s = out.grace_minutes * 60.0
         self.verb = "would delete" if out.dry_run else "deleted"
 
-    def run(self, keep: int) -> None:
+    def run(self, keep: int, dead_letter_s: float) -> None:
         found = store.list_manifests(self.root)
-        latest = store.read_latest(self.root).content
+        try:
+            latest = store.read_latest(self.root).content
+        except storage.StorageError as e:
+            latest = None
+            self.out.actions.append(f"LATEST cannot be read ({e}): keeping every snapshot")
         self.snapshots(found, latest, keep)
         self.orphan_snapshot_folders(found, latest)
         self.orphan_builds()
+        self.unpublished_dead_letters(found, dead_letter_s)
 
     def delete(self, uri: str, what: str, kind: str, first_file: str | None = None) -> None:
         if not self.out.dry_run:
@@ -258,6 +330,21 @@ class _Collector:
             for b in builds:
                 if b != named:
                     self.orphan(storage.join(folder, b), f"orphaned aggregate build {name}/{b}", "builds")
+
+    def unpublished_dead_letters(self, found: list[tuple[str, Manifest]], retention_s: float) -> None:
+        """Dead letters of runs that published nothing (failed or quarantined),
+        once older than the retention: they hold raw rows with user ids."""
+        published = {m.snapshot_id for _, m in found}
+        root = layout.dead_letters_root(self.root)
+        for name in storage.list_dirs(root):
+            sid = layout.dead_letters_run_id(name)
+            if sid is None or sid in published:
+                continue
+            uri = storage.join(root, name)
+            age = age_seconds(uri, self.now)
+            if age is not None and age >= retention_s:
+                self.delete(uri, f"dead letters of run {sid}, which published nothing "
+                                 f"({age / 86400:.0f} days old)", "dead_letters")
 
     def orphan(self, uri: str, what: str, kind: str) -> None:
         age = age_seconds(uri, self.now)

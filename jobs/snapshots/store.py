@@ -8,6 +8,7 @@ snapshot. Paths come from `jobs.layout`; every file operation goes through
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from jobs import layout
 from jobs.manifest import FileEntry, Manifest, ManifestError, TableEntry
+from jobs.snapshots import pulls
 from pipelines import storage
 from schemas import OUTPUTS
 
@@ -127,7 +129,13 @@ def read_manifest(snapshot_dir: str) -> Manifest:
     """The manifest of a snapshot folder. FileNotFoundError when there is none;
     ManifestError when it is not one (damaged, foreign, or naming another folder)."""
     uri = storage.join(snapshot_dir, layout.MANIFEST)
-    manifest = Manifest.from_json(storage.read_bytes(uri), where=uri)
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # permission, I/O error: a manifest that cannot be read is not one
+        raise ManifestError(f"{uri}: cannot be read: {e}") from None
+    manifest = Manifest.from_json(data, where=uri)
     folder_id = snapshot_dir.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
     if manifest.snapshot_id != folder_id:
         raise ManifestError(f"{uri}: names snapshot {manifest.snapshot_id}, not its folder's {folder_id}")
@@ -189,10 +197,48 @@ def find_snapshot(output_root: str, snapshot_id: str) -> tuple[str, Manifest] | 
 
 
 def previous_snapshot(output_root: str, before: dt.date) -> tuple[str, Manifest] | None:
-    """The newest published snapshot with a score date before `before` (what
-    gates and the report compare against), or None."""
-    earlier = [fm for fm in list_manifests(output_root) if fm[1].score_date < before]
+    """The newest published snapshot with a score date before `before` that a
+    rollback did not pull (what gates and the report compare against), or None."""
+    pulled = pulls.read_pulls(output_root)
+    earlier = [fm for fm in list_manifests(output_root)
+               if fm[1].score_date < before and fm[1].snapshot_id not in pulled]
     return earlier[-1] if earlier else None
+
+
+def pulled_same_run(output_root: str, score_date: dt.date, run_fingerprint: str) -> list[pulls.Pull]:
+    """Pulled snapshots of `score_date` with this run fingerprint: by their
+    rollback records, and by the manifests of pulled snapshots whose record is
+    too damaged to say."""
+    pulled = pulls.read_pulls(output_root)
+    found = {p.snapshot_id: p for p in pulls.same_content(pulled, score_date, run_fingerprint)}
+    unknown = {sid for sid, p in pulled.items() if not p.run_fingerprint}
+    if unknown:
+        for _, m in list_manifests(output_root, score_date):
+            if m.snapshot_id in unknown and m.run_fingerprint == run_fingerprint:
+                found[m.snapshot_id] = pulled[m.snapshot_id]
+    return sorted(found.values(), key=lambda p: p.snapshot_id)
+
+
+# ------------------------------------------------------------ publish lock ---
+PUBLISH_LOCK = ".publish.lock"
+PUBLISH_LOCK_WAIT_S = 600.0
+
+
+def publish_lock_path(output_root: str) -> str:
+    return storage.join(layout.snapshots_root(output_root), PUBLISH_LOCK)
+
+
+def publish_lock(output_root: str, on_wait=None, holder: str = ""):
+    """Cross-process lock of a local output root's publish step, rollback and
+    repair (crash-safe: released by the kernel if the holder dies).
+    on_wait(holder, timeout_s) is told when another process holds it; `holder`
+    says what this one does. On gs://
+    the warehouse transaction and LATEST's generation precondition keep each
+    step whole instead."""
+    if storage.is_gcs(output_root):
+        return contextlib.nullcontext()
+    return storage.local_lock(publish_lock_path(output_root), timeout_s=PUBLISH_LOCK_WAIT_S, on_wait=on_wait,
+                              holder=holder)
 
 
 # ------------------------------------------------------------------ LATEST ---
@@ -211,6 +257,19 @@ def latest_target(output_root: str) -> tuple[dt.date, str] | None:
         return layout.parse_snapshot_rel(content)
     except ValueError:
         return None
+
+
+def latest_would_move(output_root: str, score_date: dt.date, snapshot_id: str) -> bool:
+    """Whether `move_latest` (forward only) would point LATEST at this snapshot
+    as things stand: no pointer, a damaged one, or one at this score date or
+    an older one."""
+    current = read_latest(output_root).content
+    if not current or current == layout.snapshot_rel(score_date, snapshot_id):
+        return True
+    try:
+        return layout.parse_snapshot_rel(current)[0] <= score_date
+    except ValueError:
+        return True
 
 
 def move_latest(output_root: str, score_date: dt.date, snapshot_id: str, *, allow_older: bool = False,

@@ -11,8 +11,13 @@ and interface as `jobs.warehouse.duckdb.DuckDBWarehouse`.
   values only (script parameters are not portable to the emulator). A failed
   staging load or transaction leaves the real tables as they were, raises
   WarehouseError, and the staging tables are dropped either way.
+* The registry's `is_current` moves with a publish that moves LATEST (in its
+  transaction) or on its own (`set_current`: rollback, repair); a pulled
+  snapshot's rows are deleted in that same transaction. A registry made by an
+  older OASIS gains the new nullable columns in place (a schema update).
 * `BIGQUERY_EMULATOR_HOST` (a URL) selects the emulator with anonymous
-  credentials; otherwise Application Default Credentials apply.
+  credentials; otherwise Application Default Credentials apply, and `check`
+  (before a run) fails at once when there are none.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, WarehouseError, check_identifier, parquet_bytes,
-                                 view_sql)
+from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier,
+                                 literal_id, parquet_bytes, parse_registry, view_sql)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,10 @@ log = logging.getLogger(__name__)
 CLUSTERING = ["market", "surface"]
 PARTITION_FIELD = "score_date"
 STAGING_TTL = dt.timedelta(days=1)  # a crashed run's staging tables expire by themselves
+CHECK_TIMEOUT_S = 30.0  # how long the check before a run waits for BigQuery to answer
 # The API may report a legacy or a standard SQL name for the same type.
 _TYPE_ALIASES = {"FLOAT64": "FLOAT", "INT64": "INTEGER", "BOOL": "BOOLEAN"}
+_DDL_TYPES = {"STRING": "STRING", "BOOLEAN": "BOOL", "TIMESTAMP": "TIMESTAMP", "INTEGER": "INT64", "FLOAT": "FLOAT64"}
 
 
 def check_project(project: str) -> str:
@@ -170,10 +177,28 @@ class BigQueryWarehouse:
             if t is not SNAPSHOTS:
                 table.clustering_fields = CLUSTERING
             got = self.client.create_table(table, exists_ok=True)
+            if t is SNAPSHOTS:
+                got = self._add_new_registry_columns(table, got)
             self._check_layout(t, table, got)
         for name, body in view_sql(self._q).items():
             self.client.query(f"CREATE OR REPLACE VIEW {self._q(name)} AS {body}").result()
         self._ensured = True
+
+    def _add_new_registry_columns(self, want, got):
+        """A registry made by an older OASIS lacks the trailing nullable
+        columns: add them (a schema update keeps every row)."""
+        have, need = _schema_key(got.schema), _schema_key(want.schema)
+        if len(have) < len(need) and need[:len(have)] == have \
+                and all(mode == "NULLABLE" for _, _, mode in need[len(have):]):
+            for name, kind, _ in need[len(have):]:  # DDL: the same on BigQuery and its emulator
+                self.client.query(f"ALTER TABLE {self._q(SNAPSHOTS.name)} ADD COLUMN IF NOT EXISTS "
+                                  f"`{check_identifier(name, 'column name')}` {_DDL_TYPES[kind]}").result()
+            log.info("added %d column(s) to %s", len(need) - len(have), self._ref(SNAPSHOTS.name))
+            got = self.client.get_table(self._ref(SNAPSHOTS.name))
+            if _schema_key(got.schema) != need:  # the emulator's ALTER changes the data, not the table's metadata
+                got.schema = want.schema
+                got = self.client.update_table(got, ["schema"])
+        return got
 
     def _check_layout(self, t, want, got) -> None:
         problems = []
@@ -189,9 +214,10 @@ class BigQueryWarehouse:
                                  + "; ".join(problems))
 
     # ----------------------------------------------------------- publish ---
-    def publish(self, score_date: dt.date, tables: dict[str, pa.Table], registry: dict) -> None:
+    def publish(self, score_date: dt.date, tables: dict[str, pa.Table], registry: dict, *,
+                current: bool = False) -> None:
         """Replace `score_date`'s rows of every table with `tables` and add the
-        registry row, in one transaction."""
+        registry row, in one transaction (and make it current if told)."""
         if not isinstance(score_date, dt.date) or isinstance(score_date, dt.datetime):
             raise WarehouseError(f"score_date must be a datetime.date, got {score_date!r}")
         missing = [t.name for t in WAREHOUSE_TABLES if t.name not in tables]
@@ -214,7 +240,7 @@ class BigQueryWarehouse:
                 staged.append(staging)
                 self._stage(t, data, staging)
                 sources[t.name] = staging
-            self._move_in(score_date, sources)
+            self._move_in(score_date, sources, current)
         except WarehouseError:
             raise
         except Exception as e:
@@ -269,7 +295,7 @@ class BigQueryWarehouse:
             raise WarehouseError(f"staging load of {t.name} wrote {job.output_rows} rows, "
                                  f"expected {len(data)}; the warehouse is unchanged")
 
-    def _move_in(self, score_date: dt.date, sources: dict[str, str]) -> None:
+    def _move_in(self, score_date: dt.date, sources: dict[str, str], current: bool = False) -> None:
         day = f"DATE '{score_date.isoformat()}'"  # a date's isoformat is all digits and hyphens
         statements = ["BEGIN TRANSACTION;"]
         for t in WAREHOUSE_TABLES:
@@ -283,13 +309,89 @@ class BigQueryWarehouse:
         statements += [
             f"DELETE FROM {reg} WHERE snapshot_id IN (SELECT snapshot_id FROM {staging});",
             f"INSERT INTO {reg} ({cols}) SELECT {cols} FROM {staging};",
-            "COMMIT TRANSACTION;",
         ]
+        if current:
+            statements.append(f"UPDATE {reg} SET is_current = (snapshot_id IN (SELECT snapshot_id FROM {staging})) "
+                              "WHERE TRUE;")
+        statements.append("COMMIT TRANSACTION;")
         try:
             self.client.query("\n".join(statements)).result()
         except Exception as e:
             raise WarehouseError(f"the publish transaction for {score_date} failed and was rolled "
                                  f"back; the warehouse is unchanged: {e}") from e
+
+    # ------------------------------------------------------- current, registry ---
+    def set_current(self, snapshot_id: str | None, pulled: list[str]) -> None:
+        """One transaction: pulled snapshots marked and their rows deleted, the
+        current flag moved (literal ids, checked first)."""
+        self.ensure()
+        reg = self._q(SNAPSHOTS.name)
+        statements = ["BEGIN TRANSACTION;"]
+        if pulled:
+            ids = ", ".join(literal_id(s) for s in pulled)
+            statements.append(f"UPDATE {reg} SET pulled_at = COALESCE(pulled_at, CURRENT_TIMESTAMP()) "
+                              f"WHERE snapshot_id IN ({ids});")
+            statements += [f"DELETE FROM {self._q(t.name)} WHERE snapshot_id IN ({ids});" for t in WAREHOUSE_TABLES]
+        target = literal_id(snapshot_id) if snapshot_id else "NULL"
+        statements += [f"UPDATE {reg} SET is_current = COALESCE(snapshot_id = {target}, FALSE) WHERE TRUE;",
+                       "COMMIT TRANSACTION;"]
+        try:
+            self.client.query("\n".join(statements)).result()
+        except Exception as e:
+            raise WarehouseError(f"moving the current snapshot of {self.uri} to {snapshot_id} failed and was "
+                                 f"rolled back: {e}") from e
+
+    def registry(self) -> tuple[list[RegistryRow], list[str]]:
+        try:
+            rows = self.query(f"SELECT * FROM {self._q(SNAPSHOTS.name)}").to_pylist()
+        except WarehouseError:
+            raise
+        except Exception as e:
+            raise WarehouseError(f"reading the registry of {self.uri} failed: {e}") from e
+        return parse_registry(rows)
+
+    def check(self) -> list[str]:
+        """Credentials (unless the emulator) and an answer from the dataset, or
+        WarehouseError; a dataset not created yet is fine (a publish creates it)."""
+        from google.api_core import exceptions as gexc
+
+        if not os.environ.get("BIGQUERY_EMULATOR_HOST"):
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                google.auth.default()
+            except DefaultCredentialsError as e:
+                raise WarehouseError(f"no Google credentials for {self.uri}: {str(e).splitlines()[0]} "
+                                     "(on a workstation: `gcloud auth application-default login`)") from None
+        from google.cloud import bigquery
+
+        try:
+            self.client.get_dataset(f"{self.project}.{self.dataset}",
+                                    retry=bigquery.DEFAULT_RETRY.with_deadline(CHECK_TIMEOUT_S),
+                                    timeout=CHECK_TIMEOUT_S)
+        except gexc.NotFound:
+            return [f"dataset {self.project}.{self.dataset} does not exist yet; the publish creates it"]
+        except Exception as e:
+            raise WarehouseError(f"cannot reach {self.uri}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        return []
+
+    def rebuild_target(self):
+        """This dataset; committing deletes rows and registry rows of any
+        snapshot not reloaded."""
+        def commit(loaded_ids) -> None:
+            ids = ", ".join(literal_id(s) for s in loaded_ids) or "''"
+            statements = ["BEGIN TRANSACTION;"]
+            statements += [f"DELETE FROM {self._q(t.name)} WHERE snapshot_id NOT IN ({ids});"
+                           for t in (*WAREHOUSE_TABLES, SNAPSHOTS)]
+            statements.append("COMMIT TRANSACTION;")
+            try:
+                self.client.query("\n".join(statements)).result()
+            except Exception as e:
+                raise WarehouseError(f"pruning {self.uri} after the rebuild failed: {e}") from e
+            return None
+
+        return self, commit
 
     # ------------------------------------------------------------- query ---
     def query(self, sql: str, params: list | dict | None = None) -> pa.Table:

@@ -166,8 +166,6 @@ def _jump(d: _Dual, y: np.ndarray, gamma: float, stats: dict) -> np.ndarray:
     return y
 
 
-
-
 def _fista(d: _Dual, y: np.ndarray, gamma: float, max_iter: int, tol: float, stats: dict) -> np.ndarray:
     """Minimise the γ-regularised dual g over 0 <= y <= hi from y; return the last iterate.
 

@@ -58,7 +58,6 @@ def highs_lp(value, upper, artist, licensor, campaign, A, L, C, capacity, artist
     return res.x[:m], np.maximum(0.0, -np.asarray(res.ineqlin.marginals))
 
 
-
 def solve_exact(problem: Problem) -> Solution:
     """Solve the LP exactly with HiGHS; raise AllocationError unless HiGHS reports success."""
     n, A, L, C = problem.n, problem.n_artists, problem.n_licensors, problem.n_campaigns

@@ -226,7 +226,6 @@ def clean_plan(problem: Problem, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x, u
 
 
-
 def trivial_solution(problem: Problem, method: str) -> Solution:
     """No track can receive plays (n == 0 or all ub == 0): x = 0, u = F.
 
@@ -256,7 +255,6 @@ def scales(problem: Problem) -> tuple[float, float]:
     return (qs if qs > 0 else 1.0), (vs if vs > 0 else 1.0)
 
 
-
 def solution_from_prices(problem: Problem, x: np.ndarray, row_price: np.ndarray, method: str) -> Solution:
     """Clean x (see clean_plan) and attach the row prices (original units, laid out
     [capacity | A | L | C]); the price of x_t <= ub_t is the positive part of t's reduced cost."""
@@ -281,7 +279,6 @@ def reduced_cost(problem: Problem, capacity_price, artist_price, licensor_price,
         return np.zeros(0)
     return (problem.value - capacity_price - artist_price[problem.artist]
             - licensor_price[problem.licensor] + floor_price[problem.campaign])
-
 
 
 def binding_families(problem: Problem, sol: Solution, rel: float = 1e-7,

@@ -78,23 +78,24 @@ class ReadStoredAggregates(beam.PTransform):
 
 # ----------------------------------------------------------------- write ---
 class WriteParquetPartFn(beam.DoFn):
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, private: bool = False):
+        self.folder, self.private = folder, private
 
     def process(self, element):
         name, table = element
         uri = storage.join(self.folder, f"{name}.parquet")
-        with storage.open_output(uri) as f:
+        with storage.open_output(uri, private=self.private) as f:
             pq.write_table(table, f, compression="zstd")
         yield uri, table.num_rows
 
 
 class WriteParquetParts(beam.PTransform):
-    """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows)."""
+    """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows).
+    private: owner-only files and folder (rows with user ids)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, private: bool = False):
         super().__init__()
-        self.folder = folder
+        self.folder, self.private = folder, private
 
     def expand(self, parts):
-        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder))
+        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder, self.private))

@@ -11,11 +11,12 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines import storage
+from pipelines.config import Config
+from pipelines.dedupe import LookBack
 from pipelines.beam.coders import Named
 from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
 from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
                                        ScoreMarkets, concat_dead_letters)
-from pipelines.config import Config
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 
@@ -28,6 +29,9 @@ class BuildDay:
     aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
     scratch_dir: str  # this run's working files for the day, deleted when the run ends
     shards: int  # aggregation shards: grows with the day (jobs.plan.shards_for)
+    rows: int = 0  # raw events in its files (the preflight's estimate of the spill)
+    event_ids_dir: str = ""  # where its shards write the hashed ids they saw ("": no cross-day dedupe)
+    lookback: list[str] = field(default_factory=list)  # the look-back days' folders of seen ids
 
 
 @dataclass
@@ -70,7 +74,8 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     dead = [enroll.dead]
 
     track_parts, totals = [], []
-    for bd in plan.build_days:
+    seen_by = {}  # a built day's folder of seen ids -> its totals (written once its ids are)
+    for bd in sorted(plan.build_days, key=lambda b: b.day):
         tag = bd.day.isoformat()
         checked = (p
                    | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
@@ -78,8 +83,11 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
                    | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours,
                                                                keep=AGGREGATE_COLUMNS))
         dead.append(checked.dead)
+        lookback = LookBack(bd.event_ids_dir, bd.shards, tuple(bd.lookback)) if bd.event_ids_dir else None
         daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
-            bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir)
+            bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir, lookback,
+            after=[seen_by[d] for d in bd.lookback if d in seen_by])
+        seen_by[bd.event_ids_dir] = daily["totals"]
         _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
         _ = (daily["totals"]
              | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
@@ -109,6 +117,6 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
          | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(pa.Table)
          | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
          | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
-         | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
+         | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir, private=True))
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
             "prices": scored["prices"], "written": written, "latest_enrollments": latest}

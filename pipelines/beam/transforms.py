@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from pipelines import arrays, contract, faults, storage
 from pipelines.beam.coders import Named
+from pipelines.dedupe import LookBack
 from pipelines.config import Config
 from pipelines.metrics import counter
 from pipelines.scoring.market import score_market
@@ -127,8 +128,8 @@ class SpillShardsFn(beam.DoFn):
         # then a zero-copy slice, which the IPC writer writes compactly
         table = table.select(AGGREGATE_COLUMNS).take(pa.array(rows[by_shard])).combine_chunks()
         uri = storage.join(self.scratch_dir, "part-" + "-".join(f"{i:05d}" for i in order) + ".arrow")
-        with storage.open_output(uri) as sink, pa.ipc.new_file(sink, table.schema,
-                                                                   options=spill_options(uri)) as w:
+        with storage.open_output(uri, private=True) as sink, pa.ipc.new_file(sink, table.schema,
+                                                                                 options=spill_options(uri)) as w:
             for _, start, end in runs:  # one record batch per shard, in `runs` order
                 (batch,) = table.slice(start, end - start).to_batches()
                 w.write_batch(batch)
@@ -147,22 +148,29 @@ def read_spilled(refs) -> pa.Table:
 
 
 class AggregateShardFn(beam.DoFn):
-    """One shard of one day's events -> (track aggregates, surface totals)."""
+    """One shard of one day's events -> (track aggregates, surface totals).
+    lookback: also drop events whose id a look-back day saw (`pipelines.dedupe`)."""
     TOTALS = "totals"
 
-    def __init__(self, day: dt.date, enrolled_tracks: list[str] | None):
+    def __init__(self, day: dt.date, enrolled_tracks: list[str] | None, lookback: LookBack | None = None):
         self.day = day
         self.enrolled_tracks = enrolled_tracks
+        self.lookback = lookback
 
     def setup(self):
         self.dupes = counter(f"duplicates_removed/{self.day.isoformat()}")
-        self.tracks = pa.array(sorted(self.enrolled_tracks)) if self.enrolled_tracks is not None else None
+        self.repeats = counter(f"repeats_from_earlier_days/{self.day.isoformat()}")
+        self.tracks = (pa.array(sorted(self.enrolled_tracks), pa.string()) if self.enrolled_tracks is not None
+                       else None)
 
     def process(self, element):
         faults.checkpoint("aggregating")
         shard, refs = element
         table = read_spilled(list(refs))
         deduped = arrays.first_per_key(table, "event_id")
+        if self.lookback is not None:  # the same id on an earlier day: counted there
+            deduped, repeats = self.lookback.drop_seen(shard, deduped)
+            self.repeats.inc(repeats)
         self.dupes.inc(table.num_rows - deduped.num_rows)
         flags = {
             "skips": pc.cast(deduped.column("skipped"), pa.int64()),
@@ -203,18 +211,27 @@ def _sum_totals(tables, day):
 
 class AggregateDailySignals(beam.PTransform):
     """One day's good events -> tagged `tracks` ((part name, aggregate table)) and
-    `totals` (one surface_totals table)."""
+    `totals` (one surface_totals table).
 
-    def __init__(self, day: dt.date, shards: int, enrolled_tracks: list[str] | None, scratch_dir: str):
+    lookback: the cross-day dedupe (`pipelines.dedupe.LookBack`); `after`: the
+    totals of look-back days built in the same pipeline, which this day waits
+    for (as side inputs), so their seen ids are written before it reads them."""
+
+    def __init__(self, day: dt.date, shards: int, enrolled_tracks: list[str] | None, scratch_dir: str,
+                 lookback: LookBack | None = None, after: tuple = ()):
         super().__init__()
         self.day, self.shards, self.enrolled_tracks = day, shards, enrolled_tracks
-        self.scratch_dir = scratch_dir
+        self.scratch_dir, self.lookback, self.after = scratch_dir, lookback, tuple(after)
 
     def expand(self, good):
+        if self.after:
+            good = good | "AfterLookBackDays" >> beam.Map(
+                lambda batch, *_: batch, *[beam.pvalue.AsSingleton(t) for t in self.after]).with_output_types(
+                    Tuple[Tuple[int, int], pa.Table])
         out = (good
                | "SpillShards" >> beam.ParDo(SpillShardsFn(self.scratch_dir, self.shards))
                | "GroupShards" >> beam.GroupByKey()
-               | "AggregateShards" >> beam.ParDo(AggregateShardFn(self.day, self.enrolled_tracks))
+               | "AggregateShards" >> beam.ParDo(AggregateShardFn(self.day, self.enrolled_tracks, self.lookback))
                .with_output_types(Named, **{AggregateShardFn.TOTALS: pa.Table})
                .with_outputs(AggregateShardFn.TOTALS, main="tracks"))
         totals = (out.totals

@@ -202,6 +202,8 @@ def test_no_listener_id_or_secret_in_run_records_metrics_or_lineage(privacy_run)
         assert not _found(text, SECRETS.values()), path
         assert privacy_run["creds"] not in text, path
         assert "s3_secret_access_key" not in text and "oauth_access_token" not in text, path  # no options at all
+
+
 @pytest.mark.parametrize("unknown", UNKNOWN_SECRET_ARGS, ids=["separate", "joined"])
 def test_an_unknown_secret_option_is_refused_without_echoing_its_value(privacy_run, tmp_path, unknown):
     out = str(tmp_path / "out")

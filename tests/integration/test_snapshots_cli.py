@@ -213,8 +213,9 @@ def test_gc_deletes_orphans_past_the_grace_period_and_keeps_fresh_ones(published
 
 
 @pytest.mark.emulator
-def test_list_rollback_and_gc_on_gcs(published, gcs_env, capsys):
-    """The same commands against a gs:// output root on the GCS emulator."""
+def test_list_rollback_and_gc_on_gcs(published, gcs_env, bq_env, capsys):
+    """The same commands against a gs:// output root on the GCS emulator, the
+    warehouse on the BigQuery emulator following each rollback."""
     from pipelines import storage
 
     local, s1, s2, _ = published
@@ -233,17 +234,26 @@ def test_list_rollback_and_gc_on_gcs(published, gcs_env, capsys):
     victim = f"{out}/snapshots/{rel(s1)}/{s1['tables']['capacity']['files'][0]['path']}"
     good = storage.read_bytes(victim)
     storage.write_bytes(victim, good[:-1] + bytes([good[-1] ^ 0xFF]))
-    assert oasis("rollback", "--to", s1["snapshot_id"], "--output", out) == 1
+    wh = ["--warehouse", bq_env.uri]
+    assert oasis("rollback", "--to", s1["snapshot_id"], "--output", out) == 1  # a gs:// root names its warehouse
+    assert "pass --warehouse" in capsys.readouterr().err and latest() == rel(s2)
+    assert oasis("rollback", "--to", s1["snapshot_id"], "--output", out, *wh) == 1
     assert "sha256 differs" in capsys.readouterr().err and latest() == rel(s2)
     storage.write_bytes(victim, good)
-    assert oasis("rollback", "--to", s1["snapshot_id"], "--output", out) == 0
+    assert oasis("rollback", "--to", s1["snapshot_id"], "--output", out, *wh) == 0
     assert latest() == rel(s1)
+    registry = {r["snapshot_id"]: r for r in bq_env.client().query(
+        f"SELECT snapshot_id, is_current, pulled_at FROM `{bq_env.project}.{bq_env.dataset}.snapshots`").result()}
+    assert registry[s1["snapshot_id"]]["is_current"] is True
+    view = bq_env.client().query(f"SELECT DISTINCT snapshot_id FROM "
+                                 f"`{bq_env.project}.{bq_env.dataset}.promotion_scores_latest`").result()
+    assert [r["snapshot_id"] for r in view] == [s1["snapshot_id"]]
 
     # LATEST on S1: S2 is newer and stays; the orphan was just written (fresh on GCS): kept
     assert oasis("gc", "--keep", "0", "--output", out) == 0
     text = capsys.readouterr().out
     assert "deleted 0 snapshot(s), 0 orphaned snapshot folder(s)" in text and "inside the grace period" in text
-    assert oasis("rollback", "--to", s2["snapshot_id"], "--output", out) == 0
+    assert oasis("rollback", "--to", s2["snapshot_id"], "--output", out, *wh) == 0
     assert oasis("gc", "--keep", "1", "--grace-minutes", "0", "--output", out) == 0
     text = capsys.readouterr().out
     assert f"deleted snapshot {rel(s1)}" in text and "deleted orphaned snapshot folder" in text

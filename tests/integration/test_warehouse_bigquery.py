@@ -68,6 +68,10 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         "run_fingerprint": f"fp-{snapshot_id}",
         **{f"{name}_rows": tables[name].num_rows for name in ("promotion_scores", "campaign_delivery", "capacity")},
         "manifest_uri": f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json",
+        "validation": "all passed",
+        "skipped_gates": "",
+        "is_current": False,
+        "pulled_at": None,
     }
     return tables, registry
 
@@ -300,6 +304,64 @@ def test_same_answers_as_duckdb(bq_env, tmp_path):
         assert bq.query(sql).to_pylist() == duck.query(sql).to_pylist(), sql
     latest = bq.query(queries[0]).to_pylist()
     assert latest and {r["snapshot_id"] for r in latest} == {"s3"}
+
+
+def test_a_rollback_moves_the_current_snapshot_and_removes_pulled_rows(bq_env, tmp_path):
+    """Lifecycle: the registry knows which snapshot is current and which were
+    pulled, and the *_latest views follow it, the same on BigQuery and DuckDB
+    (on main the views kept showing the newest registered snapshot after a
+    rollback, and a pulled snapshot's rows stayed)."""
+    bq = BigQueryWarehouse.from_uri(bq_env.uri)
+    duck = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
+    for wh in (bq, duck):
+        wh.publish(D1, *snapshot(D1, "s1", variant=0), current=True)
+        wh.publish(D2, *snapshot(D2, "s2", variant=1, created_at=T0 + dt.timedelta(hours=1)), current=True)
+        assert {r["snapshot_id"] for r in rows(wh, "SELECT snapshot_id FROM promotion_scores_latest")} == {"s2"}
+        wh.set_current("s1", pulled=["s2"])
+        wh.set_current("s1", pulled=["s2"])  # idempotent: a repair may run it again
+    queries = ["SELECT snapshot_id, score_date, is_current, pulled_at IS NOT NULL AS pulled FROM snapshots "
+               "ORDER BY snapshot_id",
+               "SELECT DISTINCT snapshot_id FROM promotion_scores_latest",
+               "SELECT score_date, snapshot_id, COUNT(*) AS n FROM promotion_scores GROUP BY score_date, snapshot_id "
+               "ORDER BY score_date"]
+    for sql in queries:
+        assert bq.query(sql).to_pylist() == duck.query(sql).to_pylist(), sql
+    assert rows(bq, queries[0]) == [
+        {"snapshot_id": "s1", "score_date": D1, "is_current": True, "pulled": False},
+        {"snapshot_id": "s2", "score_date": D2, "is_current": False, "pulled": True}]
+    assert rows(bq, queries[2]) == [{"score_date": D1, "snapshot_id": "s1", "n": 12}]
+    reg, problems = bq.registry()
+    assert not problems and {r.snapshot_id: (r.is_current, r.pulled_at is not None) for r in reg} == {
+        "s1": (True, False), "s2": (False, True)}
+    with pytest.raises(WarehouseError, match="not a snapshot id"):
+        bq.set_current("s1'; DROP TABLE snapshots; --", pulled=[])
+
+
+def test_a_registry_made_by_an_older_oasis_gains_the_new_columns(bq_env):
+    """An existing `snapshots` table without the new nullable columns is
+    widened in place (rows kept), not refused as a schema mismatch."""
+    from google.cloud import bigquery
+
+    client = bq_env.client()
+    client.create_dataset(f"{bq_env.project}.{bq_env.dataset}")
+    old = [bigquery.SchemaField.from_api_repr(f) for f in SNAPSHOTS.bigquery()[:9]]
+    table = bigquery.Table(f"{bq_env.project}.{bq_env.dataset}.snapshots", schema=old)
+    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field="score_date")
+    client.create_table(table)
+    wh = BigQueryWarehouse.from_uri(bq_env.uri)
+    wh.publish(D1, *snapshot(D1, "s1"), current=True)
+    got = client.get_table(f"{bq_env.project}.{bq_env.dataset}.snapshots")
+    assert [f.name for f in got.schema] == SNAPSHOTS.names
+    assert rows(wh, "SELECT snapshot_id, is_current FROM snapshots") == [{"snapshot_id": "s1", "is_current": True}]
+
+
+def test_check_names_missing_credentials_before_any_work(monkeypatch, tmp_path):
+    """Preflight: a BigQuery warehouse without credentials fails the check a run
+    makes before its pipeline, with the fix; on main it failed at the publish."""
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    with pytest.raises(WarehouseError, match="no Google credentials for bq://test-project.ds"):
+        BigQueryWarehouse.from_uri("bq://test-project.ds").check()
 
 
 def test_bigquery_emulator_loads_from_the_gcs_emulator(gcs_env, bq_env):
