@@ -1,0 +1,142 @@
+"""`make mutation`: mutation testing (mutmut 3) of the pure modules, one group at
+a time, each with the fast tests that cover it; prints the score per module and
+every surviving mutant. Not part of `make test` (docs/testing.md has the
+figures and the reasons the listed survivors are equivalent).
+
+    python -m tests.mutation [--modules contract,scoring,allocation,gates] [--jobs N]
+
+Each group runs in its own folder `build/mutation/<group>/` (a `setup.cfg` for
+mutmut and links to the sources), so its mutants and mutmut's cache of results
+stay apart: a rerun only re-tests mutants whose function changed. mutmut runs
+each mutant against only the tests that reached the mutated function.
+
+Mutants listed in `EQUIVALENT` (docs/testing.md says why each one cannot be
+told apart from the original) are reported but not counted against the score.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build" / "mutation"
+LINKED = ("schemas", "pipelines", "jobs", "tests", "pytest.ini", "setup.py")
+
+# group -> (modules to mutate, fast tests that cover them, pytest -k expression or None)
+GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
+    "contract": (["pipelines/contract.py"],
+                 ["tests/unit/test_contract.py", "tests/unit/test_contract_properties.py"],
+                 "not end_to_end"),
+    "scoring": (["pipelines/scoring/signals.py", "pipelines/scoring/estimation.py",
+                 "pipelines/scoring/campaigns.py", "pipelines/scoring/market.py"],
+                ["tests/unit/test_scoring.py", "tests/unit/test_guardrail.py"], None),
+    "allocation": (["pipelines/allocation/problem.py", "pipelines/allocation/exact.py",
+                    "pipelines/allocation/dual.py", "pipelines/allocation/solve.py",
+                    "pipelines/allocation/verify.py"],
+                   ["tests/unit/test_allocation.py", "tests/unit/test_allocation_dual.py",
+                    "tests/unit/test_lp_certificate.py"], None),
+    "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"], ["tests/unit/test_gate_checks.py"], None),
+}
+TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "gates": 0.80}
+
+# Survivors that are equivalent to the original (no test can kill them); the
+# reason for each is in docs/testing.md, "Equivalent mutants".
+EQUIVALENT: set[str] = set()
+
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def _setup_cfg(modules: list[str], tests: list[str], k: str | None) -> str:
+    lines = ["[mutmut]", "source_paths =", *(f"    {p}" for p in ("schemas", "pipelines", "jobs")),
+             "only_mutate =", *(f"    {m}" for m in modules),
+             "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests)]
+    args = ["-q", "-x", "-p", "no:randomly", "--timeout=120"] + (["-k", k] if k else [])
+    lines += ["pytest_add_cli_args =", *(f"    {a}" for a in args), "also_copy =", "    pytest.ini",
+              "    setup.py", "use_git_change_detection = false", ""]
+    return "\n".join(lines)
+
+
+def prepare(group: str) -> Path:
+    modules, tests, k = GROUPS[group]
+    work = WORK / group
+    work.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        link = work / name
+        if not link.is_symlink():
+            link.symlink_to(ROOT / name)
+    (work / "setup.cfg").write_text(_setup_cfg(modules, tests, k))
+    return work
+
+
+def run_group(group: str, jobs: int) -> dict[str, str]:
+    """Run mutmut for one group; returns {mutant name: status}."""
+    work = prepare(group)
+    env = {**os.environ, "PYTHONPATH": ""}
+    print(f"== {group}: mutmut run ({', '.join(GROUPS[group][0])})", flush=True)
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=work, env=env,
+                   stdout=subprocess.DEVNULL, check=False)
+    res = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                         capture_output=True, text=True, check=True)
+    status = {}
+    for line in res.stdout.splitlines():
+        m = re.match(r"\s*([\w.]+__mutmut_\d+): (.+)$", line)
+        if m:
+            status[m.group(1)] = m.group(2).strip()
+    return status
+
+
+def module_of(mutant: str) -> str:
+    """`pipelines.contract.x_check__mutmut_3` -> `pipelines.contract`."""
+    parts = mutant.split(".")
+    return ".".join(p for p in parts[:-1] if not p.startswith(("x_", "x\u01c1")) and "\u01c1" not in p) or parts[0]
+
+
+def report(group: str, status: dict[str, str]) -> bool:
+    per_module: dict[str, Counter] = defaultdict(Counter)
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for name, st in sorted(status.items()):
+        mod = module_of(name)
+        if st in KILLED:
+            per_module[mod]["killed"] += 1
+        elif name in EQUIVALENT:
+            per_module[mod]["equivalent"] += 1
+        else:
+            per_module[mod]["survived"] += 1
+            survivors[mod].append(f"{name}: {st}")
+    ok = True
+    target = TARGETS[group]
+    for mod, c in sorted(per_module.items()):
+        counted = c["killed"] + c["survived"]
+        score = c["killed"] / counted if counted else 1.0
+        ok &= score >= target
+        print(f"{mod:40s} {score:7.1%}  killed {c['killed']:4d}  survived {c['survived']:3d}  "
+              f"equivalent {c['equivalent']:3d}  (target {target:.0%})")
+    for mod, names in sorted(survivors.items()):
+        print(f"  surviving in {mod}:")
+        for n in names:
+            print(f"    {n}")
+    return ok
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--modules", default=",".join(GROUPS), help="comma-separated groups: " + ", ".join(GROUPS))
+    ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2: a 2-core machine)")
+    args = ap.parse_args(argv)
+    groups = [g.strip() for g in args.modules.split(",") if g.strip()]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        ap.error(f"unknown group(s) {sorted(unknown)}; choose from {sorted(GROUPS)}")
+    ok = True
+    for g in groups:
+        ok &= report(g, run_group(g, args.jobs))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
