@@ -13,13 +13,16 @@ from scipy.stats import spearmanr
 from jobs.cli import main as cli
 from pipelines.allocation import problem as allocation
 from pipelines.allocation.instances import random_problem
+from pipelines.allocation import solve as solve_mod
 from pipelines.allocation.solve import solve
 from pipelines.allocation import verify as yardstick
-from tests.support import worlds
+from tests.support import lp_oracle, worlds
 
 DAY = worlds.END.isoformat()
 SCORE_DATE = worlds.END + dt.timedelta(days=1)
 TOL = 1e-6
+CERT_GAP = 1e-6   # (dual bound - published objective) / |objective| of a certified optimum
+AUTO_THRESHOLD = 40  # eligible tracks from which `auto` picks the dual method in the test below
 
 # Tight caps and high floors so that every constraint family binds somewhere.
 TIGHT = """
@@ -48,23 +51,84 @@ def _binding(rb: yardstick.Rebuilt) -> set[str]:
     return fam
 
 
-def test_published_plan_is_within_half_a_percent_of_the_exact_optimum(tmp_path):
-    w = worlds.make_world(str(tmp_path / "w"), days=6, tracks=160, events_per_day=12000, seed=3)
-    cfg = tmp_path / "tight.toml"
+@pytest.fixture(scope="module")
+def tight_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tight")
+    w = worlds.make_world(str(root / "w"), days=6, tracks=160, events_per_day=12000, seed=3)
+    cfg = root / "tight.toml"
     cfg.write_text(TIGHT)
-    out = str(tmp_path / "out")
-    assert cli.main(["run", "--date", DAY, "--input", w, "--output", out, "--config", str(cfg)]) == 0
+    return w, str(cfg)
+
+
+class _Calls:
+    """Which solver each (market, surface) problem of an in-process run reached, with its
+    eligible-track count (the DirectRunner runs the DoFns in this process)."""
+
+    def __init__(self, monkeypatch):
+        self.seen: list[tuple[str, int]] = []
+        for name in ("solve_exact", "solve_dual"):
+            real = getattr(solve_mod, name)
+            wrapped = self._wrap(name.split("_")[1], real)
+            monkeypatch.setattr(solve_mod, name, wrapped)
+            monkeypatch.setitem(solve_mod.METHODS, name.split("_")[1], wrapped)
+
+    def _wrap(self, label, real):
+        def call(problem):
+            self.seen.append((label, int(np.count_nonzero(problem.upper > 0))))
+            return real(problem)
+        return call
+
+
+def _certified(out: str) -> list[lp_oracle.Certificate]:
+    """Every published (market, surface) proven optimal by the independent oracle."""
     (snap,) = worlds.snapshot_dirs(out)
-    rebuilt = yardstick.rebuild(worlds.table(snap, "promotion_scores"), worlds.table(snap, "campaign_delivery"),
-                                worlds.table(snap, "capacity"))
-    assert len(rebuilt) >= 6
-    seen = set()
-    for rb in rebuilt:
+    tables = [worlds.table(snap, t) for t in ("promotion_scores", "campaign_delivery", "capacity")]
+    certs = lp_oracle.certify(*tables)
+    assert len(certs) >= 6
+    for c in certs:
+        assert c.violations == [], (c.market, c.surface, c.violations)
+        assert abs(c.gap) <= CERT_GAP, (c.market, c.surface, c.primal, c.bound)
+    # and the round trip through verify.rebuild gives the same objective
+    for rb in yardstick.rebuild(*tables):
         published, optimum, violations = yardstick.gap(rb)
-        assert violations == [], (rb.market, rb.surface, violations)
-        assert yardstick.relative_gap(published, optimum) <= 0.005, (rb.market, rb.surface, published, optimum)
-        seen |= _binding(rb)
-    assert seen == {"capacity", "track", "artist", "licensor", "floor"}
+        assert violations == [] and yardstick.relative_gap(published, optimum) <= 0.005
+    return certs
+
+
+def test_auto_method_switching_to_dual_publishes_a_certified_optimum(tight_world, tmp_path, monkeypatch):
+    """`--method auto` with the exact/dual threshold lowered so that the larger
+    problems of this world go to the dual method and the smaller ones to HiGHS:
+    every published (market, surface) is proven optimal by a dual certificate
+    built from the published capacity price (tests/support/lp_oracle.py, no
+    allocation code), with tight caps and high floors so that every constraint
+    family binds somewhere. Catches a non-optimal plan, a wrong shadow price, or
+    an auto switch that sends nothing (or everything) to one method."""
+    w, cfg = tight_world
+    calls = _Calls(monkeypatch)
+    monkeypatch.setattr(solve_mod, "AUTO_DUAL_MIN_ELIGIBLE", AUTO_THRESHOLD)
+    out = str(tmp_path / "out")
+    assert cli.main(["run", "--date", DAY, "--input", w, "--output", out, "--config", cfg,
+                     "--method", "auto"]) == 0
+    certs = _certified(out)
+    assert set().union(*(c.binding for c in certs)) == {"capacity", "track", "artist", "licensor", "floor"}
+    assert len(calls.seen) == len(certs)
+    for label, eligible in calls.seen:
+        assert label == ("dual" if eligible >= AUTO_THRESHOLD else "exact"), calls.seen
+    assert {label for label, _ in calls.seen} == {"exact", "dual"}, calls.seen
+
+
+def test_dual_method_given_on_the_command_line_publishes_a_certified_optimum(tight_world, tmp_path, monkeypatch):
+    """`--method dual` end to end: every problem goes to the dual method (seen), the
+    manifest records it, and the oracle proves every published plan optimal."""
+    w, cfg = tight_world
+    calls = _Calls(monkeypatch)
+    out = str(tmp_path / "out")
+    assert cli.main(["run", "--date", DAY, "--input", w, "--output", out, "--config", cfg,
+                     "--method", "dual"]) == 0
+    certs = _certified(out)
+    assert {label for label, _ in calls.seen} == {"dual"} and len(calls.seen) == len(certs)
+    (snap,) = worlds.snapshot_dirs(out)
+    assert worlds.manifest(snap)["options"]["method"] == "dual"
 
 
 def _publish_random(problem: allocation.Problem, method: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
