@@ -254,6 +254,9 @@ def delete_file(uri: str) -> None:
 
 
 # ---------------------------------------------------------------- pointer ---
+POINTER_READ_ATTEMPTS = 5
+
+
 @dataclass(frozen=True)
 class Pointer:
     content: str | None  # None: no pointer yet
@@ -262,19 +265,26 @@ class Pointer:
 
 def read_pointer(uri: str) -> Pointer:
     if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
         blob = _blob(uri)
-        try:
-            blob.reload()
-        except Exception as e:  # NotFound
-            if type(e).__name__ == "NotFound":
-                return Pointer(None, 0)
-            raise
-        # Keep the generation read here: a download overwrites blob.generation with
-        # its response header (absent on some emulators, which would then give None
-        # and an unconditional replace).
-        generation = blob.generation
-        data = blob.download_as_bytes(if_generation_match=generation)
-        return Pointer(data.decode().strip(), generation)
+        for _ in range(POINTER_READ_ATTEMPTS):
+            try:
+                blob.reload()
+            except Exception as e:  # NotFound
+                if type(e).__name__ == "NotFound":
+                    return Pointer(None, 0)
+                raise
+            # Keep the generation read here: a download overwrites blob.generation with
+            # its response header (absent on some emulators, which would then give None
+            # and an unconditional replace).
+            generation = blob.generation
+            try:
+                data = blob.download_as_bytes(if_generation_match=generation)
+            except PreconditionFailed:
+                continue  # another writer replaced it between the two requests: read again
+            return Pointer(data.decode().strip(), generation)
+        raise PointerMoved(f"{uri} kept changing while being read ({POINTER_READ_ATTEMPTS} attempts)")
     try:
         with open(uri, "rb") as f:
             content = f.read().decode().strip()

@@ -59,11 +59,9 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
                          f"meanwhile by another run; LATEST and the warehouse stay on it "
                          f"({manifest.snapshot_id} is complete but not published)")
                 return Published(manifest, folder, False, superseded_by=other)
-        faults.checkpoint("before_warehouse")
         warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri))
         progress(f"warehouse loaded: {warehouse.uri}")
         faults.checkpoint("after_warehouse")
-        faults.checkpoint("before_pointer")
         moved = (store.move_latest(output_root, manifest.score_date, manifest.snapshot_id)
                  if move_latest else False)
         faults.checkpoint("after_pointer")

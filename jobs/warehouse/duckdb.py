@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, latest_view_sql
+from pipelines import faults
 from schemas import OUTPUTS, SNAPSHOTS
 
 
@@ -65,6 +66,7 @@ class DuckDBWarehouse:
                     con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?", [score_date])
                     con.execute(f"INSERT INTO {self._q(t.name)} SELECT * FROM _incoming")
                     con.unregister("_incoming")
+                    faults.checkpoint("in_warehouse_transaction")  # crash tests: a kill before COMMIT
                 reg = SNAPSHOTS.conform(pa.Table.from_pylist([registry], schema=SNAPSHOTS.arrow()))
                 con.register("_reg", reg)
                 con.execute(f"DELETE FROM {self._q('snapshots')} WHERE snapshot_id = ?",

@@ -15,7 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import contract, storage
+from pipelines import contract, faults, storage
 from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from pipelines.metrics import counter
 
@@ -78,23 +78,24 @@ class ReadStoredAggregates(beam.PTransform):
 
 # ----------------------------------------------------------------- write ---
 class WriteParquetPartFn(beam.DoFn):
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, fault_stage: str | None = None):
+        self.folder, self.fault_stage = folder, fault_stage
 
     def process(self, element):
         name, table = element
         uri = storage.join(self.folder, f"{name}.parquet")
         with storage.open_output(uri) as f:
             pq.write_table(table, f, compression="zstd")
+        faults.checkpoint(self.fault_stage)  # crash tests: a kill with some files written, not all
         yield uri, table.num_rows
 
 
 class WriteParquetParts(beam.PTransform):
     """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, fault_stage: str | None = None):
         super().__init__()
-        self.folder = folder
+        self.folder, self.fault_stage = folder, fault_stage
 
     def expand(self, parts):
-        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder))
+        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder, self.fault_stage))
