@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 
 from jobs.cli import main as cli
 from pipelines.allocation import problem as allocation
+from pipelines.config import Config
 from pipelines.allocation.instances import random_problem
 from pipelines.allocation import solve as solve_mod
 from pipelines.allocation.solve import solve
@@ -22,6 +23,7 @@ DAY = worlds.END.isoformat()
 SCORE_DATE = worlds.END + dt.timedelta(days=1)
 TOL = 1e-6
 CERT_GAP = 1e-6   # (dual bound - published objective) / |objective| of a certified optimum
+GUARDRAIL_DELTA = Config().guardrail_delta
 AUTO_THRESHOLD = 40  # eligible tracks from which `auto` picks the dual method in the test below
 
 # Tight caps and high floors so that every constraint family binds somewhere.
@@ -189,6 +191,29 @@ def test_planted_disliked_tracks_are_pulled_back(estimation_run):
         lambda r: bool((r == "listeners_dislike").all()))
     assert len(per_track) >= 5
     assert per_track.mean() >= 0.9, per_track
+
+
+def test_only_tracks_truly_above_the_line_are_pulled_back(estimation_run):
+    """Precision of the guardrail on the world's planted truth (recall is the test
+    above). The line is the design's: a true skip probability above the true
+    (market, surface) baseline + delta. Of the tracks that pass every other rule,
+    every one pulled back must be above it on some surface, and the ones below it
+    on every surface must stay eligible. Catches a guardrail that pulls back
+    everything, ignores delta, or ignores its confidence. Measured on this
+    world: 12 of 12 pulled back are above the line (precision 1.0); 0 of 103
+    tracks below it pulled back."""
+    m = estimation_run
+    delta = GUARDRAIL_DELTA
+    m = m.assign(above=m["skip_prob"] > m["baseline_skip_prob"] + delta)
+    candidates = m[m["reason"].isna() | (m["reason"] == "listeners_dislike")]
+    per_track = candidates.groupby(["track_id", "market"]).agg(
+        pulled=("reason", lambda r: bool((r == "listeners_dislike").any())), above=("above", "any"))
+    pulled = per_track[per_track["pulled"]]
+    below = per_track[~per_track["above"]]
+    assert len(pulled) >= 5 and len(below) >= 30
+    precision = pulled["above"].mean()
+    assert precision >= 0.9, pulled[~pulled["above"]]
+    assert below["pulled"].mean() <= 0.03, below[below["pulled"]]
 
 
 def test_young_tracks_are_never_eligible(estimation_run):
