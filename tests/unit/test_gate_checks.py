@@ -19,6 +19,7 @@ from jobs.gates import checks, drift, suite
 from jobs.manifest import GateResult, Inputs, Manifest, blocking_gates
 from jobs.snapshots import store
 from pipelines.config import Config
+from pipelines.contract import InputFileError
 from schemas import ENROLLMENTS, OUTPUTS
 
 SCORE_DATE = dt.date(2026, 11, 25)
@@ -383,3 +384,61 @@ def test_expected_keys_are_valid_pairs_times_three_surfaces(tmp_path):
     assert got == want
     empty = checks.expected_enrollment_keys([], batch_rows=2)
     assert empty.num_rows == 0 and empty.column_names == ["track_id", "market", "surface"]
+
+
+# ---------------------------------------- edges found by mutation testing ---
+def test_row_count_edges():
+    """A drop exactly at the limit (plus tolerance) passes; two tables over it are
+    both named; nothing compared measures 0; a passing detail has no verdict tail."""
+    exactly = drift.row_count(tables(), {"promotion_scores": 12}, "prev", Config(gate_max_row_drop=0.5 - 1e-6))
+    assert exactly.passed and exactly.measured == 0.5
+    two = drift.row_count(tables(), {"promotion_scores": 100, "capacity": 100}, "prev", Config())
+    assert not two.passed and two.detail.endswith("; dropped too far: promotion_scores, capacity")
+    nothing = drift.row_count(tables(), {"capacity": 0}, "prev", Config())
+    assert nothing.passed and nothing.measured == 0.0
+    assert nothing.detail.endswith("; max drop allowed 50%")
+
+
+def test_psi_clips_both_sides_and_honours_its_bins():
+    a = np.array([0.35, 0.4, 0.45, 0.45])
+    b = np.array([0.35, 0.35, 0.4, 0.45])
+    # the histogram is over [0, 1] whatever the data span: bins of width 0.1 (0.2 with 5 bins)
+    for bins in (10, 5):
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        p = np.histogram(a, edges)[0] + 0.5
+        q = np.histogram(b, edges)[0] + 0.5
+        p, q = p / p.sum(), q / q.sum()
+        want = float(np.sum((q - p) * np.log(q / p)))
+        assert drift.population_stability_index(a, b, bins=bins) == pytest.approx(want, rel=1e-12), bins
+    # the previous scores are clipped into [0, 1] too (not dropped, not binned past 1)
+    ref = drift.population_stability_index(np.array([0.0, 1.0, 0.5, 0.5]), b)
+    assert drift.population_stability_index(np.array([-3.0, 1.5, 0.5, 0.5]), b) == pytest.approx(ref)
+
+
+def test_score_drift_edges():
+    none_before = drift.score_drift(scores_table(), np.array([]), "prev", Config())
+    assert (none_before.name, none_before.passed, none_before.measured, none_before.threshold) == (
+        "score_drift", True, None, 0.25)
+    assert none_before.detail == "not compared: 0 eligible rows in the prev, 3 now (see eligible_share)"
+    # a row whose eligibility is unknown (null) is not an eligible score
+    t = scores_table()
+    schema = t.schema.set(t.schema.get_field_index("eligible"), pa.field("eligible", pa.bool_(), nullable=True))
+    t = t.cast(schema).set_column(schema.get_field_index("eligible"), schema.field("eligible"),
+                                  pa.array([True, True, True, None, None, None], pa.bool_()))
+    t = t.set_column(t.schema.get_field_index("score"), "score", pa.array([0.5, 1.0, 0.0, 0.9, 0.9, 0.9]))
+    same = drift.score_drift(t, np.array([0.5, 1.0, 0.0]), "prev", Config())
+    assert same.measured == 0.0 and "vs 3 now" in same.detail
+
+
+def test_examples_show_three_keys():
+    r = checks.enrolled_keys(scores_table().slice(5), expected_keys())
+    assert r.detail == "6 expected keys, 1 rows; 5 missing (e.g. a/XX/radio, a/XX/autoplay, a/XX/mixes)"
+
+
+def test_expected_keys_edges(tmp_path):
+    empty = checks.expected_enrollment_keys([], batch_rows=2)
+    assert empty.schema.types == [pa.string()] * 3
+    bad = str(tmp_path / "bad.parquet")
+    pq.write_table(_enrollment_rows([("t1", "US")]).drop_columns(["status"]), bad)
+    with pytest.raises(InputFileError, match="bad.parquet: schema does not match"):
+        checks.expected_enrollment_keys([bad], batch_rows=2)
