@@ -1,4 +1,4 @@
-"""`oasis explain` end to end: the session's long world published once, then explain
+"""`oasis explain` end to end: one small world published once, then explain
 an eligible and an ineligible track through the real CLI; every number it
 prints must be the published one."""
 from __future__ import annotations
@@ -18,14 +18,19 @@ from pipelines.allocation import verify as yardstick
 from schemas import PROMOTION_SURFACES
 from tests.support import lp_oracle, worlds
 
-DAY = worlds.LONG_END.isoformat()
-SCORE_DATE = (worlds.LONG_END + dt.timedelta(days=1)).isoformat()
+DAY = worlds.END.isoformat()
+SCORE_DATE = (worlds.END + dt.timedelta(days=1)).isoformat()
 
 
 @pytest.fixture(scope="module")
-def published(long_world):
-    """The session's long world, published (tests/conftest.py): explain only reads it."""
-    out, snap = long_world.out, long_world.snapshot
+def published(tmp_path_factory):
+    w = worlds.make_world(str(tmp_path_factory.mktemp("world")), days=6, tracks=60, events_per_day=3000, markets=2)
+    out = str(tmp_path_factory.mktemp("out"))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = cli.main(["run", "--date", DAY, "--input", w, "--output", out])
+    assert rc == 0, err.getvalue()[-3000:]
+    (snap,) = worlds.snapshot_dirs(out)
     return {"out": out, "snap": snap, "manifest": worlds.manifest(snap),
             "scores": worlds.table(snap, "promotion_scores"), "delivery": worlds.table(snap, "campaign_delivery"),
             "capacity": worlds.table(snap, "capacity")}

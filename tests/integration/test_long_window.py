@@ -93,12 +93,30 @@ def test_signals_count_exactly_the_window_days(long_world, second):
     assert outside["plays"].sum() > 200
 
 
+def _enrolled_on(world: str) -> pd.DataFrame:
+    """(campaign_id, track_id, market, surface) of the score date's export: the
+    latest row per enrollment, one row per enrolled surface."""
+    return duckdb.sql(f"""
+        SELECT campaign_id, track_id, market, unnest(surfaces) AS surface FROM (
+            SELECT campaign_id, track_id, market, arg_max(surfaces, updated_at) AS surfaces
+            FROM read_parquet('{world}/enrollments/dt={D}/*.parquet') GROUP BY ALL)
+    """).df()
+
+
 def test_delivery_counts_from_the_flight_start_before_the_window(long_world, second):
+    """A campaign's delivered_to_date: the promoted plays, from its flight start
+    to the logs date, of its tracks enrolled on the surface, paused or cancelled
+    ones included (their plays were delivered)."""
     scores, delivery = second["scores"], second["delivery"]
     window_start = D - dt.timedelta(days=CFG.window_days - 1)
     starts = set(pd.to_datetime(delivery["flight_start"]).dt.date)
     assert starts == {dt.date(2026, 12, 1)} and min(starts) < window_start
-    live = scores[scores["reason"].map(lambda r: (r if isinstance(r, str) else None) in LIVE_REASONS)]
+    in_flight = scores[scores["reason"].map(lambda r: (r if isinstance(r, str) else None) in LIVE_REASONS
+                                            | {"campaign_paused", "campaign_cancelled"})]
+    live = in_flight.merge(_enrolled_on(long_world.world), on=["campaign_id", "track_id", "market", "surface"])
+    # a paused or cancelled row may speak for next month's campaign, whose flight is not live yet
+    flying = set(zip(delivery["campaign_id"], delivery["market"]))
+    live = live[[k in flying for k in zip(live["campaign_id"], live["market"])]]
     raw = _raw(long_world.world, dt.date(2026, 12, 1), D)
     per_row = live.merge(raw, on=["track_id", "market", "surface"], how="left", suffixes=("", "_raw"))
     want = per_row.fillna({"promoted": 0}).groupby(["campaign_id", "market", "surface"])["promoted"].sum()

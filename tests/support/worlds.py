@@ -63,7 +63,7 @@ def make_long_world(root: str) -> tuple[str, str, str]:
     """(world, output root, snapshot folder): the world, published for LONG_END
     (every day of the look-back aggregated from raw)."""
     world = os.path.join(root, "world")
-    generate_world(world, progress=False, days=LONG_DAYS, tracks=50, events_per_day=1500, seed=5,
+    generate_world(world, progress=False, days=LONG_DAYS, tracks=100, events_per_day=8000, seed=5,
                    end_date=LONG_END, markets=2, bad_row_share=0.0)
     out = os.path.join(root, "out")
     rc = cli.main(["run", "--date", LONG_END.isoformat(), "--input", world, "--output", out])
