@@ -54,14 +54,15 @@ bench: install
 	$(BIN)/python -m bench.run
 
 # Mutation testing of the pure modules with their fast tests (docs/testing.md); not part of `make test`.
-# MODULES=contract,allocation (a comma-separated subset of the groups) runs only those.
+# MODULES=contract,allocation (a comma-separated subset of the groups) runs only those; RETEST=1 tests
+# the surviving mutants again (mutmut keeps verdicts) after tests meant to kill them were added.
 MUTATION_STAMP := $(VENV)/.mutation-$(shell sha1sum setup.py | cut -c1-12)
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,mutation]'
 	@rm -f $(VENV)/.mutation-* && touch $@
 
 mutation: $(MUTATION_STAMP)
-	nice -n 10 $(BIN)/python -m tests.mutation $(if $(MODULES),--modules $(MODULES))
+	nice -n 10 $(BIN)/python -m tests.mutation $(if $(MODULES),--modules $(MODULES)) $(if $(RETEST),--retest-survivors)
 
 clean:
 	rm -rf $(DATA) test-artifacts .pytest_cache mutants build/mutation
