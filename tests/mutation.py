@@ -81,6 +81,28 @@ EQUIVALENT: dict[str, str] = {
         (55, "key separator 'XX\\x1fXX' instead of '\\x1f': ids never contain the separator, so the same "
              "keys collide"),
     )},
+    # jobs/gates/checks.py
+    "jobs.gates.checks.x_capacity_within__mutmut_54": "used.reindex(None): the assignment to c aligns on the "
+        "(market, surface) index anyway, and fillna covers the cells without rows",
+    "jobs.gates.checks.x_eligible_share__mutmut_4": "the sum over an empty table is null, which `or 0` makes 0",
+    "jobs.gates.checks.x_finite_values__mutmut_6": "astype(None) is float64, as astype(float)",
+    "jobs.gates.checks.x_finite_values__mutmut_7": "to_numpy(zero_copy_only=None): falsy like False",
+    "jobs.gates.checks.x_unique_rows__mutmut_6": "key separator 'XX\\x1fXX': ids never contain '\\x1f'",
+    **{f"jobs.gates.checks.x_expected_enrollment_keys__mutmut_{i}": "reads every column or another batch size: "
+       "conform_batch keeps the contract's columns, and batching does not change the distinct pairs"
+       for i in (5, 8, 9, 10)},
+    # jobs/gates/drift.py
+    **{f"jobs.gates.drift.x_load_previous__mutmut_{i}": "reads every column of promotion_scores instead of two: "
+       "the same eligible and score values" for i in (18, 21)},
+    "jobs.gates.drift.x_load_previous__mutmut_38": "to_numpy(zero_copy_only=None): falsy like False",
+    "jobs.gates.drift.x_load_previous__mutmut_42": "fill_null(None) leaves nulls, which filter drops, as False",
+    "jobs.gates.drift.x_load_previous__mutmut_48": "fill_null(True): read_table_files casts to the contract, "
+        "whose eligible is not nullable, so a previous file with a null eligible is unreadable (not compared) "
+        "and no null reaches fill_null",
+    "jobs.gates.drift.x_load_previous__mutmut_52": "astype(None) is float64, as astype(float)",
+    "jobs.gates.drift.x_score_drift__mutmut_18": "fill_null(None) leaves nulls, which filter drops, as False",
+    "jobs.gates.drift.x_score_drift__mutmut_26": "astype(None) is float64, as astype(float)",
+    "jobs.gates.drift.x_score_drift__mutmut_27": "to_numpy(zero_copy_only=None): falsy like False",
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

@@ -162,6 +162,8 @@ def test_eligible_track_json_equals_the_published_rows(published, capsys):
     assert doc["snapshot_chosen"] == "LATEST" and doc["track_id"] == track and doc["market"] == market
     _assert_matches_published(doc, published, track, market)
     assert all(s["eligible"] and s["reason"] is None for s in doc["surfaces"])
+    # the shrinkage check in _assert_matches_published ran for every surface (it is guarded)
+    assert all(s["shrinkage"][k]["weighted_rate"] is not None for s in doc["surfaces"] for k in ("skip", "save"))
     assert not any(s["guardrail"]["disliked"] for s in doc["surfaces"])
     at_cap = [s for s in doc["surfaces"] if s["result"]["score"] >= 1 - 1e-9]
     assert at_cap and all(s["lp"]["track_cap"]["tight"] for s in at_cap)

@@ -30,6 +30,8 @@ import pytest
 from pipelines.config import Config
 from tests.support import worlds
 
+pytestmark = pytest.mark.timeout(600)  # the first test builds and runs the session's long world
+
 D = worlds.LONG_END
 CFG = Config()
 LIVE_REASONS = {None, "too_new", "too_few_plays", "listeners_dislike"}  # rows whose campaign is live there

@@ -19,6 +19,8 @@ from pipelines.allocation.solve import solve
 from pipelines.allocation import verify as yardstick
 from tests.support import lp_oracle, worlds
 
+pytestmark = pytest.mark.timeout(600)  # may be the first user of the session's long world
+
 DAY = worlds.END.isoformat()
 TOL = 1e-6
 CERT_GAP = 1e-6   # (dual bound - published objective) / |objective| of a certified optimum

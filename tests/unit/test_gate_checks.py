@@ -442,3 +442,104 @@ def test_expected_keys_edges(tmp_path):
     pq.write_table(_enrollment_rows([("t1", "US")]).drop_columns(["status"]), bad)
     with pytest.raises(InputFileError, match="bad.parquet: schema does not match"):
         checks.expected_enrollment_keys([bad], batch_rows=2)
+
+
+def _exactly(target: float) -> float:
+    """A capacity c whose gate limit c * (1 + TOL) + TOL is exactly `target` in floats."""
+    c = (target - TOL) / (1 + TOL)
+    for _ in range(200):
+        got = c * (1 + TOL) + TOL
+        if got == target:
+            return c
+        c = np.nextafter(c, np.inf if got < target else -np.inf)
+    raise AssertionError("no float capacity hits the limit exactly")
+
+
+def test_capacity_edges():
+    # the row sum (5.0 on radio) or planned_total exactly at the limit passes
+    c = _exactly(5.0)
+    at = checks.capacity_within(scores_table(), capacity_table(capacity=[c, 50.0, 50.0], planned_total=[5.0, 10, 0]))
+    assert at.passed, at.detail
+    limit = 50.0 * (1 + TOL) + TOL
+    assert checks.capacity_within(scores_table(), capacity_table(planned_total=[limit, 10.0, 0.0])).passed
+    # a (market, surface) without rows has planned 0, even under a capacity below 1
+    alone = capacity_table(market=["XX", "XX", "YY"], capacity=[50.0, 50.0, 0.5], planned_total=[5.0, 10.0, 0.0])
+    assert checks.capacity_within(scores_table(), alone).passed
+    # at most five examples, comma separated
+    six = pa.concat_tables([capacity_table(), capacity_table(market=["YY"] * 3)])
+    six = six.set_column(six.schema.get_field_index("capacity"), "capacity", pa.array([0.5] * 6))
+    six = six.set_column(six.schema.get_field_index("planned_total"), "planned_total", pa.array([1.0] * 6))
+    r = checks.capacity_within(scores_table(), six)
+    assert r.measured == 6 and r.detail.count("planned 1.0") == 5
+    assert r.detail.startswith("XX radio: planned 1.0 (rows sum 5.0) > capacity 0.5, XX autoplay: planned 1.0")
+    empty = checks.capacity_within(scores_table(), capacity_table().slice(0, 0))
+    assert (empty.name, empty.measured, empty.threshold) == ("capacity", 0, 0)
+
+
+def test_capacity_use_edges():
+    none_planned = checks.capacity_use(capacity_table(planned_total=[0.0] * 3), Config())
+    assert none_planned.measured == 0.0
+    no_capacity = checks.capacity_use(capacity_table(capacity=[0.0] * 3, planned_total=[1.0, 0, 0]), Config())
+    assert no_capacity.measured == 0.0
+    small = checks.capacity_use(capacity_table(capacity=[0.25, 0.25, 0.0], planned_total=[0.25, 0, 0]), Config())
+    assert small.measured == 0.5
+    at = checks.capacity_use(capacity_table(planned_total=[75.0, 0, 0]), Config(gate_min_capacity_use=0.5 + TOL))
+    assert at.passed and at.measured == 0.5
+
+
+def test_eligible_share_edges():
+    none = checks.eligible_share(scores_table(eligible=[False] * 6, reason=["x"] * 6), Config())
+    assert none.measured == 0.0 and none.detail.startswith("0 of 6 enrolled rows eligible")
+    equal = checks.eligible_share(scores_table(), Config(gate_min_eligible_share=0.5, gate_max_eligible_share=0.5))
+    assert equal.passed and equal.detail == "3 of 6 enrolled rows eligible = 50.00% (allowed 50.00% to 50.00%)"
+    crossed = checks.eligible_share(scores_table(), Config(gate_min_eligible_share=0.6, gate_max_eligible_share=0.55))
+    assert crossed.detail.startswith("3 of 6 enrolled rows eligible = 50.00% (allowed 60.00% to 55.00%); ")
+
+
+def test_enrolled_keys_edges():
+    r = checks.enrolled_keys(scores_table(), None)
+    assert (r.name, r.measured, r.threshold) == ("enrolled_keys", None, 0)
+    s = scores_table()
+    twice = checks.enrolled_keys(pa.concat_tables([s, s.slice(0, 1)]), expected_keys())
+    assert twice.measured == 1 and twice.detail.endswith("1 extra rows for 1 repeated keys (e.g. a/XX/radio)")
+
+
+def test_row_checks_at_their_exact_edges():
+    edge = 10.0 * (1 + TOL) + TOL
+    caps = checks.row_checks(scores_table(planned_promoted_plays=[edge, 0, 0, 0, 0, 0]))[0]
+    assert caps.passed
+    top = checks.row_checks(scores_table(score=[1 + TOL, 1.0, 0.0, 0, 0, 0]))[2]
+    assert top.passed
+
+
+def test_unique_rows_keys_only_the_separator_keeps_apart():
+    """("a", "radioY", "radio") and ("aradio", "Y", "radio") are two keys; joined
+    without a separator (or with the surface as one) they are the same string."""
+    t = scores_table(track_id=["a", "aradio", "b", "c", "d", "e"], market=["radioY", "Y", "XX", "XX", "XX", "XX"],
+                     surface=["radio"] * 6)
+    assert checks.unique_rows(t).measured == 0
+
+
+def test_score_drift_at_its_exact_limit():
+    a = np.array([0.35, 0.4, 0.45, 0.45])
+    b = np.array([0.35, 0.35, 0.4, 0.45])
+    psi = drift.population_stability_index(a, b)
+    t = scores_table(score=[0.35, 0.35, 0.4, 0.45, 0, 0], eligible=[True] * 4 + [False] * 2,
+                     reason=[None] * 4 + ["x"] * 2)
+    at = drift.score_drift(t, a, "prev", Config(gate_max_score_psi=psi - TOL))
+    assert at.measured == pytest.approx(psi) and at.passed
+    same = drift.score_drift(scores_table(), np.array([0.5, 1.0, 0.0]), "prev", Config(gate_max_score_psi=0.0))
+    assert same.measured == 0.0 and same.passed
+
+
+def test_an_unreadable_previous_snapshot_is_logged_with_its_error(tmp_path, caplog):
+    folder, m = _previous(tmp_path, scores_table())
+    for f in m.table_files("promotion_scores"):
+        os.remove(layout.listed_file(folder, f.path))
+    with caplog.at_level("WARNING", logger="jobs.gates.drift"):
+        _, _, note = drift.load_previous((folder, m))
+    assert "(FileNotFoundError: " in note, note
+    (rec,) = [r for r in caplog.records if r.name == "jobs.gates.drift"]
+    assert rec.getMessage().startswith("previous snapshot 2026-11-24/s0 cannot be read for comparison: ")
+    assert len(rec.getMessage()) > len("previous snapshot 2026-11-24/s0 cannot be read for comparison: ") + 5
+
