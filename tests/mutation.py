@@ -203,7 +203,12 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2: a 2-core machine)")
     ap.add_argument("--retest-survivors", action="store_true",
                     help="test the surviving mutants again (after adding tests that should kill them)")
+    ap.add_argument("--list-equivalent", action="store_true", help="print the equivalent mutants (Markdown) and exit")
     args = ap.parse_args(argv)
+    if args.list_equivalent:
+        for name, why in EQUIVALENT.items():
+            print(f"- `{name}`: {why}")
+        return 0
     groups = [g.strip() for g in args.modules.split(",") if g.strip()]
     unknown = set(groups) - set(GROUPS)
     if unknown:
