@@ -148,14 +148,17 @@ def forget_survivors(work: Path) -> int:
     return n
 
 
-def run_group(group: str, jobs: int, retest: bool = False) -> dict[str, str]:
-    """Run mutmut for one group; returns {mutant name: status}."""
+def run_group(group: str, jobs: int, retest: bool = False, only: tuple[str, ...] = ()) -> dict[str, str]:
+    """Run mutmut for one group (or only the mutants matching `only`, fnmatch
+    patterns); returns {mutant name: status}."""
     work = prepare(group)
     if retest:
+        # tests changed: map tests to functions again, then test the survivors again
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         print(f"== {group}: {forget_survivors(work)} survivors to test again", flush=True)
     env = {**os.environ, "PYTHONPATH": ""}
     print(f"== {group}: mutmut run ({', '.join(GROUPS[group][0])})", flush=True)
-    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=work, env=env,
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *only], cwd=work, env=env,
                    stdout=subprocess.DEVNULL, check=False)
     res = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
                          capture_output=True, text=True, check=True)
@@ -180,6 +183,8 @@ def report(group: str, status: dict[str, str]) -> bool:
         mod = module_of(name)
         if st in KILLED:
             per_module[mod]["killed"] += 1
+        elif st == "not checked":  # not run yet (an interrupted or --only run): neither killed nor survived
+            per_module[mod]["untested"] += 1
         elif name in EQUIVALENT:
             per_module[mod]["equivalent"] += 1
         else:
@@ -192,7 +197,9 @@ def report(group: str, status: dict[str, str]) -> bool:
         score = c["killed"] / counted if counted else 1.0
         ok &= score >= target
         print(f"{mod:40s} {score:7.1%}  killed {c['killed']:4d}  survived {c['survived']:3d}  "
-              f"equivalent {c['equivalent']:3d}  (target {target:.0%})")
+              f"equivalent {c['equivalent']:3d}  (target {target:.0%})"
+              + (f"  NOT YET TESTED {c['untested']}" if c["untested"] else ""))
+        ok &= not c["untested"]
     for mod, names in sorted(survivors.items()):
         print(f"  surviving in {mod}:")
         for n in names:
@@ -206,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2: a 2-core machine)")
     ap.add_argument("--retest-survivors", action="store_true",
                     help="test the surviving mutants again (after adding tests that should kill them)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="test only the mutants matching this pattern (e.g. 'pipelines.scoring.market*'); repeatable")
     ap.add_argument("--list-equivalent", action="store_true", help="print the equivalent mutants (Markdown) and exit")
     args = ap.parse_args(argv)
     if args.list_equivalent:
@@ -218,7 +227,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown group(s) {sorted(unknown)}; choose from {sorted(GROUPS)}")
     ok = True
     for g in groups:
-        ok &= report(g, run_group(g, args.jobs, args.retest_survivors))
+        ok &= report(g, run_group(g, args.jobs, args.retest_survivors, tuple(args.only)))
     return 0 if ok else 1
 
 

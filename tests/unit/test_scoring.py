@@ -225,7 +225,7 @@ ELIGIBILITY = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (cheap): mutation testing attributes a fixture's calls to the test that ran it
 def eligibility_result():
     enrolled = [enroll_row(t, **o) for t, (o, _, _) in ELIGIBILITY.items()]
     aggs = [a for _, rows, _ in ELIGIBILITY.values() for a in rows]
