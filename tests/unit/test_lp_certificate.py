@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.allocation.instances import random_problem
 from pipelines.allocation.problem import Problem
+from pipelines.allocation import verify as yardstick
 from pipelines.allocation.solve import solve
 from tests.support import lp_oracle
 
@@ -110,3 +111,56 @@ def test_slack_capacity_must_have_a_zero_price():
     sol.capacity_price = 1e-3 * float(np.abs(p.value).max())
     (cert,) = lp_oracle.certify(*publish(roomy, "exact", sol))
     assert cert.gap > 1e-4
+
+
+# ------------------------------------------- verify: the yardstick's rebuild ---
+def test_rebuild_from_the_published_columns_gives_back_the_problem_and_plan():
+    """verify.rebuild reads a (market, surface) back into the LP it was solved as:
+    the same values, bounds, groups (codes in sorted id order), floors (plus the
+    floor-less group), capacity, caps, penalty and plan; verify.gap finds the plan
+    feasible and optimal, and a plan 1% short is 1% below the optimum."""
+    p = binding_problem(5)
+    scores, delivery, capacity = publish(p, "exact")
+    # rows in another order, and a second (market, surface) the rebuild must keep apart
+    other = scores.assign(surface="mixes", planned_promoted_plays=0.0)
+    (rb, rb_mixes) = sorted(yardstick.rebuild(pd.concat([other, scores.iloc[::-1]]),
+                                              pd.concat([delivery, delivery.assign(surface="mixes")]),
+                                              pd.concat([capacity, capacity.assign(surface="mixes")])),
+                            key=lambda r: r.surface != "radio")
+    assert (rb.market, rb.surface, rb_mixes.surface) == ("XX", "radio", "mixes")
+    q = rb.problem
+    np.testing.assert_array_equal(q.value, p.value)
+    np.testing.assert_array_equal(q.upper, p.upper)
+    # the same groups, codes renumbered over the ids present
+    np.testing.assert_array_equal(q.artist, pd.factorize(p.artist, sort=True)[0])
+    np.testing.assert_array_equal(q.licensor, pd.factorize(p.licensor, sort=True)[0])
+    np.testing.assert_array_equal(q.campaign, p.campaign)
+    np.testing.assert_array_equal(q.floors, p.floors)
+    assert (q.capacity, q.artist_cap, q.licensor_cap, q.penalty) == (p.capacity, p.artist_cap, p.licensor_cap,
+                                                                     p.penalty)
+    np.testing.assert_array_equal(rb.x, solve(p, "exact").x)
+    assert rb.campaigns == [f"c{c:04d}" for c in range(p.n_campaigns - 1)]
+    assert list(rb.rows["track_id"]) == sorted(scores["track_id"])
+    published, optimum, violations = yardstick.gap(rb)
+    assert violations == [] and published == pytest.approx(optimum, rel=1e-9)
+    assert yardstick.relative_gap(published, optimum) <= 1e-9
+    # the same plan 1% short: feasible, 1% below the optimum's objective
+    short = rb.x * 0.99
+    rb.x = short
+    rb.shortfall = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=short, minlength=p.n_campaigns))
+    published, optimum, violations = yardstick.gap(rb)
+    assert violations == [] and yardstick.relative_gap(published, optimum) > 1e-3
+    # a published shortfall that disagrees with the plan is reported
+    rb.shortfall = rb.shortfall + 1.0
+    assert "published shortfall disagrees with the plan" in yardstick.gap(rb)[2]
+    # an infeasible plan is reported
+    rb.x = short * 1.1 / 0.99
+    rb.shortfall = np.maximum(0.0, p.floors - np.bincount(p.campaign, weights=rb.x, minlength=p.n_campaigns))
+    assert any(v.startswith("capacity") for v in yardstick.gap(rb)[2])
+
+
+def test_relative_gap():
+    assert yardstick.relative_gap(99.0, 100.0) == pytest.approx(0.01)
+    assert yardstick.relative_gap(101.0, 100.0) == 0.0  # above the optimum: no gap (solver noise)
+    assert yardstick.relative_gap(-101.0, -100.0) == pytest.approx(0.01)
+    assert yardstick.relative_gap(-1e-12, 0.0) == pytest.approx(1e-3)  # scale floored at 1e-9
