@@ -15,7 +15,7 @@ SAMPLE_DAYS ?= 35
 SAMPLE_TRACKS ?= 400
 SAMPLE_EVENTS ?= 100000
 
-.PHONY: install emulators run test test-unit bench clean
+.PHONY: install emulators run test test-unit bench mutation clean
 
 install: $(STAMP)
 
@@ -51,7 +51,7 @@ run: install
 	$(BIN)/oasis run --date $$(cat $(DATA)/world/LAST_DAY) --input $(DATA)/world --output $(DATA)/out
 
 test: install emulators
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/pipeline
@@ -59,5 +59,16 @@ test-unit: install
 bench: install
 	$(BIN)/python -m bench.run
 
+# Mutation testing of the pure modules with their fast tests (docs/testing.md); not part of `make test`.
+# MODULES=contract,allocation (a comma-separated subset of the groups) runs only those; RETEST=1 tests
+# the surviving mutants again (mutmut keeps verdicts) after tests meant to kill them were added.
+MUTATION_STAMP := $(VENV)/.mutation-$(shell sha1sum setup.py | cut -c1-12)
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,mutation]'
+	@rm -f $(VENV)/.mutation-* && touch $@
+
+mutation: $(MUTATION_STAMP)
+	nice -n 10 $(BIN)/python -m tests.mutation $(if $(MODULES),--modules $(MODULES)) $(if $(RETEST),--retest-survivors)
+
 clean:
-	rm -rf $(DATA) test-artifacts .pytest_cache
+	rm -rf $(DATA) test-artifacts .pytest_cache mutants build/mutation

@@ -32,7 +32,11 @@ TEST = [
     "hypothesis>=6.100,<7",
     "db-dtypes>=1.2,<2",
     "pillow>=10,<13",  # the report test reads its Chromium screenshots
+    "pytest-timeout>=2.3,<3",  # a hung test fails after pytest.ini's timeout instead of stalling the suite
 ]
+
+# `make mutation` only (mutation testing of the pure modules, docs/testing.md); never on workers.
+MUTATION = ["mutmut==3.8.1"]
 
 setup(
     name="oasis-scores",
@@ -41,6 +45,6 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*", "jobs", "jobs.*"]),
     install_requires=RUNTIME,
-    extras_require={"test": TEST, "serving": SERVING},
+    extras_require={"test": TEST, "serving": SERVING, "mutation": MUTATION},
     entry_points={"console_scripts": ["oasis=jobs.cli.main:main"]},
 )

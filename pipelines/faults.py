@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import signal
 
+# Each stage leaves a different state behind (a stage right before the next
+# one's checkpoint would only repeat it, so there is none).
 STAGES = (
-    "aggregating",       # inside the Beam pipeline, while a day's events are aggregated
-    "after_data",        # snapshot data files written, no manifest yet
-    "after_manifest",    # manifest written, warehouse not loaded
-    "before_warehouse",
-    "after_warehouse",   # warehouse loaded, LATEST not moved
-    "before_pointer",
-    "after_pointer",
+    "aggregating",               # inside the Beam pipeline, while a day's events are aggregated
+    "between_data_files",        # the first snapshot data file written, the others not yet
+    "after_data",                # snapshot data files written, no manifest yet
+    "after_manifest",            # manifest written, warehouse not loaded
+    "in_warehouse_transaction",  # the warehouse transaction has replaced a table, not committed
+    "after_warehouse",           # warehouse loaded, LATEST not moved
+    "after_pointer",             # LATEST moved
 )
 
 # Stages of `oasis serving sync` (jobs.feature_store.sync), killed by its own tests.
@@ -37,6 +39,6 @@ LIFECYCLE_STAGES = (
 )
 
 
-def checkpoint(stage: str) -> None:
-    if os.environ.get("OASIS_KILL_AT") == stage:
+def checkpoint(stage: str | None) -> None:
+    if stage is not None and os.environ.get("OASIS_KILL_AT") == stage:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -348,6 +348,7 @@ def delete_file(uri: str) -> None:
 
 # ---------------------------------------------------------------- pointer ---
 MAX_POINTER_BYTES = 4096  # a pointer holds one short path; anything longer is damage
+POINTER_READ_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -364,19 +365,26 @@ def read_pointer(uri: str) -> Pointer:
     """The pointer at `uri`, whatever its bytes (a reader decides whether the
     text names anything). StorageError when `uri` is a folder or unreadable."""
     if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
         blob = _blob(uri)
-        try:
-            blob.reload()
-        except Exception as e:  # NotFound
-            if type(e).__name__ == "NotFound":
-                return Pointer(None, 0)
-            raise
-        # Keep the generation read here: a download overwrites blob.generation with
-        # its response header (absent on some emulators, which would then give None
-        # and an unconditional replace).
-        generation = blob.generation
-        data = blob.download_as_bytes(if_generation_match=generation)
-        return Pointer(_pointer_text(data), generation)
+        for _ in range(POINTER_READ_ATTEMPTS):
+            try:
+                blob.reload()
+            except Exception as e:  # NotFound
+                if type(e).__name__ == "NotFound":
+                    return Pointer(None, 0)
+                raise
+            # Keep the generation read here: a download overwrites blob.generation with
+            # its response header (absent on some emulators, which would then give None
+            # and an unconditional replace).
+            generation = blob.generation
+            try:
+                data = blob.download_as_bytes(if_generation_match=generation)
+            except PreconditionFailed:
+                continue  # another writer replaced it between the two requests: read again
+            return Pointer(_pointer_text(data), generation)
+        raise PointerMoved(f"{uri} kept changing while being read ({POINTER_READ_ATTEMPTS} attempts)")
     try:
         with open(uri, "rb") as f:
             data = f.read(MAX_POINTER_BYTES + 1)

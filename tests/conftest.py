@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support import emulators, prometheus  # noqa: E402
+from tests.support import emulators, prometheus, worlds  # noqa: E402
 
 
 def _start(start, *args, **kwargs):
@@ -148,3 +148,20 @@ def pushgateway(tmp_path_factory):
         yield gw
     finally:
         gw.stop()
+
+
+# ------------------------------------------------------------ long world ---
+@dataclass
+class LongWorld:
+    """A world longer than the 28-day window and the 31-day pacing look-back,
+    published for its last day. See tests/support/worlds.py (LONG_*)."""
+    world: str
+    out: str
+    snapshot: str  # the published snapshot's folder
+
+
+@pytest.fixture(scope="session")
+def long_world(tmp_path_factory) -> LongWorld:
+    """Built and run once per session for every module that needs window or
+    look-back boundaries, or just a published snapshot of a realistic month."""
+    return LongWorld(*worlds.make_long_world(str(tmp_path_factory.mktemp("long-world"))))

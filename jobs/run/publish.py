@@ -105,7 +105,6 @@ def publish(output_root: str, warehouse: Warehouse, folder: str, manifest: Manif
         warehouse.publish(manifest.score_date, tables, registry_row(manifest, manifest_uri), current=will_move)
         progress(f"warehouse loaded: {warehouse.uri} ({time.monotonic() - started:.1f} s)")
         faults.checkpoint("after_warehouse")
-        faults.checkpoint("before_pointer")
         moved = (store.move_latest(output_root, manifest.score_date, manifest.snapshot_id)
                  if move_latest else False)
         faults.checkpoint("after_pointer")

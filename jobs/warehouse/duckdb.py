@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from jobs.warehouse.base import (WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier, parse_registry,
                                  view_sql)
-from pipelines import storage
+from pipelines import faults, storage
 from pipelines.errors import resource_problem
 from schemas import OUTPUTS, SNAPSHOTS
 
@@ -168,6 +168,7 @@ class DuckDBWarehouse:
                 con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?", [score_date])
                 con.execute(f"INSERT INTO {self._q(t.name)} SELECT * FROM _incoming")
                 con.unregister("_incoming")
+                faults.checkpoint("in_warehouse_transaction")  # crash tests: a kill before COMMIT
             con.register("_reg", reg)
             con.execute(f"DELETE FROM {self._q('snapshots')} WHERE snapshot_id = ?", [registry["snapshot_id"]])
             con.execute(f"INSERT INTO {self._q('snapshots')} BY NAME SELECT * FROM _reg")

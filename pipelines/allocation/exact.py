@@ -24,6 +24,9 @@ def highs_lp(value, upper, artist, licensor, campaign, A, L, C, capacity, artist
     solved by HiGHS. Returns (x, row prices >= 0 laid out [capacity | A | L | C]).
     Raises AllocationError naming `what` unless HiGHS reports success."""
     m = value.shape[0]
+    # a penalty below the solver's tolerance is no penalty: HiGHS cannot tell it from 0 and, given
+    # 5.8e-15, ended with model status Unknown (found by the property tests); real ones are >= 2 max|v|
+    penalty = penalty if penalty > HIGHS_TOL else 0.0
     cost = np.concatenate([-value, np.full(C, penalty)])
     bounds = np.empty((m + C, 2))
     bounds[:, 0] = 0.0

@@ -15,7 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import contract, storage
+from pipelines import contract, faults, storage
 from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from pipelines.metrics import counter
 
@@ -78,14 +78,15 @@ class ReadStoredAggregates(beam.PTransform):
 
 # ----------------------------------------------------------------- write ---
 class WriteParquetPartFn(beam.DoFn):
-    def __init__(self, folder: str, private: bool = False):
-        self.folder, self.private = folder, private
+    def __init__(self, folder: str, private: bool = False, fault_stage: str | None = None):
+        self.folder, self.private, self.fault_stage = folder, private, fault_stage
 
     def process(self, element):
         name, table = element
         uri = storage.join(self.folder, f"{name}.parquet")
         with storage.open_output(uri, private=self.private) as f:
             pq.write_table(table, f, compression="zstd")
+        faults.checkpoint(self.fault_stage)  # crash tests: a kill with some files written, not all
         yield uri, table.num_rows
 
 
@@ -93,9 +94,9 @@ class WriteParquetParts(beam.PTransform):
     """(part name, table) -> FOLDER/<part name>.parquet; yields (uri, rows).
     private: owner-only files and folder (rows with user ids)."""
 
-    def __init__(self, folder: str, private: bool = False):
+    def __init__(self, folder: str, private: bool = False, fault_stage: str | None = None):
         super().__init__()
-        self.folder, self.private = folder, private
+        self.folder, self.private, self.fault_stage = folder, private, fault_stage
 
     def expand(self, parts):
-        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder, self.private))
+        return parts | "WriteFiles" >> beam.ParDo(WriteParquetPartFn(self.folder, self.private, self.fault_stage))

@@ -109,7 +109,8 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
                         ("capacity", scored["capacity"]), ("prices", scored["prices"])):
-        written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name))
+        written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name),
+                                                                      fault_stage="between_data_files")
 
     _ = (tuple(dead)
          | "FlattenDeadLetters" >> beam.Flatten()

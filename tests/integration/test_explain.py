@@ -20,7 +20,7 @@ from jobs.cli import main as cli
 from pipelines.allocation import verify as yardstick
 from pipelines.allocation.exact import solve_exact
 from schemas import PROMOTION_SURFACES
-from tests.support import worlds
+from tests.support import lp_oracle, worlds
 
 DAY = worlds.END.isoformat()
 SCORE_DATE = (worlds.END + dt.timedelta(days=1)).isoformat()
@@ -159,12 +159,22 @@ def _published_price(prices: pd.DataFrame, market, surface, constraint, key) -> 
     return float(sel["price"].iloc[0]) if len(sel) else 0.0
 
 
+def test_the_explained_snapshot_is_certified_optimal_by_the_oracle(published):
+    """The premise of the price checks below, proven without explain's solver."""
+    certs = lp_oracle.certify(published["scores"], published["delivery"], published["capacity"])
+    assert len(certs) == len(published["capacity"]) >= 3
+    for c in certs:
+        assert c.violations == [] and abs(c.gap) <= 1e-6, (c.market, c.surface, c.gap, c.violations)
+
+
 def test_eligible_track_json_equals_the_published_rows(published, capsys):
     track, market = _eligible_track(published["scores"])
     doc = explain_json(capsys, published["out"], track, market)
     assert doc["snapshot_chosen"] == "LATEST" and doc["track_id"] == track and doc["market"] == market
     _assert_matches_published(doc, published, track, market)
     assert all(s["eligible"] and s["reason"] is None for s in doc["surfaces"])
+    # the shrinkage check in _assert_matches_published ran for every surface (it is guarded)
+    assert all(s["shrinkage"][k]["weighted_rate"] is not None for s in doc["surfaces"] for k in ("skip", "save"))
     assert not any(s["guardrail"]["disliked"] for s in doc["surfaces"])
     at_cap = [s for s in doc["surfaces"] if s["result"]["score"] >= 1 - 1e-9]
     assert at_cap and all(s["lp"]["track_cap"]["tight"] for s in at_cap)
@@ -187,15 +197,19 @@ def test_eligible_track_json_equals_the_published_rows(published, capsys):
         assert lp["artist"]["shadow_price"] == pytest.approx(want["artist"], abs=1e-12)
         assert lp["licensor"]["shadow_price"] == pytest.approx(want["licensor"], abs=1e-12)
         assert lp["track_cap"]["shadow_price"] == pytest.approx(want["track"], abs=1e-12)
-        if lp["plan_check"]["published_is_optimal"]:
-            # the published capacity price is the dual of the same LP
-            assert lp["capacity"]["shadow_price"] == pytest.approx(lp["capacity"]["published_shadow_price"],
-                                                                   abs=1e-9)
+        # explain's verdict on the plan agrees with the independent oracle (which proves
+        # every published plan of this snapshot optimal): asserted, not assumed, so the
+        # checks below cannot go vacuous
+        assert lp["plan_check"]["published_is_optimal"] is True, lp["plan_check"]
+        # the published capacity price is the dual of the same LP
+        assert lp["capacity"]["shadow_price"] == pytest.approx(lp["capacity"]["published_shadow_price"], abs=1e-9)
         # a track at its cap has a non-negative marginal value, one at 0 a non-positive one
-        if s["result"]["score"] >= 1 - 1e-9 and lp["plan_check"]["published_is_optimal"]:
+        if s["result"]["score"] >= 1 - 1e-9:
             assert lp["marginal_value"] >= -1e-9
-        if s["result"]["planned_promoted_plays"] == 0 and lp["plan_check"]["published_is_optimal"]:
+        elif s["result"]["planned_promoted_plays"] == 0:
             assert lp["marginal_value"] <= 1e-9
+        else:  # strictly between its bounds: the reduced cost is 0
+            assert lp["marginal_value"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_eligible_track_text_prints_the_published_numbers(published, capsys):
@@ -234,8 +248,9 @@ def test_ineligible_tracks_give_the_reason_in_words(published, capsys):
     track, market = _ineligible_track(scores, "listeners_dislike")
     doc = explain_json(capsys, published["out"], track, market)
     _assert_matches_published(doc, published, track, market)
-    for s in doc["surfaces"]:
-        assert not s["eligible"] and s["reason"] == "listeners_dislike"
+    pulled = [s for s in doc["surfaces"] if s["reason"] == "listeners_dislike"]
+    assert pulled and all(not s["eligible"] for s in doc["surfaces"])
+    for s in pulled:
         assert s["guardrail"]["disliked"]
         assert max(s["guardrail"]["probability_surface"], s["guardrail"]["probability_pooled"]) > \
             cfg["guardrail_confidence"]
@@ -285,11 +300,15 @@ def test_bad_requests_are_clear_errors(published, capsys):
     assert rc == 1 and stdout == ""
     assert "market ZZ has no rows" in err and market in err
 
-    other = sorted(set(published["scores"]["market"]) - {market})[0]
-    enrolled = set(published["scores"].loc[published["scores"]["track_id"] == track, "market"])
-    if other not in enrolled:
-        rc, _, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", other, "--output", out)
-        assert rc == 1 and f"not enrolled in {other}" in err
+    # a track of the snapshot asked about in a market it is not enrolled in (the world has one)
+    scores = published["scores"]
+    markets = set(scores["market"])
+    lonely = sorted((t, sorted(markets - set(g["market"]))[0]) for t, g in scores.groupby("track_id")
+                    if set(g["market"]) != markets)
+    assert lonely, "the small world has no track enrolled in one market only"
+    t, other = lonely[0]
+    rc, _, err = explain(capsys, "--date", SCORE_DATE, "--track", t, "--market", other, "--output", out)
+    assert rc == 1 and f"not enrolled in {other}" in err
 
     # --date is the score date: the last day of logs is a clear error with the fix
     rc, _, err = explain(capsys, "--date", DAY, "--track", track, "--market", market, "--output", out)

@@ -385,7 +385,9 @@ def test_a_failed_bigquery_publish_leaves_every_date_whole_and_latest_unmoved(cl
         code, out, err = oasis(*cloud.args(DAY, "--force"))
         assert code == 1, err[-3000:]
         assert "oasis run: error:" in err and "the warehouse is unchanged" in err
-        assert "rolled back" in err or "does not match the contract" in err
+        # on the emulator the transaction is what fails (the refusal of a drifted table
+        # before loading is reached in test_warehouse_bigquery.py)
+        assert "rolled back" in err and "does not match the contract" not in err
         assert "LATEST" not in out
         after = {name: cloud.table_rows(name) for name in TABLES}
         before["snapshots"] = [{k: v for k, v in r.items() if k != "code_version"} for r in before["snapshots"]]

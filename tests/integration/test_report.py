@@ -347,10 +347,16 @@ def test_report_is_fast(runs, tmp_path):
 
 
 # ------------------------------------------------------------ browser ---
-def _chromium() -> str | None:
+def _chromium() -> str:
+    """The Chromium binary; a missing one FAILS the test (never skips): the
+    screenshot test is part of the suite, and `.ci/run` installs Debian's
+    chromium (and fails when it cannot)."""
     if os.path.exists("/usr/bin/chromium"):
         return "/usr/bin/chromium"
-    return shutil.which("chromium")
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("chromium is not installed: `apt-get install chromium` (what .ci/run does)", pytrace=False)
+    return found
 
 
 PROBE = """<script>
@@ -407,8 +413,6 @@ def _region(screen: np.ndarray, p: dict) -> np.ndarray:
 
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     binary = _chromium()
-    if binary is None:
-        pytest.skip("chromium not installed (CI installs it via .ci/run)")
     snap = runs["snaps"][1]
     page = Path(snap) / "report.html"
     html = runs["html"][1]
@@ -450,8 +454,6 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 def test_shortfall_highlight_renders_in_headless_chromium(tmp_path):
     binary = _chromium()
-    if binary is None:
-        pytest.skip("chromium not installed (CI installs it via .ci/run)")
     manifest = _manifest()
     for shortfall in (0.75, 0.0):
         html = report.render(manifest, _tiny_tables(shortfall), None)

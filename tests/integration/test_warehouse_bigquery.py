@@ -228,6 +228,63 @@ def test_a_failed_transaction_rolls_back(bq_env):
     assert staging_tables(bq_env) == []
 
 
+def _create_drifted(bq_env, table, *, schema_change=None, partitioned=True, clustered=True):
+    """Create `table` in the dataset the way someone else might have: the contract's
+    schema with `schema_change(fields)` applied, partitioned and clustered or not."""
+    from google.cloud import bigquery
+
+    client = bq_env.client()
+    client.create_dataset(f"{bq_env.project}.{bq_env.dataset}", exists_ok=True)
+    fields = [bigquery.SchemaField.from_api_repr(f) for f in table.bigquery()]
+    if schema_change:
+        fields = schema_change(fields)
+    t = bigquery.Table(f"{bq_env.project}.{bq_env.dataset}.{table.name}", schema=fields)
+    if partitioned:
+        t.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
+                                                        field="score_date")
+    if clustered:
+        t.clustering_fields = ["market", "surface"]
+    client.create_table(t)
+
+
+def _retyped(name: str, new_type: str):
+    from google.cloud import bigquery
+
+    def change(fields):
+        return [bigquery.SchemaField(f.name, new_type, mode=f.mode) if f.name == name else f for f in fields]
+    return change
+
+
+@pytest.mark.parametrize("drift, expected", [
+    (dict(schema_change=_retyped("score", "STRING")), "('score', 'STRING', 'REQUIRED')"),
+    (dict(schema_change=lambda fs: [f for f in fs if f.name != "reason"]), "schema ["),
+    (dict(partitioned=False), "partitioning None != DAY on score_date"),
+    (dict(clustered=False), "clustering None != ['market', 'surface']"),
+])
+def test_an_existing_table_that_drifted_from_the_contract_is_refused(bq_env, drift, expected):
+    """The refusal itself (`_check_layout`), reached: a promotion_scores table
+    created beforehand with a drifted schema or layout makes the warehouse
+    refuse before loading anything, naming the table and what differs.
+    Catches a warehouse that silently uses (and then loads into) a table that
+    no longer matches schemas/tables.py."""
+    _create_drifted(bq_env, PROMOTION_SCORES, **drift)
+    wh = BigQueryWarehouse.from_uri(bq_env.uri)
+    with pytest.raises(WarehouseError) as e:
+        wh.publish(D1, *snapshot(D1, "s1"))
+    message = str(e.value)
+    assert message.startswith(f"existing table {bq_env.project}.{bq_env.dataset}.promotion_scores "
+                              "does not match the contract: "), message
+    assert expected in message, message
+    # refused before any load: no staging table, no row, no registry entry
+    assert staging_tables(bq_env) == []
+    client = bq_env.client()
+    n = client.query(f"SELECT COUNT(*) AS n FROM `{bq_env.project}.{bq_env.dataset}.promotion_scores`").result()
+    assert [r["n"] for r in n] == [0]
+    names = {t.table_id for t in client.list_tables(f"{bq_env.project}.{bq_env.dataset}")}
+    assert "snapshots" not in names or not list(
+        client.query(f"SELECT * FROM `{bq_env.project}.{bq_env.dataset}.snapshots`").result())
+
+
 @pytest.mark.parametrize("uri", [
     "bq://test-project.x; DROP TABLE y",
     "bq://test-project.a-b",

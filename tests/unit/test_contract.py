@@ -306,3 +306,56 @@ def test_latest_enrollments_ties_do_not_depend_on_input_order():
         a = _latest(_pa.Table.from_pylist(rows, schema=_E.arrow())).to_pylist()
         b = _latest(_pa.Table.from_pylist(rows[::-1], schema=_E.arrow())).to_pylist()
         assert a == b and len(a) == 1
+
+
+# ---- edges found by mutation testing (docs/testing.md) -------------------------------------------
+# the error message of a file with several schema problems, casting a compatible column to
+# the contract's type, the type of an all-clean reasons array, the columns kept for good rows,
+# and deduplication keys that only a separator keeps apart.
+def test_every_schema_problem_is_named_in_one_message():
+    t = events([event()]).drop_columns(["user_id", "market"])
+    with pytest.raises(InputFileError) as e:
+        conform_batch(t, ENGAGEMENT, "f.parquet")
+    assert str(e.value) == ("f.parquet: schema does not match the engagement contract: "
+                            "missing column 'user_id'; missing column 'market'")
+
+
+def test_a_compatible_column_is_cast_to_the_contract_type():
+    """large_string and a millisecond timestamp are accepted and cast (catches a
+    conform that keeps the producer's types, or casts the wrong columns)."""
+    t = events([event(), event(event_id="e2")])
+    i = t.schema.get_field_index("track_id")
+    t = t.set_column(i, pa.field("track_id", pa.large_string()), t.column("track_id").cast(pa.large_string()))
+    j = t.schema.get_field_index("event_ts")
+    t = t.set_column(j, pa.field("event_ts", pa.timestamp("ms", tz="UTC")),
+                     t.column("event_ts").cast(pa.timestamp("ms", tz="UTC")))
+    out = conform_batch(t, ENGAGEMENT, "f.parquet")
+    assert out.schema.types == [f.type for f in ENGAGEMENT.arrow()]
+    assert out.column("track_id").to_pylist() == ["t1", "t1"]
+
+
+def test_clean_rows_give_a_string_reasons_array():
+    reasons = check_engagement(events([event(), event(event_id="e2")]), DAY, SLACK)
+    assert reasons.type == pa.string() and reasons.null_count == 2
+
+
+def test_good_rows_keep_only_the_columns_asked_for():
+    t = events([event(), event(event_id="e2", ms_played=-1)])
+    reasons = check_engagement(t, DAY, SLACK)
+    good, dead = split_good_bad(t, reasons, day=DAY, source="engagement", source_file="f",
+                                good_columns=["track_id", "surface"])
+    assert good.column_names == ["track_id", "surface"] and good.num_rows == 1
+    assert dead.num_rows == 1 and dead.column("reason").to_pylist() == ["negative_ms_played"]
+    clean = split_good_bad(t.slice(0, 1), reasons.slice(0, 1), day=DAY, source="engagement", source_file="f",
+                           good_columns=["track_id"])[0]
+    assert clean.column_names == ["track_id"]
+
+
+def test_keys_that_only_the_separator_keeps_apart_stay_apart():
+    """(campaign "aUSb", track "c") and (campaign "a", track "bUSc") in market US are
+    two enrollments: joined without a separator (or with the market as one) they
+    would be the same key and one would be lost."""
+    rows = [enrollment(campaign_id="aUSb", track_id="c"), enrollment(campaign_id="a", track_id="bUSc")]
+    out = latest_enrollments(enrollments(rows))
+    assert sorted(zip(out.column("campaign_id").to_pylist(), out.column("track_id").to_pylist())) == [
+        ("a", "bUSc"), ("aUSb", "c")]

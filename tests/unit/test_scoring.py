@@ -223,7 +223,7 @@ ELIGIBILITY = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (cheap): mutation testing attributes a fixture's calls to the test that ran it
 def eligibility_result():
     enrolled = [enroll_row(t, **o) for t, (o, _, _) in ELIGIBILITY.items()]
     aggs = [a for _, rows, _ in ELIGIBILITY.values() for a in rows]
@@ -551,3 +551,54 @@ def test_campaign_floors_group_live_rows_by_surface_then_campaign():
         CFG.floor_fraction * camp["max_boost"] * camp["pacing_multiplier"], camp["max_boost"]))
     # each row's campaign in its surface's problem; past the surface's campaigns: the floor-less group
     assert camp["group"].tolist() == [[0, 1, 0, 2], [0, 0, 0, 0], [0, 2, 0, 1]]
+
+
+# ------------------------------------- score_market's own numbers, by hand ---
+# (mutation testing found them unchecked: forecasts, the observed days, flight
+# edges, the floors' surfaces, column names)
+def _forecast_market(observed):
+    enrolled = [enroll_row("t"), enroll_row("p"),
+                enroll_row("starts", start_date=SCORE_DATE, end_date=dt.date(2024, 6, 30)),
+                enroll_row("ends", start_date=dt.date(2024, 4, 21), end_date=SCORE_DATE),
+                enroll_row("radio_only", surfaces=["radio"])]
+    aggs = (daily("t", plays=10, skips=2, saves=3, promoted=2) + daily("p", plays=2, promoted=2)
+            + daily("starts", plays=10) + daily("ends", plays=10) + daily("radio_only", plays=10))
+    return run_market(enrolled, aggs, total_rows=totals_for(aggs, WINDOW), observed=observed)
+
+
+def test_supply_and_total_forecasts_are_daily_averages_over_the_observed_days():
+    """Organic plays 8 a day on every observed day: E = 8 whatever the weights; the
+    surface total (1000 background + 42 enrolled a day) is S = 1042; a track with
+    only promoted plays has E = 0. Also with one observed day (weights summing to
+    exactly 1) and with a window day missing (its plays are not counted)."""
+    missing = [d for d in WINDOW if d != WINDOW[3]]
+    for observed, days in ((WINDOW, len(WINDOW)), ([AS_OF], 1), (missing, len(WINDOW) - 1)):
+        r = _forecast_market(observed)
+        s = r.scores.set_index(["track_id", "surface"])
+        for surface in PROMOTION_SURFACES:
+            assert s.loc[("t", surface), "supply_forecast"] == pytest.approx(8.0, rel=1e-12)
+            assert s.loc[("p", surface), "supply_forecast"] == 0.0
+            assert s.loc[("t", surface), "plays"] == 10 * days
+        cap = r.capacity.set_index("surface")
+        np.testing.assert_allclose(cap["total_forecast"].to_numpy(), 1042.0, rtol=1e-12)
+        assert set(r.capacity["market"]) == {"SE"} and set(r.scores["market"]) == {"SE"}
+        assert (s["save_rate"] >= 0).all() and s.loc[("t", "radio"), "save_rate"] > s.loc[("p", "radio"), "save_rate"]
+
+
+def test_no_observed_day_forecasts_nothing():
+    r = _forecast_market([])
+    assert (r.scores["supply_forecast"] == 0.0).all() and (r.capacity["total_forecast"] == 0.0).all()
+    assert (r.scores["plays"] == 0).all() and not r.scores["eligible"].any()
+
+
+def test_flights_starting_or_ending_on_the_score_date_are_live():
+    s = _forecast_market(WINDOW).scores.set_index(["track_id", "surface"])
+    for track in ("starts", "ends"):
+        assert s.loc[(track, "radio"), "reason"] != "outside_flight", track
+        assert s.loc[(track, "radio"), "eligible"], track
+
+
+def test_a_campaign_has_floors_only_on_its_enrolled_surfaces():
+    d = _forecast_market(WINDOW).delivery
+    assert sorted(d.loc[d["campaign_id"] == "c-radio_only", "surface"]) == ["radio"]
+    assert sorted(d.loc[d["campaign_id"] == "c-t", "surface"]) == sorted(PROMOTION_SURFACES)

@@ -1,0 +1,235 @@
+"""`make mutation`: mutation testing (mutmut 3) of the pure modules, one group at
+a time, each with the fast tests that cover it; prints the score per module and
+every surviving mutant. Not part of `make test` (docs/testing.md has the
+figures and the reasons the listed survivors are equivalent).
+
+    python -m tests.mutation [--modules contract,scoring,allocation,gates] [--jobs N]
+
+Each group runs in its own folder `build/mutation/<group>/` (a `setup.cfg` for
+mutmut and links to the sources), so its mutants and mutmut's cache of results
+stay apart: a rerun only re-tests mutants whose function changed. mutmut runs
+each mutant against only the tests that reached the mutated function.
+
+Mutants listed in `EQUIVALENT` (docs/testing.md says why each one cannot be
+told apart from the original) are reported but not counted against the score.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build" / "mutation"
+LINKED = ("schemas", "pipelines", "jobs", "tests", "pytest.ini", "setup.py")
+
+# group -> (modules to mutate, fast tests that cover them, pytest -k expression or None)
+GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
+    "contract": (["pipelines/contract.py"],
+                 ["tests/unit/test_contract.py", "tests/unit/test_contract_properties.py"],
+                 "not end_to_end"),
+    "scoring": (["pipelines/scoring/signals.py", "pipelines/scoring/estimation.py",
+                 "pipelines/scoring/campaigns.py", "pipelines/scoring/market.py"],
+                ["tests/unit/test_scoring.py", "tests/unit/test_guardrail.py"], None),
+    "allocation": (["pipelines/allocation/problem.py", "pipelines/allocation/exact.py",
+                    "pipelines/allocation/dual.py", "pipelines/allocation/solve.py",
+                    "pipelines/allocation/verify.py"],
+                   ["tests/unit/test_allocation.py", "tests/unit/test_allocation_dual.py",
+                    "tests/unit/test_lp_certificate.py"], None),
+    "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"], ["tests/unit/test_gate_checks.py"], None),
+}
+TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "gates": 0.80}
+
+# Survivors that are equivalent to the original (no input tells them apart), each
+# with the reason; docs/testing.md lists them too ("Equivalent mutants").
+EQUIVALENT: dict[str, str] = {
+    # pipelines/contract.py
+    "pipelines.contract.x_conform_batch__mutmut_13": "casting only columns already of the contract's type (none "
+        "cast): pa.Table.from_arrays with the contract's schema casts each column itself (large_string -> string, "
+        "ms -> us timestamps), so the table is the same",
+    **{f"pipelines.contract.x__reasons__mutmut_{i}": why for i, why in (
+        (4, "code array int64 instead of int8: the same codes"),
+        (7, "code array int64 instead of int8: the same codes"),
+        (9, "no-rule code -2 instead of -1: only `code < 0` and `code >= 0` are read"),
+        (28, "null rule results filled False instead of True: every rule reading a column that can be null "
+             "there comes after that column's null_ rule, which already names the row"),
+        (31, "to_numpy(zero_copy_only=None): falsy like False, a copy is allowed either way"),
+        (44, "rule names array without an explicit type: inferred as string"),
+    )},
+    **{f"pipelines.contract.x_check_engagement__mutmut_{i}": why for i, why in (
+        (6, "the day's start without tzinfo: pa.scalar(..., timestamp[us, UTC]) reads a naive datetime as UTC"),
+        (9, "the day's start without tzinfo: pa.scalar(..., timestamp[us, UTC]) reads a naive datetime as UTC"),
+        (100, "pa.scalar(lo) without a type: inferred timestamp[us, UTC], the contract's event_ts type"),
+        (102, "pa.scalar(lo) without a type: inferred timestamp[us, UTC], the contract's event_ts type"),
+        (108, "pa.scalar(hi) without a type: inferred timestamp[us, UTC], the contract's event_ts type"),
+    )},
+    **{f"pipelines.contract.x_check_enrollments__mutmut_{i}": why for i, why in (
+        (15, "to_numpy(zero_copy_only=None): falsy like False"),
+        (17, "list_parent_indices has no nulls, so a zero-copy view succeeds"),
+        (25, "to_numpy(zero_copy_only=None): falsy like False"),
+    )},
+    **{f"pipelines.contract.x_split_good_bad__mutmut_{i}": "a dead-letter column built without an explicit "
+       "type infers the same type (date32 or string), and the table is cast to DEAD_LETTERS' schema; the "
+       "function returns before this when there is no bad row" for i in (24, 26, 31, 33, 38, 40, 48, 50)},
+    **{f"pipelines.contract.x_latest_enrollments__mutmut_{i}": why for i, why in (
+        (9, "updated_at also among the ascending tie-breakers: rows tied there already have equal updated_at"),
+        (10, "updated_at also among the ascending tie-breakers: rows tied there already have equal updated_at"),
+        (27, "surface lists joined with 'XX,XX' instead of ',' for the last tie-breaker: surface names are fixed "
+             "words without ',' or 'X', so both orders agree"),
+        (55, "key separator 'XX\\x1fXX' instead of '\\x1f': ids never contain the separator, so the same "
+             "keys collide"),
+    )},
+    # jobs/gates/checks.py
+    "jobs.gates.checks.x_capacity_within__mutmut_54": "used.reindex(None): the assignment to c aligns on the "
+        "(market, surface) index anyway, and fillna covers the cells without rows",
+    "jobs.gates.checks.x_eligible_share__mutmut_4": "the sum over an empty table is null, which `or 0` makes 0",
+    "jobs.gates.checks.x_finite_values__mutmut_6": "astype(None) is float64, as astype(float)",
+    "jobs.gates.checks.x_finite_values__mutmut_7": "to_numpy(zero_copy_only=None): falsy like False",
+    "jobs.gates.checks.x_unique_rows__mutmut_6": "key separator 'XX\\x1fXX': ids never contain '\\x1f'",
+    **{f"jobs.gates.checks.x_expected_enrollment_keys__mutmut_{i}": "reads every column or another batch size: "
+       "conform_batch keeps the contract's columns, and batching does not change the distinct pairs"
+       for i in (5, 8, 9, 10)},
+    # jobs/gates/drift.py
+    **{f"jobs.gates.drift.x_load_previous__mutmut_{i}": "reads every column of promotion_scores instead of two: "
+       "the same eligible and score values" for i in (18, 21)},
+    "jobs.gates.drift.x_load_previous__mutmut_38": "to_numpy(zero_copy_only=None): falsy like False",
+    "jobs.gates.drift.x_load_previous__mutmut_42": "fill_null(None) leaves nulls, which filter drops, as False",
+    "jobs.gates.drift.x_load_previous__mutmut_48": "fill_null(True): read_table_files casts to the contract, "
+        "whose eligible is not nullable, so a previous file with a null eligible is unreadable (not compared) "
+        "and no null reaches fill_null",
+    "jobs.gates.drift.x_load_previous__mutmut_52": "astype(None) is float64, as astype(float)",
+    "jobs.gates.drift.x_score_drift__mutmut_18": "fill_null(None) leaves nulls, which filter drops, as False",
+    "jobs.gates.drift.x_score_drift__mutmut_26": "astype(None) is float64, as astype(float)",
+    "jobs.gates.drift.x_score_drift__mutmut_27": "to_numpy(zero_copy_only=None): falsy like False",
+}
+
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def _setup_cfg(modules: list[str], tests: list[str], k: str | None) -> str:
+    lines = ["[mutmut]", "source_paths =", *(f"    {p}" for p in ("schemas", "pipelines", "jobs")),
+             "only_mutate =", *(f"    {m}" for m in modules),
+             "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests)]
+    args = ["-q", "-x", "-p", "no:randomly", "--timeout=120"] + (["-k", k] if k else [])
+    lines += ["pytest_add_cli_args =", *(f"    {a}" for a in args), "also_copy =", "    pytest.ini",
+              "    setup.py", "use_git_change_detection = false", ""]
+    return "\n".join(lines)
+
+
+def prepare(group: str) -> Path:
+    modules, tests, k = GROUPS[group]
+    work = WORK / group
+    work.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        link = work / name
+        if not link.is_symlink():
+            link.symlink_to(ROOT / name)
+    (work / "setup.cfg").write_text(_setup_cfg(modules, tests, k))
+    return work
+
+
+def forget_survivors(work: Path) -> int:
+    """Mark the group's surviving mutants as not yet tested (mutmut keeps verdicts
+    across runs), so new tests get their chance to kill them. Returns how many."""
+    n = 0
+    for meta in (work / "mutants").rglob("*.py.meta"):
+        doc = json.loads(meta.read_text())
+        codes = doc.get("exit_code_by_key", {})
+        for key, code in codes.items():
+            if code == 0:
+                codes[key] = None
+                n += 1
+        meta.write_text(json.dumps(doc))
+    return n
+
+
+def run_group(group: str, jobs: int, retest: bool = False, only: tuple[str, ...] = ()) -> dict[str, str]:
+    """Run mutmut for one group (or only the mutants matching `only`, fnmatch
+    patterns); returns {mutant name: status}."""
+    work = prepare(group)
+    if retest:
+        # tests changed: map tests to functions again, then test the survivors again
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        print(f"== {group}: {forget_survivors(work)} survivors to test again", flush=True)
+    env = {**os.environ, "PYTHONPATH": ""}
+    print(f"== {group}: mutmut run ({', '.join(GROUPS[group][0])})", flush=True)
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *only], cwd=work, env=env,
+                   stdout=subprocess.DEVNULL, check=False)
+    res = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                         capture_output=True, text=True, check=True)
+    status = {}
+    for line in res.stdout.splitlines():
+        m = re.match(r"\s*([\w.]+__mutmut_\d+): (.+)$", line)
+        if m:
+            status[m.group(1)] = m.group(2).strip()
+    return status
+
+
+def module_of(mutant: str) -> str:
+    """`pipelines.contract.x_check__mutmut_3` -> `pipelines.contract`."""
+    parts = mutant.split(".")
+    return ".".join(p for p in parts[:-1] if not p.startswith(("x_", "x\u01c1")) and "\u01c1" not in p) or parts[0]
+
+
+def report(group: str, status: dict[str, str]) -> bool:
+    per_module: dict[str, Counter] = defaultdict(Counter)
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for name, st in sorted(status.items()):
+        mod = module_of(name)
+        if st in KILLED:
+            per_module[mod]["killed"] += 1
+        elif st == "not checked":  # not run yet (an interrupted or --only run): neither killed nor survived
+            per_module[mod]["untested"] += 1
+        elif name in EQUIVALENT:
+            per_module[mod]["equivalent"] += 1
+        else:
+            per_module[mod]["survived"] += 1
+            survivors[mod].append(f"{name}: {st}")
+    ok = True
+    target = TARGETS[group]
+    for mod, c in sorted(per_module.items()):
+        counted = c["killed"] + c["survived"]
+        score = c["killed"] / counted if counted else 1.0
+        ok &= score >= target
+        print(f"{mod:40s} {score:7.1%}  killed {c['killed']:4d}  survived {c['survived']:3d}  "
+              f"equivalent {c['equivalent']:3d}  (target {target:.0%})"
+              + (f"  NOT YET TESTED {c['untested']}" if c["untested"] else ""))
+        ok &= not c["untested"]
+    for mod, names in sorted(survivors.items()):
+        print(f"  surviving in {mod}:")
+        for n in names:
+            print(f"    {n}")
+    return ok
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--modules", default=",".join(GROUPS), help="comma-separated groups: " + ", ".join(GROUPS))
+    ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2: a 2-core machine)")
+    ap.add_argument("--retest-survivors", action="store_true",
+                    help="test the surviving mutants again (after adding tests that should kill them)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="test only the mutants matching this pattern (e.g. 'pipelines.scoring.market*'); repeatable")
+    ap.add_argument("--list-equivalent", action="store_true", help="print the equivalent mutants (Markdown) and exit")
+    args = ap.parse_args(argv)
+    if args.list_equivalent:
+        for name, why in EQUIVALENT.items():
+            print(f"- `{name}`: {why}")
+        return 0
+    groups = [g.strip() for g in args.modules.split(",") if g.strip()]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        ap.error(f"unknown group(s) {sorted(unknown)}; choose from {sorted(GROUPS)}")
+    ok = True
+    for g in groups:
+        ok &= report(g, run_group(g, args.jobs, args.retest_survivors, tuple(args.only)))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
