@@ -15,7 +15,12 @@ does not know are kept in `extra` and written back unchanged.
 
 Format versions:
   1  the first format (no `format_version` key, no `options`);
-  2  adds `format_version` and `options` (the run options: solver method, ...).
+  2  adds `format_version` and `options` (the run options: solver method, ...);
+  3  adds `aggregate_format_version` (the daily aggregates' format the run
+     wrote and read: `schemas.AGGREGATE_FORMAT_VERSION`; 1 when absent),
+     `previous_snapshot` (the snapshot whose guardrail state the run carried
+     on; "" for none) and `inputs.legacy_aggregate_days` (stored days read in
+     an older aggregate format because their raw partition is gone).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Any
 
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ManifestError(OasisError):
@@ -175,6 +180,7 @@ class Inputs:
     built_days: list[str]
     stored_days: list[str]
     missing_window_days: list[str]
+    legacy_aggregate_days: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -207,6 +213,8 @@ class Manifest:
     beam_options: list[str] = field(default_factory=list)
     report: dict | None = None       # {"path", "bytes", "sha256"} or {"error"}
     seconds: dict[str, float] = field(default_factory=dict)
+    aggregate_format_version: int = 1
+    previous_snapshot: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)          # keys this code does not know, kept as read
 
@@ -262,6 +270,8 @@ class Manifest:
             "beam_options": self.beam_options,
             "report": self.report,
             "seconds": self.seconds,
+            "aggregate_format_version": self.aggregate_format_version,
+            "previous_snapshot": self.previous_snapshot,
         })
         return doc
 
@@ -300,6 +310,8 @@ class Manifest:
             beam_options=_get(doc, "beam_options", list, where, []),
             report=report,
             seconds=_get(doc, "seconds", dict, where, {}),
+            aggregate_format_version=_get(doc, "aggregate_format_version", int, where, 1),
+            previous_snapshot=_get(doc, "previous_snapshot", str, where, ""),
             format_version=FORMAT_VERSION,
             extra={k: v for k, v in doc.items() if k not in known},
         )
