@@ -8,6 +8,7 @@ every path is built with `pipelines.storage.join`.
     OUT/aggregates/dt=YYYY-MM-DD/                       _SUCCESS (names the build), _SUCCESS.json
     OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
+    OUT/backtests/<backtest_id>/                        forecast_accuracy/*.parquet, _MANIFEST.json
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
     OUT/_scratch/<snapshot_id>/                         a gs:// run's working files
     OUT/warehouse.duckdb                                the embedded warehouse (default)
@@ -160,6 +161,17 @@ def is_build_dirname(name: str) -> bool:
 
 def aggregate_build(output_root: str, day: dt.date, snapshot_id: str) -> str:
     return storage.join(aggregates_day(output_root, day), build_dirname(snapshot_id))
+
+
+# --------------------------------------------------------------- backtests ---
+def backtests_root(output_root: str) -> str:
+    return storage.join(output_root, "backtests")
+
+
+def backtest_dir(output_root: str, backtest_id: str) -> str:
+    """A backtest's folder: its tables and `_MANIFEST.json`. A backtest id has
+    the snapshot-id format (`new_snapshot_id`)."""
+    return storage.join(backtests_root(output_root), backtest_id)
 
 
 # ------------------------------------------------------- other run outputs ---
