@@ -201,3 +201,23 @@ def test_the_guardrail_decides_nothing_where_it_is_not_evaluated():
     assert not g["pulled_back"].any() and np.isnan(g["probability"]).all()
     g = estimation.guardrail(sig, PRIOR, np.zeros((3, 1), bool), np.array([[True], [False], [False]]), Config())
     assert g["pulled_back"][0, 0] and not g["pulled_back"][1:].any() and not np.isnan(g["probability"][0, 0])
+
+
+def test_days_without_promoted_skips_leave_the_promoted_test_alone():
+    """A format-1 day (promoted_skips null) counts for plays and skips, but
+    not for the promoted-vs-organic comparison: its promoted plays' skips are
+    unknown, not zero."""
+    sig = _signals(np.full(28, 60), np.full(28, 18), np.full(28, 20), np.full(28, 9))
+    plays, promoted = np.full(28, 60), np.full(28, 20)
+    T = 28
+    days = np.arange(DAY0 - T + 1, DAY0 + 1)
+    agg = pd.DataFrame({"dt": days.astype("datetime64[D]"), "track_id": "t", "market": "SE", "surface": "radio",
+                        "plays": plays, "listeners": plays, "skips": np.full(T, 18), "saves": 0,
+                        "promoted_plays": promoted, "ms_played": 0,
+                        "promoted_skips": pd.array([None] * 10 + [9] * 18, dtype="Int64"), "promoted_saves": 0})
+    legacy, _ = signals.track_signals(np.array(["t"], dtype=object), np.array([0]), agg, days,
+                                      lambda d: np.power(0.5, (DAY0 - d) / HL), DAY0)
+    assert legacy["w_plays"][0, 0] == pytest.approx(sig["w_plays"][0, 0])            # plays: every day
+    assert legacy["w_known_plays"][0, 0] == pytest.approx((60 * W28[10:]).sum())        # known: 18 days
+    assert legacy["w_promoted_skips"][0, 0] == pytest.approx((9 * W28[10:]).sum())
+    assert legacy["promoted_skips"][0, 0] == 9 * 18
