@@ -38,7 +38,7 @@ from schemas import PROMOTION_SURFACES
 
 
 def fit_beta_prior(successes, trials, n_eff, lo: float, hi: float, fallback_mean: float,
-                   min_trials: float = 1.0, iters: int = 50) -> tuple[float, float]:
+                   min_trials: float = 1.0, iters: int = 30) -> tuple[float, float]:
     """(mean, strength) of the Beta prior of the pool's rates successes/trials,
     fitted together by an iterated method of moments.
 
@@ -74,7 +74,7 @@ def fit_beta_prior(successes, trials, n_eff, lo: float, hi: float, fallback_mean
         A = float(np.sum(om * vr * (1 - 2 * u)) + np.sum(u ** 2 * vr))
         B = float(np.sum(om * v0 * (1 - 2 * u)) + np.sum(u ** 2 * v0))
         new = float(np.clip((S - B) / A, rho_lo, rho_hi)) if A > 0 else rho_lo
-        done = abs(new - rho) <= 1e-10 * rho
+        done = abs(new - rho) <= 1e-8 * rho
         rho = new
         if done:
             break

@@ -153,7 +153,9 @@ def fit_surface(totals: np.ndarray, dow: np.ndarray, half_life: float, mask: np.
     beta = _wls(X, w, z, ridge)
     for _ in range(l1_iters):                         # L1 start: robust to one outlier among a weekday's days
         r = z - beta @ X.T
-        beta = _wls(X, w / np.maximum(np.abs(r), 1e-4), z, ridge)
+        beta, before = _wls(X, w / np.maximum(np.abs(r), 1e-4), z, ridge), beta
+        if np.max(np.abs(beta - before)) < 1e-5:     # log scale: a 0.001% change
+            break
     p = np.where(n >= WEEKDAY_MIN_DAYS, 8, np.where(n >= TREND_MIN_DAYS, 2, 1))
 
     def mad_scale(r):
@@ -166,9 +168,11 @@ def fit_surface(totals: np.ndarray, dow: np.ndarray, half_life: float, mask: np.
     for _ in range(robust_iters):                     # Tukey bisquare; the scale re-estimated from its fit
         u = r / (bisquare_c * scale[:, None])
         rob = np.where(np.abs(u) < 1, (1 - u ** 2) ** 2, 0.0)
-        beta = _wls(X, w * rob, z, ridge)
+        beta, before = _wls(X, w * rob, z, ridge), beta
         r = z - beta @ X.T
         scale = mad_scale(np.where(rob > 0, r, np.nan))
+        if np.max(np.abs(beta - before)) < 1e-5:     # log scale: a 0.001% change
+            break
     W = w * rob
     A_inv = np.linalg.inv(np.einsum("gt,ti,tj->gij", W, X, X) + ridge[:, :, None] * np.eye(8)[None])
     cov = A_inv @ np.einsum("gt,ti,tj->gij", W ** 2, X, X) @ A_inv

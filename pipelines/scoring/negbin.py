@@ -29,18 +29,19 @@ def irls(y, w, off, x, alpha, b0, tau, start=None, iters=12, tol=1e-4):
         b = b0.copy()
     else:
         a, b = start[0].copy(), start[1].copy()
-    xw, xxw = w * x, w * (x * x)
+    powers = np.stack([np.ones_like(x), x, x * x], axis=1)      # (T, 3): sums over days as matrix products
 
     def sums(i, a, b):
-        """score and information sums of rows i (None: every row) at (a, b)."""
+        """score and information sums of rows i (None: every row) at (a, b):
+        sum w (y - mu)/v (1, x) and sum w mu/v (1, x, x^2), v = 1 + alpha mu."""
         pick = (lambda v: v) if i is None else (lambda v: v[i])  # noqa: E731 - no copies while every row moves
         al = alpha if i is None else alpha[i]
-        mu = np.exp(np.clip(a[:, None] + b[:, None] * x + pick(off), -30, 30))
-        q = mu / (1.0 + al[:, None] * mu)               # IRLS weight
-        r = (pick(y) - mu) * (q / mu)                   # (y - mu) / v
-        ww, wx, wxx = pick(w), pick(xw), pick(xxw)
-        dot = lambda u, v: np.einsum("nt,nt->n", u, v)  # noqa: E731
-        return dot(ww, r), dot(wx, r), dot(ww, q), dot(wx, q), dot(wxx, q)
+        eta = a[:, None] + b[:, None] * x + pick(off)
+        mu = np.exp(np.clip(eta, -30, 30, out=eta))
+        wv = pick(w) / (1.0 + al[:, None] * mu)
+        score = (wv * (pick(y) - mu)) @ powers[:, :2]
+        info = (wv * mu) @ powers
+        return score[:, 0], score[:, 1], info[:, 0], info[:, 1], info[:, 2]
 
     todo = np.arange(n)
     for _ in range(iters):
