@@ -11,8 +11,11 @@ Per promotion surface the breakdown shows, with the snapshot's own numbers:
 * eligibility and its reason in words;
 * plays, skips and saves in the window against the (market, surface) baseline
   (the capacity table's baseline rates);
-* the empirical-Bayes shrinkage (decay-weighted rate -> shrunk rate, prior
-  strength) and the guardrail's posterior probability;
+* the empirical-Bayes shrinkage: how much each rate was shrunk and toward
+  what (the enrolled tracks' mean, with its prior strength and the track's
+  effective plays), and the guardrail's posterior probabilities (skip rate
+  against the baseline, promoted against organic plays) with its hysteresis;
+* the supply forecast with its 80% interval;
 * value = save lift - lambda * skip lift (lambda from the manifest config);
 * the track's (market, surface) LP rebuilt from the published columns
   (`pipelines.allocation.verify.rebuild`) with the snapshot's published
@@ -77,6 +80,8 @@ def reason_in_words(reason: str | None, ctx: dict) -> str:
                           f"{c['market']} in the window; at least {c['min_window_plays']} are needed"),
         "listeners_dislike": ("pulled back by the listener guardrail: listeners skip it confidently more than "
                               "the baseline + delta (see guardrail below)"),
+        "promoted_plays_disliked": ("pulled back by the listener guardrail: listeners skip its promoted plays "
+                                    "confidently more than its organic ones (see guardrail below)"),
     }
     return f"not eligible ({reason}): " + words.get(reason, "see the reason code")
 
@@ -209,6 +214,14 @@ def _derived_weighted(shrunk: float, w: float, mu: float, k: float) -> float:
     return max(0.0, shrunk * (w + k) - mu * k)
 
 
+def _published(row, name: str):
+    """A column added after older snapshots were written: None when null."""
+    v = row.get(name) if hasattr(row, "get") else None
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    return v
+
+
 def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dict) -> dict:
     """The guardrail on the evidence of all the track's promotion surfaces in the
     market, as `estimation._disliked_in_market` computes it."""
@@ -235,8 +248,6 @@ def _pooled_guardrail(track_rows: pd.DataFrame, cap_rows: pd.DataFrame, cfg: dic
 def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, delivery, capacity, prices, cfg,
                      score_date) -> dict:
     lam = float(cfg["skip_penalty"])
-    delta = float(cfg["guardrail_delta"])
-    conf = float(cfg["guardrail_confidence"])
     rho = float(cfg["track_boost_cap"])
     release = row["release_date"]
     age = (score_date - release).days if release is not None else None
@@ -250,17 +261,22 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
     reason = row["reason"] if isinstance(row["reason"], str) else None
 
     def shrinkage(kind: str) -> dict:
+        # snapshots before the enrolled pool's prior: centred on the baseline, the weighted plays as trials
         mu = float(cap[f"baseline_{kind}_rate"])
+        m = _published(cap, f"prior_mean_{kind}")
+        m = mu if m is None else float(m)
+        n = _published(row, "effective_plays")
+        n = w if n is None else float(n)
         k = float(cap[f"prior_strength_{kind}"])
         shrunk = float(row[f"{kind}_rate"])
-        ws = _derived_weighted(shrunk, w, mu, k)
-        return {"baseline_rate": mu, "prior_strength": k, "weighted_plays": w, "weighted_count": ws,
-                "weighted_rate": ws / w if w > 0 else None, "data_weight": w / (w + k) if w + k > 0 else 0.0,
-                "shrunk_rate": shrunk}
+        ws = _derived_weighted(shrunk, n, m, k)
+        weight = n / (n + k) if n + k > 0 else 0.0
+        return {"baseline_rate": mu, "prior_mean": m, "prior_strength": k, "weighted_plays": w,
+                "effective_plays": n, "weighted_count": ws, "weighted_rate": ws / n if n > 0 else None,
+                "data_weight": weight, "shrunk_by": 1.0 - weight, "shrunk_rate": shrunk}
 
     skip, save = shrinkage("skip"), shrinkage("save")
-    prob_surface = float(estimation.prob_above(skip["weighted_count"], w, skip["baseline_rate"],
-                                            skip["prior_strength"], skip["baseline_rate"] + delta))
+    guard = _guardrail(row, skip, pooled, cfg)
     save_lift = save["shrunk_rate"] - save["baseline_rate"]
     skip_lift = skip["shrunk_rate"] - skip["baseline_rate"]
     recomputed = save_lift - lam * skip_lift
@@ -277,16 +293,15 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
             "baseline_save_rate": float(cap["baseline_save_rate"]),
         },
         "shrinkage": {"skip": skip, "save": save},
-        "guardrail": {
-            "delta": delta, "confidence": conf, "threshold": skip["baseline_rate"] + delta,
-            "probability_surface": prob_surface, "probability_pooled": pooled["probability"],
-            "pooled": pooled,
-            "disliked": bool(prob_surface > conf or pooled["probability"] > conf),
-        },
+        "guardrail": guard,
         "value": {"save_lift": save_lift, "skip_lift": skip_lift, "lambda": lam, "value": float(row["value"]),
                   "recomputed": recomputed},
         "supply": {"supply_forecast": float(row["supply_forecast"]), "rho": rho,
-                   "max_promoted_plays": float(row["max_promoted_plays"])},
+                   "max_promoted_plays": float(row["max_promoted_plays"]),
+                   "low": _published(row, "supply_forecast_low"), "high": _published(row, "supply_forecast_high"),
+                   "history_days": _published(row, "history_days"),
+                   "method": cfg.get("forecast_method", "decayed_mean"),
+                   "cap_basis": cfg.get("track_cap_basis", "point")},
         "lp": _explain_lp(row, cap, surface, market, scores, delivery, capacity, prices),
         "result": {"planned_promoted_plays": float(row["planned_promoted_plays"]),
                    "boost_probability": float(row["boost_probability"]), "score": float(row["score"])},
@@ -303,6 +318,31 @@ def _lp_prices(rb: verify.Rebuilt, prices: pd.DataFrame | None) -> tuple[pd.Data
     rows = price_rows(rb.problem, solve_exact(rb.problem), np.sort(rows["artist_id"].unique()),
                       np.sort(rows["licensor_id"].unique()), rb.campaigns, rows["track_id"].to_numpy())
     return rows, "derived: the snapshot predates the prices table, so its LP was solved exactly (HiGHS)"
+
+
+def _guardrail(row, skip: dict, pooled: dict, cfg: dict) -> dict:
+    """The guardrail's verdict on a row: the published probabilities, or for a
+    snapshot written before they were published, recomputed from its columns."""
+    delta, conf = float(cfg["guardrail_delta"]), float(cfg["guardrail_confidence"])
+    out = {"delta": delta, "confidence": conf, "threshold": skip["baseline_rate"] + delta,
+           "reinstate_delta": cfg.get("guardrail_reinstate_delta"),
+           "promoted_delta": cfg.get("promoted_guardrail_delta")}
+    pulled_back = _published(row, "pulled_back")
+    if pulled_back is None:   # an older snapshot
+        prob_surface = float(estimation.prob_above(skip["weighted_count"], skip["effective_plays"], skip["prior_mean"],
+                                                   skip["prior_strength"], skip["baseline_rate"] + delta))
+        prob = max(prob_surface, pooled["probability"])
+        return {**out, "evaluated": True, "probability": prob, "probability_surface": prob_surface,
+                "probability_pooled": pooled["probability"], "pooled": pooled, "promoted_probability": None,
+                "disliked": bool(prob > conf), "pulled_back": bool(prob > conf), "held_over": False}
+    prob, promoted = _published(row, "dislike_probability"), _published(row, "promoted_dislike_probability")
+    reason = row["reason"] if isinstance(row["reason"], str) else None
+    return {**out, "evaluated": prob is not None, "probability": prob, "promoted_probability": promoted,
+            "disliked": bool(pulled_back), "pulled_back": bool(pulled_back),
+            "promoted_plays": _published(row, "promoted_plays"), "promoted_skips": _published(row, "promoted_skips"),
+            # pulled back although neither probability is above the confidence: the previous snapshot's state
+            "held_over": bool(pulled_back) and max(prob or 0.0, promoted or 0.0) <= conf,
+            "reason": reason if reason in ("listeners_dislike", "promoted_plays_disliked") else None}
 
 
 def _explain_lp(row, cap, surface, market, scores, delivery, capacity, prices) -> dict:

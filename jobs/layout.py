@@ -10,6 +10,7 @@ every path is built with `pipelines.storage.join`.
     OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet,
                                                         event_ids/*.arrow (hashed ids seen: pipelines.dedupe)
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
+    OUT/backtests/<backtest_id>/                        forecast_accuracy/*.parquet, _MANIFEST.json
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
     OUT/_scratch/<snapshot_id>/                         a gs:// run's working files
     OUT/runs/<run_id>.json                              the record of every run, failed ones included
@@ -201,6 +202,17 @@ def event_ids_dir(build_dir: str) -> str:
     """The hashed event ids a build saw (`pipelines.dedupe`: the cross-day
     dedupe of later days reads them)."""
     return storage.join(build_dir, EVENT_IDS)
+
+
+# --------------------------------------------------------------- backtests ---
+def backtests_root(output_root: str) -> str:
+    return storage.join(output_root, "backtests")
+
+
+def backtest_dir(output_root: str, backtest_id: str) -> str:
+    """A backtest's folder: its tables and `_MANIFEST.json`. A backtest id has
+    the snapshot-id format (`new_snapshot_id`)."""
+    return storage.join(backtests_root(output_root), backtest_id)
 
 
 # ------------------------------------------------------- other run outputs ---

@@ -22,6 +22,11 @@ Format versions:
   4  adds `basis` to the gate results that compare with an earlier snapshot
      (which snapshot, which rows) and `inputs.empty_days` (engagement
      partitions that exist but hold no rows: missing days).
+  5  adds `aggregate_format_version` (the daily aggregates' format the run
+     wrote and read: `schemas.AGGREGATE_FORMAT_VERSION`; 1 when absent),
+     `previous_snapshot` (the snapshot whose guardrail state the run carried
+     on; "" for none) and `inputs.legacy_aggregate_days` (stored days read in
+     an older aggregate format because their raw partition is gone).
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from typing import Any
 from pipelines.config import Config
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 TABLES_SINCE = {"prices": 3}   # a table a manifest lists from this format version on
 
 
@@ -189,6 +194,7 @@ class Inputs:
     stored_days: list[str]
     missing_window_days: list[str]     # window days without engagement rows (no partition, or an empty one)
     empty_days: list[str] = field(default_factory=list)  # of those, the days whose partition holds 0 rows
+    legacy_aggregate_days: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -222,6 +228,8 @@ class Manifest:
     report: dict | None = None       # {"path", "bytes", "sha256"} or {"error"}
     seconds: dict[str, float] = field(default_factory=dict)
     valid_until: dt.date | None = None   # None: score_date + the default serving_max_age_days
+    aggregate_format_version: int = 1
+    previous_snapshot: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)          # keys this code does not know, kept as read
 
@@ -286,6 +294,8 @@ class Manifest:
             "report": self.report,
             "seconds": self.seconds,
             "valid_until": self.valid_until.isoformat(),
+            "aggregate_format_version": self.aggregate_format_version,
+            "previous_snapshot": self.previous_snapshot,
         })
         return doc
 
@@ -325,6 +335,8 @@ class Manifest:
             report=report,
             seconds=_get(doc, "seconds", dict, where, {}),
             valid_until=_date(doc, "valid_until", where) if "valid_until" in doc else None,
+            aggregate_format_version=_get(doc, "aggregate_format_version", int, where, 1),
+            previous_snapshot=_get(doc, "previous_snapshot", str, where, ""),
             format_version=version,
             extra={k: v for k, v in doc.items() if k not in known},
         )

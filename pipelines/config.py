@@ -23,6 +23,11 @@ def _p(default, lo, hi, doc, *, lo_open=False, hi_open=False, kind=float):
                                                  doc=doc, kind=kind))
 
 
+def _choice(default: str, choices: tuple[str, ...], doc: str):
+    """A parameter that takes one of a few names."""
+    return field(default=default, metadata=dict(choices=choices, doc=doc, kind=str))
+
+
 class ConfigError(OasisError, ValueError):
     """A config file that cannot be used; the message names the key."""
 
@@ -32,14 +37,32 @@ class Config:
     # --- signals --------------------------------------------------------
     window_days: int = _p(28, 1, 120, "trailing window of engagement days used for signals", kind=int)
     half_life_days: float = _p(14.0, 0.5, 365.0, "exponential decay half-life of a day's signals")
+    # --- supply forecasts (pipelines/scoring/forecast.py) ------------------
+    forecast_method: str = _choice(
+        "model", ("model", "decayed_mean"),
+        "supply forecasts E and S: model (decayed level with weekday factors, a damped per-track trend and "
+        "an 80% interval) or decayed_mean (the decay-weighted mean of the observed window days, no interval)")
+    forecast_damping: float = _p(0.9, 0.0, 1.0, "phi: the share of a track's or surface's fitted daily trend "
+                                 "carried into the one-day-ahead forecast")
+    track_cap_basis: str = _choice(
+        "point", ("point", "lower"),
+        "what the per-track cap rho * E uses: point (the forecast) or lower (the low end of its 80% interval, "
+        "so a track is rarely promoted beyond rho times what it turns out to play)")
     # --- estimation -----------------------------------------------------
     skip_penalty: float = _p(1.0, 0.0, 100.0, "lambda: weight of the skip-rate lift against the save-rate lift")
     min_prior_strength: float = _p(5.0, 0.0, 1e6, "lower clip of the empirical-Bayes prior strength (alpha+beta)")
     max_prior_strength: float = _p(2000.0, 1.0, 1e9, "upper clip of the empirical-Bayes prior strength (alpha+beta)")
     # --- eligibility ----------------------------------------------------
     guardrail_delta: float = _p(0.05, 0.0, 1.0, "delta: skip rate above baseline+delta is disliked")
-    guardrail_confidence: float = _p(0.9, 0.5, 1.0, "posterior probability needed to call a track disliked",
-                                     hi_open=True)
+    guardrail_confidence: float = _p(0.9, 0.5, 1.0, "posterior probability above which a track is pulled back "
+                                     "(called disliked)", hi_open=True)
+    guardrail_reinstate_delta: float = _p(
+        0.02, 0.0, 1.0, "hysteresis: a track pulled back in the previous snapshot is reinstated only when its "
+        "skip rate is no longer confidently above baseline + this (at most guardrail_delta; the promoted test "
+        "lowers its delta by the same margin)")
+    promoted_guardrail_delta: float = _p(
+        0.05, 0.0, 1.0, "a track is pulled back when the skip rate of its promoted plays is confidently above "
+        "that of its organic plays + this")
     min_track_age_days: int = _p(30, 0, 3650, "tracks released fewer days before the score date are ineligible", kind=int)
     min_window_plays: int = _p(20, 0, 10**9, "plays on promotion surfaces in the window needed to be eligible", kind=int)
     # --- allocation -----------------------------------------------------
@@ -94,6 +117,8 @@ class Config:
             _check(f, getattr(self, f.name))
         if self.min_prior_strength > self.max_prior_strength:
             raise ConfigError("min_prior_strength must not exceed max_prior_strength")
+        if self.guardrail_reinstate_delta > self.guardrail_delta:
+            raise ConfigError("guardrail_reinstate_delta must not exceed guardrail_delta")
 
     # --------------------------------------------------------------------
     @classmethod
@@ -105,6 +130,12 @@ class Config:
         coerced = {}
         for k, v in values.items():
             kind = known[k].metadata["kind"]
+            if kind is str:
+                if not isinstance(v, str):
+                    raise ConfigError(f"{source}: {k} must be one of {', '.join(known[k].metadata['choices'])}, "
+                                      f"got {v!r}")
+                coerced[k] = v
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f"{source}: {k} must be a number, got {str(v)[:60]!r}")
             if isinstance(v, float) and not math.isfinite(v):
@@ -142,6 +173,10 @@ class Config:
 
 def _check(f: dataclasses.Field, v) -> None:
     m = f.metadata
+    if m["kind"] is str:
+        if v not in m["choices"]:
+            raise ConfigError(f"{f.name}={v!r} is not one of {', '.join(m['choices'])}: {m['doc']}")
+        return
     if isinstance(v, float) and not math.isfinite(v):
         raise ConfigError(f"{f.name} must be finite, got {v}")
     lo_bad = v <= m["lo"] if m["lo_open"] else v < m["lo"]
@@ -157,6 +192,11 @@ def defaults_toml() -> str:
     lines = ["# OASIS scoring config: every key, its default and its range.", ""]
     for f in dataclasses.fields(Config):
         m = f.metadata
+        if m["kind"] is str:
+            lines.append(f"# {m['doc']}; one of {', '.join(m['choices'])}")
+            lines.append(f'{f.name} = "{f.default}"')
+            lines.append("")
+            continue
         lb = "(" if m["lo_open"] else "["
         rb = ")" if m["hi_open"] else "]"
         lines.append(f"# {m['doc']}; range {lb}{m['lo']}, {m['hi']}{rb}")

@@ -98,6 +98,16 @@ class Table:
             raise ValueError(f"{self.name}: missing columns {missing}")
         return table.select(self.names).cast(self.arrow())
 
+    def conform_stored(self, table: pa.Table) -> pa.Table:
+        """`conform` for a file an older version wrote: a nullable column added
+        to the table since is read as nulls (a missing required column is
+        still an error)."""
+        n = table.num_rows
+        for f in self.fields:
+            if f.nullable and f.name not in table.column_names:
+                table = table.append_column(f.name, pa.nulls(n, _TYPES[f.type][0]))
+        return self.conform(table)
+
 
 def schema_mismatches(expected: pa.Schema, actual: pa.Schema) -> list[str]:
     """Human-readable differences between an input file's schema and the contract.

@@ -67,10 +67,21 @@ DAILY_AGGREGATES = Table(
         F("saves", "int64"),
         F("promoted_plays", "int64"),
         F("ms_played", "int64"),
+        F("promoted_skips", "int64", nullable=True,
+          doc="skips of promoted plays (null in format-1 aggregates whose raw day is gone)"),
+        F("promoted_saves", "int64", nullable=True,
+          doc="saves from promoted plays (null in format-1 aggregates whose raw day is gone)"),
     ),
-    doc="Per (track, market, promotion surface, day) signals of tracks in that day's enrollment export.",
+    doc="Per (track, market, promotion surface, day) signals of every track with promotion-surface plays.",
     key=("dt", "track_id", "market", "surface"),
 )
+
+# The format of stored daily aggregates, recorded in each day's _SUCCESS.json and in the manifest:
+#   1  only the tracks of that day's enrollment export; no promoted_skips / promoted_saves
+#   2  every track with promotion-surface plays (a newly enrolled track keeps its history), with
+#      promoted_skips and promoted_saves
+# A run rebuilds an older stored day from its raw partition when it still exists.
+AGGREGATE_FORMAT_VERSION = 2
 
 SURFACE_TOTALS = Table(
     "surface_totals",
@@ -126,7 +137,25 @@ PROMOTION_SCORES = Table(
         F("saves", "int64", doc="extra: saves in the window"),
         F("weighted_plays", "double", doc="extra: decay-weighted plays used by the estimates"),
         F("release_date", "date", doc="extra: from the enrollment"),
-        F("flight_end", "date", doc="last day of the row's campaign flight: never served after it"),
+        F("flight_end", "date", nullable=True,
+          doc="last day of the row's campaign flight: never served after it (null in rows a warehouse loaded "
+          "before the column existed)"),
+        F("supply_forecast_low", "double", nullable=True,
+          doc="lower end of E's 80% interval (null with forecast_method = decayed_mean)"),
+        F("supply_forecast_high", "double", nullable=True,
+          doc="upper end of E's 80% interval (null with forecast_method = decayed_mean)"),
+        F("history_days", "int64", nullable=True,
+          doc="extra: window days observed since the track's first play in the market"),
+        F("effective_plays", "double", nullable=True,
+          doc="extra: the binomial sample size of the decay-weighted rates, (sum w n)^2 / sum w^2 n"),
+        F("pulled_back", "bool", nullable=True,
+          doc="extra: the listener guardrail holds the row back (whatever the first reason)"),
+        F("dislike_probability", "double", nullable=True,
+          doc="extra: P(skip rate > baseline + delta); null where the guardrail was not evaluated"),
+        F("promoted_plays", "int64", nullable=True, doc="extra: promoted plays on this surface in the window"),
+        F("promoted_skips", "int64", nullable=True, doc="extra: their skips"),
+        F("promoted_dislike_probability", "double", nullable=True,
+          doc="extra: P(promoted skip rate > organic skip rate + delta); null where not evaluated"),
     ),
     doc="One row per enrolled (track, market, promotion surface), eligible or not.",
     key=("score_date", "track_id", "market", "surface"),
@@ -176,6 +205,11 @@ CAPACITY = Table(
         F("prior_strength_save", "double", doc="extra: beta prior alpha+beta for saves"),
         F("candidates", "int64", doc="extra: enrolled rows"),
         F("eligible_rows", "int64", doc="extra"),
+        F("total_forecast_low", "double", nullable=True, doc="extra: lower end of S's 80% interval"),
+        F("total_forecast_high", "double", nullable=True, doc="extra: upper end of S's 80% interval"),
+        F("prior_mean_skip", "double", nullable=True,
+          doc="extra: the skip-rate prior's mean (the enrolled tracks' pool): what rates are shrunk toward"),
+        F("prior_mean_save", "double", nullable=True, doc="extra: the same for saves"),
     ),
     doc="Per (market, promotion surface): the LP's capacity and its shadow price.",
     key=("score_date", "market", "surface"),
@@ -227,7 +261,31 @@ SNAPSHOTS = Table(
     key=("snapshot_id",),
 )
 
+FORECAST_ACCURACY = Table(
+    "forecast_accuracy",
+    (
+        F("origin_date", "date", doc="the logs date the forecast was made from (data up to this day)"),
+        F("target_date", "date", doc="the day forecast: origin_date + 1"),
+        F("backtest_id", "string", doc="the `oasis backtest` run that wrote the row"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("cohort", "string", doc="all, new_enrollee, young_release, established (E), or surface_total (S)"),
+        F("method", "string", doc="model, decayed_mean or seasonal_naive"),
+        F("rows", "int64", doc="forecasts compared (tracks; 1 for surface_total)"),
+        F("forecast", "double", doc="sum of the forecasts"),
+        F("actual", "double", doc="sum of the actual plays"),
+        F("abs_error", "double", doc="sum of |forecast - actual|"),
+        F("wape", "double", nullable=True, doc="abs_error / actual (null when actual = 0)"),
+        F("bias", "double", nullable=True, doc="(forecast - actual) / actual (null when actual = 0)"),
+        F("interval_coverage", "double", nullable=True,
+          doc="share of rows whose actual lies in the 80% interval (model only)"),
+    ),
+    doc="One-day-ahead forecast accuracy per origin, market, surface, cohort and method (`oasis backtest`).",
+    key=("origin_date", "market", "surface", "cohort", "method"),
+)
+
 INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
 OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES)}
 ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
-                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS)}
+                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS,
+                           FORECAST_ACCURACY)}

@@ -84,18 +84,15 @@ def render_text(doc: dict) -> str:
                  f"market baseline skip rate {num(g['baseline_skip_rate'])}")
         L.append(f"             saves {g['saves']}  raw rate {num(g['raw_save_rate'])}   "
                  f"market baseline save rate {num(g['baseline_save_rate'])}")
-        L.append("shrinkage    empirical Bayes toward the baseline: shrunk = (weighted count + k*baseline) / "
-                 "(weighted plays + k)")
+        L.append("shrinkage    empirical Bayes toward the prior mean m (the enrolled tracks' mean): shrunk = "
+                 "(rate * n + k * m) / (n + k), n the effective plays")
         for kind in ("skip", "save"):
             h = s["shrinkage"][kind]
-            L.append(f"             {kind} rate: decay-weighted {num(h['weighted_rate'])} on {num(h['weighted_plays'])} "
-                     f"plays, prior strength k = {num(h['prior_strength'])} (data weight {_pct(h['data_weight'])}) "
+            L.append(f"             {kind} rate: decay-weighted {num(h['weighted_rate'])} on n = "
+                     f"{num(h['effective_plays'])} effective plays, shrunk {_pct(h['shrunk_by'])} toward "
+                     f"m = {num(h['prior_mean'])} (prior strength k = {num(h['prior_strength'])}) "
                      f"-> shrunk {kind}_rate {num(h['shrunk_rate'])}")
-        gr = s["guardrail"]
-        L.append(f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = "
-                 f"{num(gr['probability_surface'])} on {s['surface']}, {num(gr['probability_pooled'])} pooled over "
-                 f"the track's surfaces in {doc['market']}; pulled back above {num(gr['confidence'])}: "
-                 f"{'DISLIKED' if gr['disliked'] else 'not disliked'}")
+        L.extend(_guardrail_lines(s, doc["market"]))
         v = s["value"]
         sh = s["shrinkage"]
         L.append(f"value        save lift = {num(sh['save']['shrunk_rate'])} - {num(sh['save']['baseline_rate'])} = "
@@ -106,8 +103,13 @@ def render_text(doc: dict) -> str:
         if abs(v["recomputed"] - v["value"]) > 1e-9:
             L.append(f"             (note: recomputed from the published rates: {num(v['recomputed'])})")
         sp = s["supply"]
-        L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays; max promoted plays "
-                 f"rho*E = {num(sp['max_promoted_plays'])}" + ("" if s["eligible"] else " (0: not eligible)"))
+        interval = (f" (80% interval {num(sp['low'])} .. {num(sp['high'])}; {sp['history_days']} day(s) of "
+                    f"history since its first play in the window)" if sp["low"] is not None else "")
+        L.append(f"supply       E = {num(sp['supply_forecast'])} forecast organic plays{interval}, "
+                 f"method {sp['method']}")
+        basis = "the low end of E's interval" if sp["cap_basis"] == "lower" else "E"
+        L.append(f"             max promoted plays rho*{basis} = {num(sp['max_promoted_plays'])}"
+                 + ("" if s["eligible"] else " (0: not eligible)"))
         lp = s["lp"]
         if not s["eligible"]:
             r = s["result"]
@@ -155,6 +157,28 @@ def render_text(doc: dict) -> str:
         L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
                  f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")
     return "\n".join(L)
+
+
+def _guardrail_lines(s: dict, market: str) -> list[str]:
+    gr = s["guardrail"]
+    if not gr["evaluated"]:
+        return ["guardrail    not evaluated: an earlier reason applies, and the previous snapshot did not pull the "
+                "row back"]
+    if gr.get("probability_surface") is not None:   # a snapshot written before the probabilities were published
+        return [f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = "
+                f"{num(gr['probability_surface'])} on {s['surface']}, {num(gr['probability_pooled'])} pooled over "
+                f"the track's surfaces in {market}; pulled back above {num(gr['confidence'])}: "
+                f"{'DISLIKED' if gr['disliked'] else 'not disliked'}"]
+    lines = [f"guardrail    P(true skip rate > baseline + delta = {num(gr['threshold'])}) = {num(gr['probability'])} "
+             f"(the larger of {s['surface']}'s and the pooled test over the track's surfaces in {market})",
+             f"             P(promoted skip rate > organic skip rate + {num(gr['promoted_delta'])}) = "
+             f"{num(gr['promoted_probability'])} ({gr['promoted_skips']} of the {gr['promoted_plays']} promoted "
+             f"plays here skipped)"]
+    verdict = "PULLED BACK" if gr["pulled_back"] else "not pulled back"
+    lines.append(f"             pulled back above {num(gr['confidence'])}: {verdict}"
+                 + (f"; held over from the previous snapshot: reinstated only once no longer confidently above "
+                    f"baseline + {num(gr['reinstate_delta'])} (hysteresis)" if gr["held_over"] else ""))
+    return lines
 
 
 def _state(tight: bool, price: float) -> str:

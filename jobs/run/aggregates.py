@@ -3,7 +3,8 @@
 A day's aggregates are complete when `OUT/aggregates/dt=D/_SUCCESS` names a
 build folder (`build=<snapshot_id>`); `_SUCCESS.json`, written first, records
 the raw files that build was made from, so a run that reuses the build has the
-same run fingerprint as the run that built it.
+same run fingerprint as the run that built it, and the build's format version
+(`schemas.AGGREGATE_FORMAT_VERSION`; a build without one is format 1).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 
 from jobs import layout
 from pipelines import storage
+from schemas import AGGREGATE_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +38,36 @@ def stored_build(output_root: str, day: dt.date) -> str | None:
     return name
 
 
-def built_from(output_root: str, day: dt.date) -> dict[str, str]:
-    """The raw engagement files (-> fingerprint) the stored build of `day` was made from."""
+def _detail(output_root: str, day: dt.date) -> dict:
     uri = storage.join(layout.aggregates_day(output_root, day), layout.AGGREGATE_MARKER_DETAIL)
     try:
         detail = json.loads(storage.read_bytes(uri))
     except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
-    sources = detail.get("sources") if isinstance(detail, dict) else None
+    return detail if isinstance(detail, dict) else {}
+
+
+def built_from(output_root: str, day: dt.date) -> dict[str, str]:
+    """The raw engagement files (-> fingerprint) the stored build of `day` was made from."""
+    sources = _detail(output_root, day).get("sources")
     if not isinstance(sources, dict):
         return {}
     return {k: v for k, v in sources.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def stored_format(output_root: str, day: dt.date) -> int:
+    """The aggregate format version (`schemas.AGGREGATE_FORMAT_VERSION`) of the
+    stored build of `day`: 1 for a build whose details do not say (written
+    before formats were recorded)."""
+    version = _detail(output_root, day).get("format_version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
 
 
 def mark_complete(output_root: str, day: dt.date, build_dir: str, sources: dict[str, str]) -> None:
     """Make a build the day's aggregates: details first, then the marker."""
     root = layout.aggregates_day(output_root, day)
     build = build_dir.rstrip("/").rsplit("/", 1)[-1]
-    detail = {"build": build, "sources": sources, "built_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    detail = {"build": build, "sources": sources, "format_version": AGGREGATE_FORMAT_VERSION,
+              "built_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     storage.write_bytes(storage.join(root, layout.AGGREGATE_MARKER_DETAIL), json.dumps(detail, indent=2).encode())
     storage.write_bytes(storage.join(root, layout.AGGREGATE_MARKER), build.encode())

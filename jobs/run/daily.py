@@ -50,6 +50,7 @@ from pipelines.beam.pipeline import RunPlan, build
 from pipelines.config import Config
 from pipelines.errors import OasisError
 from pipelines.metrics import counters
+from schemas import AGGREGATE_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +312,14 @@ class DailyRun:
                 built_days=[bd.day.isoformat() for bd in plan.build_days],
                 stored_days=[sd.day.isoformat() for sd in plan.stored_days],
                 missing_window_days=[d.isoformat() for d in plan.missing_days],
-                empty_days=[d.isoformat() for d in plan.empty_days]),
+                empty_days=[d.isoformat() for d in plan.empty_days],
+                legacy_aggregate_days=self.inputs.get("legacy_aggregate_days", [])),
             tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
             dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
             dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0],
-            valid_until=plan.score_date + dt.timedelta(days=self.cfg.serving_max_age_days))
+            valid_until=plan.score_date + dt.timedelta(days=self.cfg.serving_max_age_days),
+            aggregate_format_version=AGGREGATE_FORMAT_VERSION,
+            previous_snapshot=self.inputs.get("previous_snapshot", {}).get("snapshot_id", ""))
         # the report is written before the manifest, so the manifest lists it with its sha256
         manifest.report = report.write_report_or_error(plan.snapshot_dir, manifest, tables, self.previous)
         self.laps.mark("report")

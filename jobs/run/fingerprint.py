@@ -1,6 +1,7 @@
 """What makes two runs the same: the code version and the run fingerprint
-(score date, config, the run options that change content, and the raw input
-files of every day, built or reused)."""
+(score date, config, the run options that change content, the raw input
+files of every day, built or reused, and the rows the previous score date's
+snapshot pulled back, whose guardrail state the run carries on)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -44,6 +45,9 @@ def source_fingerprints(plan: RunPlan, inputs: dict, output_root: str) -> dict[s
         by_day[f"engagement/{bd.day}"] = sorted(inputs["engagement"][f] for f in bd.engagement_files)
     for sd in plan.stored_days:
         by_day[f"engagement/{sd.day}"] = sorted(aggregates.built_from(output_root, sd.day).values())
+    previous = inputs.get("previous_snapshot")
+    if previous and previous["pulled_back_rows"]:   # the guardrail's hysteresis state is an input
+        by_day[f"pulled_back/{previous['score_date']}"] = [previous["pulled_back_sha256"]]
     return by_day
 
 

@@ -5,19 +5,23 @@ here, before the pipeline starts, so bad inputs fail fast with the file named.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import layout
 from jobs.run import aggregates
 from jobs.run.options import RunOptions
+from jobs.snapshots import store
 from pipelines import storage
+from pipelines.beam.io import read_pulled_back
 from pipelines.beam.pipeline import BuildDay, RunPlan, StoredDay
 from pipelines.config import Config
 from pipelines.contract import InputFileError
 from pipelines.scoring.signals import window_days
-from schemas import ENGAGEMENT, ENROLLMENTS, schema_mismatches
+from schemas import AGGREGATE_FORMAT_VERSION, ENGAGEMENT, ENROLLMENTS, schema_mismatches
 
 PACING_LOOKBACK_DAYS = 31  # monthly flights: delivery to date needs up to a month
 MIN_SHARDS = 16
@@ -68,15 +72,27 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
     build_days, stored_days, observed, missing, empty = [], [], [], [], []
     inputs = {"enrollments": {}, "engagement": {}, "aggregates": {}}
     enrolled_rows = 0
+    scored_tracks = set()
     for f in enroll_files:
         enrolled_rows += check_file_schema(f, ENROLLMENTS)
         inputs["enrollments"][f] = storage.fingerprint(f)
+        col = pq.read_table(storage.open_input(f), columns=["track_id"]).column("track_id")
+        scored_tracks.update(v for v in pc.unique(col).to_pylist() if v)
     if not enrolled_rows:  # an export with no enrollment at all is a broken export, not a day without campaigns
         raise MissingInput(f"the enrollments partition for {as_of} has no rows ({len(enroll_files)} file(s), "
                            f"0 rows in {enroll_dir}): an empty export; nothing published")
 
+    legacy = []
     for day in needed:
         build = aggregates.stored_build(output_root, day) if (day != as_of and day not in rebuild) else None
+        files = None
+        if build and aggregates.stored_format(output_root, day) < AGGREGATE_FORMAT_VERSION:
+            # written by older code: rebuilt from the raw day when it is still there, else read as it is
+            files = storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet")
+            if files:
+                build = None
+            else:
+                legacy.append(day)
         if build:
             base = storage.join(layout.aggregates_day(output_root, day), build)
             tracks = storage.list_files(storage.join(base, "tracks"), ".parquet")
@@ -86,8 +102,9 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
                 inputs["aggregates"][f] = storage.fingerprint(f)
             observed.append(day)
             continue
-        files = (day_files if day == as_of
-                 else storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet"))
+        if files is None:
+            files = (day_files if day == as_of
+                     else storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet"))
         if not files:
             if day in in_window:
                 missing.append(day)
@@ -105,7 +122,7 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         for f in files:
             inputs["engagement"][f] = storage.fingerprint(f)
         build_dir = layout.aggregate_build(output_root, day, snapshot_id)
-        build_days.append(BuildDay(day, files, _enrolled_tracks(input_root, day), build_dir,
+        build_days.append(BuildDay(day, files, build_dir,
                                    scratch_dir=storage.join(scratch, layout.day_dirname(day)),
                                    shards=shards_for(rows), rows=rows, event_ids_dir=layout.event_ids_dir(build_dir)))
         observed.append(day)
@@ -117,10 +134,31 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         snapshot_dir=layout.snapshot_dir(output_root, as_of + dt.timedelta(days=1), snapshot_id),
         dead_letter_dir=layout.dead_letters_dir(output_root, snapshot_id),
         scratch_dir=scratch, method=options.method, batch_rows=options.batch_rows, missing_days=sorted(missing),
-        empty_days=sorted(empty),
+        empty_days=sorted(empty), scored_tracks=sorted(scored_tracks),
     )
     check_missing_days(plan, cfg)
+    previous = previous_snapshot(output_root, as_of)
+    if previous is not None:
+        folder, manifest = previous
+        plan.previous_scores_files = [layout.listed_file(folder, f.path)
+                                      for f in manifest.table_files("promotion_scores")]
+        held = [read_pulled_back(f) for f in plan.previous_scores_files]
+        keys = sorted("\x1f".join(k) for t in held for k in zip(*(t.column(c).to_pylist() for c in t.column_names)))
+        inputs["previous_snapshot"] = {"snapshot_id": manifest.snapshot_id, "score_date": manifest.score_date.isoformat(),
+                                       "pulled_back_rows": len(keys),
+                                       "pulled_back_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()}
+    inputs["legacy_aggregate_days"] = [d.isoformat() for d in sorted(legacy)]
     return plan, inputs
+
+
+def previous_snapshot(output_root: str, score_date: dt.date):
+    """(folder, manifest) of the newest published snapshot of `score_date` (the
+    day before the run's score date): the listener guardrail's state comes from
+    it. Only that date counts, so a rerun of a date sees the same state however
+    many later dates were published since; None when it has none."""
+    published = store.list_manifests(output_root, score_date)
+    published = [(f, m) for f, m in published if m.gates_passed and "promotion_scores" in m.tables]
+    return published[-1] if published else None
 
 
 def gap_days(missing: list[dt.date], observed: list[dt.date]) -> list[dt.date]:
@@ -160,20 +198,6 @@ def add_lookback(build_days: list[BuildDay], output_root: str, lookback_days: in
             name = aggregates.stored_build(output_root, day)
             if name:
                 bd.lookback.append(layout.event_ids_dir(storage.join(layout.aggregates_day(output_root, day), name)))
-
-
-def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:
-    """Tracks in that day's enrollment export: the daily aggregates keep only
-    these (and the surface totals keep every track)."""
-    files = storage.list_files(layout.input_partition(input_root, "enrollments", day), ".parquet")
-    if not files:
-        return None
-    tracks = set()
-    for f in files:
-        check_file_schema(f, ENROLLMENTS)
-        col = pq.read_table(storage.open_input(f), columns=["track_id"]).column("track_id")
-        tracks.update(v for v in col.unique().to_pylist() if v)
-    return sorted(tracks)
 
 
 def input_days(input_root: str, table: str = "engagement") -> list[dt.date]:

@@ -34,7 +34,7 @@ def render(result: RunResult, warehouse: str) -> str:
     lines.append(f"  enrolled rows:    {metrics.get('rows_eligible', 0):,} eligible, "
                  f"{metrics.get('rows_ineligible', 0):,} ineligible")
     for reason, n in reasons.most_common():
-        lines.append(f"      {reason:<22} {n:,}")
+        lines.append(f"      {reason:<24} {n:,}")
     cap = result.tables["capacity"].to_pandas() if "capacity" in result.tables else None
     if cap is not None and len(cap):
         lines.append("  capacity used (planned / capacity):")

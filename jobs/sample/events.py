@@ -8,17 +8,23 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.sample.draws import (EPOCH, LUT_SIZE, US_PER_DAY, US_PER_HOUR, cdf, day_start_us, draw, hex_strings,
-                               lut_index, mix, month_add, month_key, pow15)
-from jobs.sample.world import (BAD_SURFACES, CATALOGUE_PLAY_SHARE, DUPLICATE_SHARE, N_PROMO, PROMOTED_SHARE,
-                               SURFACE_DICT, SURFACE_SAVE_MULT32, Enrollments, World, active_for_day)
+                               lut, lut_index, mix, month_add, month_key, pow15)
+from jobs.sample.supply import DayPlan, day_plan
+from jobs.sample.world import (BAD_SURFACES, DUPLICATE_SHARE, N_PROMO, SURFACE_DICT, SURFACE_SAVE_MULT32,
+                               Enrollments, World, active_for_day)
 from schemas import ALL_SURFACES, ENGAGEMENT
 
 
-def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float) -> tuple[pa.Table, dict]:
-    """One UTC day of `n` engagement rows (resent duplicates and bad rows included), in arrival order."""
+def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float,
+                   plan: DayPlan | None = None) -> tuple[pa.Table, dict]:
+    """One UTC day of engagement rows (resent duplicates and bad rows included),
+    in arrival order: about n organic plays on an average day, as the planted
+    supply (`jobs.sample.supply`) has them on day d, plus the promoted plays
+    of `plan` (default: the day's active campaigns boosting a quarter of an
+    enrolled track's plays on its enrolled surfaces)."""
     rng = np.random.default_rng([w.seed, 1, d.toordinal()])
-    n_dup = int(round(n * DUPLICATE_SHARE))
-    n0 = n - n_dup
+    pair_camp, pair_surf = active_for_day(w, e, d)
+    plan = plan if plan is not None else day_plan(w, n, d, pair_camp, pair_surf)
     day_days = (d - EPOCH).days
     day_us = day_start_us(d)
     markets = len(w.codes)
@@ -27,49 +33,62 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     def uniform(k: int) -> np.ndarray:
         return rng.random(k, dtype=np.float32)
 
-    # who plays what where: campaign tracks in their enrolled markets (once released), else the long tail
-    pair_w = w.pop[w.pair_track] * w.m_weight[w.pair_market] * (w.release_days[w.pair_track] <= day_days)
-    is_cat = uniform(n0) < (CATALOGUE_PLAY_SHARE if pair_w.sum() > 0 else 0.0)
-    cat = np.flatnonzero(is_cat)
-    tail = np.flatnonzero(~is_cat)
+    # how many: the expected organic plays, rounded; promoted plays drawn per (pair, surface)
+    n_cat, n_tail = int(round(plan.pair.sum())), int(round(plan.tail.sum()))
+    promo_counts = rng.poisson(plan.promoted).ravel()
+    cells = np.flatnonzero(promo_counts)
+    promo_pair = np.repeat(cells // N_PROMO, promo_counts[cells])
+    n_org = n_cat + n_tail
+    n0 = n_org + len(promo_pair)
+    n_dup = int(round(n0 * DUPLICATE_SHARE / (1.0 - DUPLICATE_SHARE)))
+
+    # who plays what where: campaign tracks in their enrolled markets (once released), the long tail,
+    # and the promoted plays
     market = np.empty(n0, dtype=np.int64)
     track = np.empty(n0, dtype=np.int64)
-    if len(cat):
-        pair = draw(cdf(pair_w), rng.random(len(cat)))
-        market[cat] = w.pair_market[pair]
-        track[cat] = w.pair_track[pair]
-    market[tail] = w.market_lut[lut_index(rng, len(tail))]
-    n_tail = len(w.tail_by_rank)      # Zipf(1) ranks by inversion: P(rank = k) ~ log(1 + 1/k)
-    rank = np.exp(uniform(len(tail)) * np.float32(math.log(n_tail + 1))).astype(np.int64) - 1
-    track[tail] = w.tail_by_rank[np.clip(rank, 0, n_tail - 1)]
-    del is_cat, cat, tail, rank
+    surface = np.empty(n0, dtype=np.int32)
+    campaign = np.full(n0, -1, dtype=np.int32)
+    if n_cat:
+        pair = draw(cdf(plan.pair), rng.random(n_cat))
+        market[:n_cat] = w.pair_market[pair]
+        track[:n_cat] = w.pair_track[pair]
+    if n_tail:
+        market[n_cat:n_org] = draw(cdf(plan.tail), rng.random(n_tail))
+        n_tail_tracks = len(w.tail_by_rank)      # Zipf(1) ranks by inversion: P(rank = k) ~ log(1 + 1/k)
+        rank = np.exp(uniform(n_tail) * np.float32(math.log(n_tail_tracks + 1))).astype(np.int64) - 1
+        track[n_cat:n_org] = w.tail_by_rank[np.clip(rank, 0, n_tail_tracks - 1)]
+    day_lut = np.concatenate([lut(cdf(row)) for row in plan.mix])    # the day's surface mix per market
+    surface[:n_org] = day_lut[market[:n_org] * LUT_SIZE + lut_index(rng, n_org)]
+    market[n_org:] = w.pair_market[promo_pair]
+    track[n_org:] = w.pair_track[promo_pair]
+    surface[n_org:] = np.repeat(cells % N_PROMO, promo_counts[cells])
+    campaign[n_org:] = plan.promoted_campaign[promo_pair]
 
     # when: the market's local diurnal curve, shifted to UTC; rows arrive in event-time order (2 s buckets)
     offset_us = np.mod(w.hour_lut[lut_index(rng, n0)].astype(np.int64) * US_PER_HOUR
                        + rng.integers(0, US_PER_HOUR, n0) - w.m_offset_min[market] * 60_000_000, US_PER_DAY)
     bucket = (offset_us // 2_000_000).astype(np.uint16)
     order = np.argsort(bucket, kind="stable")
-    packed = (offset_us << 26) | (track << 5) | market      # 37 + 21 + 5 bits: one gather instead of three
-    del offset_us, track, market
-    packed = packed[order]
+    ts = day_us + offset_us[order]
+    del offset_us
     bucket = bucket[order]
+    track = track[order].astype(np.int32)
+    market = market[order].astype(np.int32)
+    surface = surface[order]
+    campaign = campaign[order]
     del order
-    ts = day_us + (packed >> 26)
-    track = ((packed >> 5) & 0x1FFFFF).astype(np.int32)
-    market = (packed & 31).astype(np.int32)
-    del packed
     cat = np.flatnonzero(track < w.n_cat)
     cat_pair = w.pair_of[track[cat] * markets + market[cat]]
+    promoted = campaign >= 0
 
     # everything else is drawn in arrival order
-    surface = w.surface_lut[market * LUT_SIZE + lut_index(rng, n0)]
     p_skip = w.base_skip32[market * n_surf + surface] + w.skip32[track]
     p_save = w.save32[track] * SURFACE_SAVE_MULT32[surface]
     s_cat = surface[cat]
     on_promo = s_cat < N_PROMO
-    cp, sp = cat[on_promo], s_cat[on_promo]
-    p_skip[cp] = w.truth_skip32[cat_pair[on_promo], sp]
-    p_save[cp] = w.truth_save32[cat_pair[on_promo], sp]
+    cp, sp, pp = cat[on_promo], s_cat[on_promo], cat_pair[on_promo]
+    p_skip[cp] = np.where(promoted[cp], w.truth_promoted_skip32[pp, sp], w.truth_skip32[pp, sp])
+    p_save[cp] = w.truth_save32[pp, sp]
     np.clip(p_skip, 0.02, 0.95, out=p_skip)
     skipped = uniform(n0) < p_skip
     saved = ~skipped & (uniform(n0) * (1.0 - p_skip) < p_save)
@@ -83,13 +102,6 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     del u
     user = (w.user_offset[market] + (w.user_pool[market] * pow15(uniform(n0))).astype(np.int32)).astype(np.int32)
 
-    # promoted plays: the track's campaign is active in this market on this (enrolled) promotion surface
-    pair_camp, pair_surf = active_for_day(w, e, d)
-    campaign = np.full(n0, -1, dtype=np.int32)
-    boostable = on_promo & (pair_camp[cat_pair] >= 0) & (((pair_surf[cat_pair] >> s_cat) & 1) == 1)
-    promoted_cat = boostable & (uniform(len(cat)) < PROMOTED_SHARE)
-    campaign[cat[promoted_cat]] = pair_camp[cat_pair[promoted_cat]]
-
     salt = np.uint64(mix(np.array([w.seed], dtype=np.uint64), 64)[0])
     ev = mix((np.uint64(day_days) << np.uint64(32)) | np.arange(n0, dtype=np.uint64), 64) ^ salt
 
@@ -101,7 +113,7 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     used[src] = True
 
     # contract-breaking rows (never a resent row or the original of one)
-    n_bad = int(round(n * bad_row_share))
+    n_bad = int(round((n0 + n_dup) * bad_row_share))
     candidates = np.flatnonzero(~used)
     n_bad = min(n_bad, len(candidates))
     bad = np.sort(rng.choice(candidates, n_bad, replace=False)) if n_bad else np.zeros(0, dtype=np.int64)
@@ -137,6 +149,7 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     enrolled_now = np.zeros(len(w.pair_track), dtype=bool)
     months = np.isin(e.enr_month, [month_key(*month_add(d.year, d.month, k)) for k in (-1, 0)])
     enrolled_now[e.enr_pair[months]] = True
-    stats = {"events": n, "duplicates": n_dup, "bad_rows": n_bad, "promoted": int(promoted_cat.sum()),
-             "enrolled_plays": int(enrolled_now[cat_pair].sum())}
+    stats = {"events": n0 + n_dup, "duplicates": n_dup, "bad_rows": n_bad, "promoted": int(promoted.sum()),
+             "enrolled_plays": int(enrolled_now[cat_pair].sum()),
+             "expected": plan.surface_totals(w.pair_market, markets)}
     return table, stats

@@ -22,9 +22,18 @@ What is planted, so tests and analysts can check the pipeline against it:
 * per (track, market, surface) skip and save probabilities around a
   (market, surface) baseline; ~8% of the campaign tracks are *disliked*: their
   skip probability is at least 0.25 above the baseline. The truth is written to
-  ``truth/tracks.parquet``;
+  ``truth/`` (tracks, weekday factors, holidays and the expected plays of each
+  market, surface and day);
 * promoted plays (with their campaign id) only for tracks whose campaign is
-  active in that market on an enrolled promotion surface;
+  active in that market on an enrolled promotion surface, on top of their
+  organic plays; ~5% of the campaign tracks have promoted plays skipped 0.15
+  more often than their organic ones;
+* supply (`jobs.sample.supply`): weekday factors per (market, surface) (up
+  to +-15%), post-release decay (30-180 days after release), one market-wide
+  holiday spike (+40%, 9 days before the end), and first-time enrollees at
+  each month start inside the world (12% of the campaign tracks, half of them
+  released in the three weeks before; never in an export before), so
+  `--events-per-day` is the organic plays of an average day;
 * resent duplicate events (~0.5%, exact copies arriving a bit later) and
   contract-breaking rows at ``--bad-row-share``: unknown surface, negative
   ms_played, malformed market (lower case or alpha-3), event_ts days away from
@@ -34,7 +43,10 @@ Layout written under ``out``::
 
     enrollments/dt=YYYY-MM-DD/part-00000.parquet   (one per day: the full export)
     engagement/dt=YYYY-MM-DD/part-NNNNN.parquet    (<= 1M rows a file, 128k row groups)
-    truth/tracks.parquet
+    truth/tracks.parquet                           (per (track, market, surface): planted rates, decay, ...)
+    truth/weekday.parquet                          (per (market, surface, weekday): the factor)
+    truth/holidays.parquet                         (per (market, day): the lift)
+    truth/surface_days.parquet                     (per (day, market, surface): expected plays, all tracks)
     LAST_DAY
 """
 
@@ -52,8 +64,9 @@ import pyarrow.parquet as pq
 
 from jobs.sample.draws import EPOCH, retain_freed_memory
 from jobs.sample.events import events_for_day
+from jobs.sample.supply import SupplyParams
 from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE, build_enrollments,
-                               build_world, export_for_day, truth_table)
+                               build_world, export_for_day, surface_days_table, truth_tables)
 from pipelines.errors import OasisError, UsageError
 
 
@@ -173,13 +186,13 @@ def _differences(old: dict, new: dict) -> str:
 
 def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, seed: int,
                    end_date: dt.date, bad_row_share: float = 0.002, markets: int = 6,
-                   progress: bool = True, overwrite: bool = False) -> dict:
+                   progress: bool = True, overwrite: bool = False, supply: SupplyParams = SupplyParams()) -> dict:
     """Write a synthetic world of `days` days ending on `end_date` under the local folder `out`.
 
     A folder already holding the same world, intact, is left as it is (the
     summary says `reused`); any other non-empty folder is refused unless
     `overwrite` (see `prepare_folder`: files sample did not write are never
-    deleted)."""
+    deleted). `supply`: the planted supply model (weekday factors, decay, ...)."""
     if days < 1:
         raise SampleError("days must be >= 1")
     if not 10 <= tracks <= 100_000:
@@ -198,16 +211,21 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
     first_day = end_date - dt.timedelta(days=days - 1)
     arguments = {"days": days, "tracks": tracks, "events_per_day": events_per_day, "seed": seed,
                  "end_date": end_date.isoformat(), "bad_row_share": bad_row_share, "markets": markets}
+    if supply != SupplyParams():  # a planted supply model of a test's own
+        arguments["supply"] = repr(supply)
     same = prepare_folder(out, arguments, overwrite)
     if same is not None:
         return same
     os.makedirs(out, exist_ok=True)
     record = _Record(out, arguments)
-    record.add("truth/tracks.parquet")
-    w = build_world(seed=seed, tracks=tracks, events_per_day=events_per_day, markets=markets, end_date=end_date)
+    w = build_world(seed=seed, tracks=tracks, events_per_day=events_per_day, markets=markets, end_date=end_date,
+                    first_day=first_day, supply=supply)
     e = build_enrollments(w, first_day, end_date)
     os.makedirs(os.path.join(out, "truth"), exist_ok=True)
-    _write(truth_table(w), os.path.join(out, "truth", "tracks.parquet"), True)
+    for name, table in truth_tables(w).items():
+        record.add(f"truth/{name}.parquet")
+        _write(table, os.path.join(out, "truth", f"{name}.parquet"), True)
+    expected = []
 
     totals = {"events": 0, "duplicates": 0, "bad_rows": 0, "promoted": 0, "enrolled_plays": 0}
     enrollment_rows = 0
@@ -235,6 +253,7 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                 pending.append(pool.submit(_write, part, os.path.join(folder, f"part-{j:05d}.parquet"),
                                            DICTIONARY_COLUMNS))
             enrollment_rows += export.num_rows
+            expected.append(stats["expected"])
             for k in totals:
                 totals[k] += stats[k]
             if progress:
@@ -244,6 +263,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                       file=sys.stderr, flush=True)
         for f in pending:
             f.result()
+    record.add("truth/surface_days.parquet")
+    _write(surface_days_table(w, first_day, expected), os.path.join(out, "truth", "surface_days.parquet"), True)
     record.add("LAST_DAY")
     with open(os.path.join(out, "LAST_DAY"), "w") as fh:
         fh.write(end_date.isoformat() + "\n")

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from jobs.sample.draws import (EPOCH, US_PER_DAY, US_PER_HOUR, cdf, day_start_us, draw, hex_strings, ids, lut, mix,
                                month_add, month_key, near_month_end, zipf_weights)
+from jobs.sample.supply import Supply, SupplyParams, build_supply, finish_supply
 from schemas import ALL_SURFACES, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES
 
 MARKETS = (
@@ -41,8 +42,6 @@ HISTORIES = (
 LOCAL_HOUR_WEIGHT = np.array([0.35, 0.25, 0.18, 0.14, 0.12, 0.15, 0.30, 0.55, 0.75, 0.80, 0.80, 0.85,
                               0.90, 0.90, 0.88, 0.90, 0.95, 1.00, 1.05, 1.10, 1.05, 0.95, 0.75, 0.50])
 
-CATALOGUE_PLAY_SHARE = 0.38   # share of plays on campaign tracks in their enrolled markets
-PROMOTED_SHARE = 0.25         # share of eligible plays that come from a promotion boost
 DUPLICATE_SHARE = 0.005
 MAX_ROWS_PER_FILE = 1_000_000
 ROW_GROUP_SIZE = 128 * 1024
@@ -75,8 +74,6 @@ class World:
     skip_all: np.ndarray           # per track: skip offset against the (market, surface) baseline
     save_all: np.ndarray           # per track: save probability scale
     base_skip: np.ndarray          # (markets, 7)
-    market_lut: np.ndarray
-    surface_lut: np.ndarray        # (markets * LUT_SIZE): per-market surface mix
     truth_skip: np.ndarray         # (pairs, 3)
     truth_save: np.ndarray         # (pairs, 3)
     disliked: np.ndarray           # catalogue tracks
@@ -84,12 +81,17 @@ class World:
     user_pool: np.ndarray
     user_offset: np.ndarray
     hour_lut: np.ndarray
+    surface_share: np.ndarray      # (markets, all surfaces): each market's surface mix on an average day
+    supply: Supply                 # planted weekday factors, decay, holiday, first-time enrollees
+    truth_promoted_skip: np.ndarray  # (pairs, 3): skip probability of a promoted play
+    promoted_disliked: np.ndarray  # catalogue tracks whose promoted plays are skipped more than organic ones
 
     def __post_init__(self):        # float32 copies for the per-event arithmetic
         self.base_skip32 = self.base_skip.astype(np.float32).ravel()
         self.skip32 = self.skip_all.astype(np.float32)
         self.save32 = self.save_all.astype(np.float32)
         self.truth_skip32 = self.truth_skip.astype(np.float32)
+        self.truth_promoted_skip32 = self.truth_promoted_skip.astype(np.float32)
         self.truth_save32 = self.truth_save.astype(np.float32)
         self.duration32 = self.duration.astype(np.float32)
         markets = len(self.codes)
@@ -98,8 +100,10 @@ class World:
 
 
 def build_world(*, seed: int, tracks: int, events_per_day: int, markets: int,
-                 end_date: dt.date) -> World:
+                 end_date: dt.date, first_day: dt.date | None = None,
+                 supply: SupplyParams = SupplyParams()) -> World:
     rng = np.random.default_rng([seed, 0])
+    first_day = first_day or end_date
     info = MARKETS[:markets]
     codes = [c for c, _, _, _ in info]
     size = np.array([w for _, _, w, _ in info]) * rng.uniform(0.85, 1.15, markets)
@@ -130,8 +134,18 @@ def build_world(*, seed: int, tracks: int, events_per_day: int, markets: int,
     n_young = max(2, round(0.07 * tracks))
     n_recent = round(0.08 * tracks)
     ago[order[:n_young]] = rng.integers(0, 30, n_young)
-    ago[order[n_young:n_young + n_recent]] = rng.integers(30, 365, n_recent)
+    ago[order[n_young:n_young + n_recent]] = rng.integers(30, 200, n_recent)   # decaying after release
     release_days = end_days - ago
+    # planted supply (own stream: the draws above and below stay those of a world without it)
+    sup_rng = np.random.default_rng([seed, 5])
+    planted = build_supply(sup_rng, supply, markets=markets, surfaces=len(ALL_SURFACES), n_cat=tracks,
+                           first_day=first_day, end_date=end_date)
+    # first-time enrollees: half were released in the three weeks before their first campaign
+    first_time = np.flatnonzero(planted.first_month >= 0)
+    fresh = first_time[sup_rng.random(len(first_time)) < 0.5]
+    month = planted.first_month[fresh]
+    starts = np.array([(dt.date(k // 12, k % 12 + 1, 1) - EPOCH).days for k in month], dtype=np.int64)
+    release_days[fresh] = starts - sup_rng.integers(0, 21, len(fresh))
 
     duration = np.clip(rng.lognormal(np.log(205_000), 0.25, tracks + n_tail), 45_000, 720_000).astype(np.int64)
     pop = zipf_weights(tracks, 0.8, rng)
@@ -163,28 +177,35 @@ def build_world(*, seed: int, tracks: int, events_per_day: int, markets: int,
     dis = disliked_all[pair_track]
     t_skip[dis] = np.maximum(t_skip[dis], floor[dis])
     truth_skip = np.clip(t_skip, 0.02, 0.95)
+    # tracks whose promoted plays are skipped more than their organic ones (never a disliked track)
+    liked = np.flatnonzero(~disliked_all[:tracks])
+    promoted_disliked = np.zeros(tracks, dtype=bool)
+    promoted_disliked[sup_rng.permutation(liked)[:round(supply.promoted_disliked_share * tracks)]] = True
+    truth_promoted_skip = np.clip(truth_skip + np.where(promoted_disliked[pair_track], supply.promoted_skip_lift,
+                                                        0.0)[:, None], 0.02, 0.95)
     truth_save = np.clip(save_all[pair_track, None] * SURFACE_SAVE_MULT[None, :N_PROMO]
                          * rng.lognormal(0, 0.08, (n_pairs, N_PROMO)), 0.002, 0.30)
 
     surf_p = rng.dirichlet(SURFACE_SHARE * 400, markets)
-    surface_lut = np.concatenate([lut(cdf(row)) for row in surf_p])
 
     # listeners: a pool per market, Zipf-ish activity
     user_pool = np.maximum(200, np.round(max(events_per_day, 1) * m_weight / 5)).astype(np.int64)
     user_offset = np.concatenate([[0], np.cumsum(user_pool)[:-1]])
     user_dict = ids("u", int(user_pool.sum()), seed * 15485863 + 101, 16)
 
-    return World(
+    w = World(
         seed=seed, codes=codes, m_weight=m_weight, m_offset_min=m_offset_min, market_dict=market_dict,
         n_cat=tracks, track_dict=track_dict, release_days=release_days, duration=duration, pop=pop,
         tail_by_rank=tail_by_rank, track_artist=track_artist, artist_lic=artist_lic, artist_ids=artist_ids,
         licensor_ids=licensor_ids, lic_hex=lic_hex, pair_track=pair_track, pair_market=pair_market,
         skip_all=skip_all, save_all=save_all, base_skip=base_skip,
-        market_lut=lut(cdf(m_weight)), surface_lut=surface_lut,
         truth_skip=truth_skip, truth_save=truth_save, disliked=disliked_all[:tracks],
         user_dict=user_dict, user_pool=user_pool, user_offset=user_offset,
-        hour_lut=lut(cdf(LOCAL_HOUR_WEIGHT)),
+        hour_lut=lut(cdf(LOCAL_HOUR_WEIGHT)), surface_share=surf_p, supply=planted,
+        truth_promoted_skip=truth_promoted_skip, promoted_disliked=promoted_disliked,
     )
+    finish_supply(w, end_date)
+    return w
 
 
 # -------------------------------------------------------------- enrollments ---
@@ -219,8 +240,9 @@ def build_enrollments(w: World, first_day: dt.date, last_day: dt.date) -> Enroll
         runs = rng.random(n_lic) < np.where(np.arange(n_lic) < 3, 1.0, 0.85)
         created = day_start_us(start) - rng.integers(3, 10, n_lic) * US_PER_DAY + rng.integers(0, US_PER_DAY, n_lic)
         rate = np.where(rng.random(n_lic) < 0.7, 0.30, rng.choice([0.20, 0.25, 0.35, 0.40], n_lic))
-        included = ((rng.random(w.n_cat) < 0.85) & runs[track_lic]
-                    & (w.release_days <= (end - EPOCH).days))
+        first = w.supply.first_month
+        included = (((rng.random(w.n_cat) < 0.85) | (first == key)) & runs[track_lic]
+                    & (w.release_days <= (end - EPOCH).days) & (first <= key))
         surf = np.where(rng.random(n_pairs) < 0.8, 7, rng.integers(1, 7, n_pairs))
         camp_index = np.full(n_lic, -1)
         for lic in np.flatnonzero(runs):
@@ -320,12 +342,18 @@ def active_for_day(w: World, e: Enrollments, d: dt.date) -> tuple[np.ndarray, np
     return pair_camp, pair_surf
 
 
-def truth_table(w: World) -> pa.Table:
+def truth_tables(w: World) -> dict[str, pa.Table]:
+    """The planted truth, by table name: `tracks` (per enrolled (track, market,
+    surface)), `weekday` (per (market, surface, weekday)), `holidays` (per
+    (market, day))."""
     n_pairs = len(w.pair_track)
     pt = np.repeat(w.pair_track, N_PROMO)
     pm = np.repeat(w.pair_market, N_PROMO)
     ps = np.tile(np.arange(N_PROMO), n_pairs)
-    return pa.table({
+    first = w.supply.first_month[pt]
+    first_days = np.array([(dt.date(k // 12, k % 12 + 1, 1) - EPOCH).days if k >= 0 else 0 for k in first],
+                          dtype=np.int32)
+    tracks = pa.table({
         "track_id": w.track_dict.take(pa.array(pt)),
         "market": w.market_dict.take(pa.array(pm)),
         "surface": pa.array(list(PROMOTION_SURFACES)).take(pa.array(ps)),
@@ -338,4 +366,37 @@ def truth_table(w: World) -> pa.Table:
         "release_date": pa.array(w.release_days[pt].astype(np.int32)).view(pa.date32()),
         "popularity": pa.array(w.pop[pt]),
         "duration_ms": pa.array(w.duration[pt]),
+        "promoted_skip_prob": pa.array(w.truth_promoted_skip.ravel()),
+        "promoted_disliked": pa.array(w.promoted_disliked[pt]),
+        "decay_rate": pa.array(w.supply.decay[pt]),
+        "first_flight_start": pa.array(first_days, mask=first < 0).view(pa.date32()),
+    })
+    m, s, k = np.meshgrid(np.arange(len(w.codes)), np.arange(len(ALL_SURFACES)), np.arange(7), indexing="ij")
+    weekday = pa.table({
+        "market": w.market_dict.take(pa.array(m.ravel())),
+        "surface": pa.array(list(ALL_SURFACES)).take(pa.array(s.ravel())),
+        "weekday": pa.array(k.ravel().astype(np.int64)),
+        "factor": pa.array(w.supply.weekday.ravel()),
+    })
+    keys = sorted(w.supply.holidays)
+    holidays = pa.table({
+        "market": w.market_dict.take(pa.array([mk for mk, _ in keys], type=pa.int64())),
+        "dt": pa.array([d for _, d in keys], type=pa.int32()).view(pa.date32()),
+        "lift": pa.array([w.supply.holidays[key] for key in keys], type=pa.float64()),
+    })
+    return {"tracks": tracks, "weekday": weekday, "holidays": holidays}
+
+
+def surface_days_table(w: World, first_day: dt.date, expected: list[np.ndarray]) -> pa.Table:
+    """Expected plays of every (day, market, surface), all tracks: the planted S."""
+    days, markets, surfaces = len(expected), len(w.codes), len(ALL_SURFACES)
+    if not days:
+        return pa.table({"dt": pa.array([], pa.date32()), "market": pa.array([], pa.string()),
+                         "surface": pa.array([], pa.string()), "expected_plays": pa.array([], pa.float64())})
+    d, m, s = np.meshgrid(np.arange(days), np.arange(markets), np.arange(surfaces), indexing="ij")
+    return pa.table({
+        "dt": pa.array((d.ravel() + (first_day - EPOCH).days).astype(np.int32)).view(pa.date32()),
+        "market": w.market_dict.take(pa.array(m.ravel())),
+        "surface": pa.array(list(ALL_SURFACES)).take(pa.array(s.ravel())),
+        "expected_plays": pa.array(np.stack(expected).ravel()),
     })

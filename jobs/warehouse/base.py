@@ -72,6 +72,23 @@ class Warehouse(Protocol):
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         """Run SQL in the warehouse's dialect; the result as Arrow."""
 
+    def replace_range(self, table, first: dt.date, last: dt.date, data: pa.Table) -> None:
+        """Replace the rows of `table` (a schemas Table partitioned by the date of
+        its first key column, e.g. forecast_accuracy by origin_date) whose date
+        is in [first, last] with `data`, in one transaction; the table is
+        created when missing."""
+
+
+def check_range_rows(table, first: dt.date, last: dt.date, data: pa.Table) -> pa.Table:
+    """`data` conformed to `table`, every row's partition date within [first, last]."""
+    data = table.conform(data)
+    column = table.key[0]
+    dates = [d for d in data.column(column).to_pylist() if not first <= d <= last]
+    if dates:
+        raise WarehouseError(f"{table.name} has rows for {column} {sorted(set(dates))[:5]} outside "
+                             f"{first}..{last}; the warehouse is unchanged")
+    return data
+
 
 def check_identifier(name: str, what: str = "identifier") -> str:
     """Dataset and table names are validated before any SQL is built from them."""

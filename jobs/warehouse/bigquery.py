@@ -3,8 +3,10 @@ and interface as `jobs.warehouse.duckdb.DuckDBWarehouse`.
 
 * Explicit schemas from `schemas` (never autodetect). The three output tables
   are partitioned by score_date (DAY) and clustered by market, surface; the
-  `snapshots` registry is partitioned by score_date. `*_latest` views as in
-  DuckDB.
+  `snapshots` registry is partitioned by score_date; `forecast_accuracy`
+  (`oasis backtest`) by origin_date. `*_latest` views as in DuckDB. A table an
+  older version created gains the NULLABLE columns added to its contract
+  since; any other difference from the contract is an error.
 * Publishing a snapshot loads each table's Parquet bytes into a fresh staging
   table of this run, then moves them in with ONE multi-statement transaction
   (delete the score date, insert; registry row likewise; commit). Literal
@@ -33,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier,
-                                 literal_id, parquet_bytes, parse_registry, view_sql)
+                                 check_range_rows, literal_id, parquet_bytes, parse_registry, view_sql)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ STAGING_TTL = dt.timedelta(days=1)  # a crashed run's staging tables expire by t
 CHECK_TIMEOUT_S = 30.0  # how long the check before a run waits for BigQuery to answer
 # The API may report a legacy or a standard SQL name for the same type.
 _TYPE_ALIASES = {"FLOAT64": "FLOAT", "INT64": "INTEGER", "BOOL": "BOOLEAN"}
-_DDL_TYPES = {"STRING": "STRING", "BOOLEAN": "BOOL", "TIMESTAMP": "TIMESTAMP", "INTEGER": "INT64", "FLOAT": "FLOAT64"}
 
 
 def check_project(project: str) -> str:
@@ -176,37 +177,40 @@ class BigQueryWarehouse:
                 type_=bigquery.TimePartitioningType.DAY, field=PARTITION_FIELD)
             if t is not SNAPSHOTS:
                 table.clustering_fields = CLUSTERING
-            got = self.client.create_table(table, exists_ok=True)
-            if t is SNAPSHOTS:
-                got = self._add_new_registry_columns(table, got)
+            got = self._extended(t, self.client.create_table(table, exists_ok=True), table)
             self._check_layout(t, table, got)
         for name, body in view_sql(self._q).items():
             self.client.query(f"CREATE OR REPLACE VIEW {self._q(name)} AS {body}").result()
         self._ensured = True
 
-    def _add_new_registry_columns(self, want, got):
-        """A registry made by an older OASIS lacks the trailing nullable
-        columns: add them (a schema update keeps every row)."""
-        have, need = _schema_key(got.schema), _schema_key(want.schema)
-        if len(have) < len(need) and need[:len(have)] == have \
-                and all(mode == "NULLABLE" for _, _, mode in need[len(have):]):
-            for name, kind, _ in need[len(have):]:  # DDL: the same on BigQuery and its emulator
-                self.client.query(f"ALTER TABLE {self._q(SNAPSHOTS.name)} ADD COLUMN IF NOT EXISTS "
-                                  f"`{check_identifier(name, 'column name')}` {_DDL_TYPES[kind]}").result()
-            log.info("added %d column(s) to %s", len(need) - len(have), self._ref(SNAPSHOTS.name))
-            got = self.client.get_table(self._ref(SNAPSHOTS.name))
-            if _schema_key(got.schema) != need:  # the emulator's ALTER changes the data, not the table's metadata
-                got.schema = want.schema
+    def _extended(self, t, got, want):
+        """A table created by an older version gains the NULLABLE columns its
+        contract added since, at its end (older rows hold nulls there); any
+        other difference is left for `_check_layout` to refuse."""
+        have, full = _schema_key(got.schema), _schema_key(want.schema)
+        if len(have) < len(full) and have == full[:len(have)] and all(m == "NULLABLE" for _, _, m in
+                                                                      full[len(have):]):
+            ddl = {"FLOAT": "FLOAT64", "INTEGER": "INT64", "BOOLEAN": "BOOL"}
+            # DDL (one column a statement): BigQuery's own way, and the only one that changes the emulator's
+            # stored table; the emulator then still reports the old schema, which a patch fixes (on
+            # BigQuery the schema is already the new one and the patch changes nothing)
+            for n, k, _ in full[len(have):]:
+                self.client.query(f"ALTER TABLE {self._q(t.name)} ADD COLUMN "
+                                  f"`{check_identifier(n, 'column name')}` {ddl.get(k, k)}").result()
+            got = self.client.get_table(self._ref(t.name))
+            if _schema_key(got.schema) != full:
+                got.schema = list(got.schema) + list(want.schema)[len(have):]
                 got = self.client.update_table(got, ["schema"])
+            log.info("%s: added columns %s", self._ref(t.name), [n for n, _, _ in full[len(have):]])
         return got
 
-    def _check_layout(self, t, want, got) -> None:
+    def _check_layout(self, t, want, got, partition_field: str = PARTITION_FIELD) -> None:
         problems = []
         if _schema_key(got.schema) != _schema_key(want.schema):
             problems.append(f"schema {_schema_key(got.schema)} != contract {_schema_key(want.schema)}")
         part = got.time_partitioning
-        if part is None or part.field != PARTITION_FIELD or part.type_ != "DAY":
-            problems.append(f"partitioning {part} != DAY on {PARTITION_FIELD}")
+        if part is None or part.field != partition_field or part.type_ != "DAY":
+            problems.append(f"partitioning {part} != DAY on {partition_field}")
         if (got.clustering_fields or None) != (want.clustering_fields or None):
             problems.append(f"clustering {got.clustering_fields} != {want.clustering_fields}")
         if problems:
@@ -392,6 +396,42 @@ class BigQueryWarehouse:
             return None
 
         return self, commit
+
+    # ------------------------------------------------------------ ranges ---
+    def replace_range(self, table, first: dt.date, last: dt.date, data: pa.Table) -> None:
+        """Replace [first, last] of a table partitioned by its first key column
+        (forecast_accuracy by origin_date): staged, then one transaction."""
+        from google.cloud import bigquery
+
+        data = check_range_rows(table, first, last, data)
+        column = check_identifier(table.key[0], "column name")
+        self.ensure()
+        want = bigquery.Table(self._ref(table.name), schema=_bq_schema(table))
+        want.description = table.doc
+        want.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=column)
+        want.clustering_fields = CLUSTERING
+        got = self._extended(table, self.client.create_table(want, exists_ok=True), want)
+        self._check_layout(table, want, got, column)
+        staging = check_identifier(f"_staging_{table.name}_{uuid.uuid4().hex[:12]}", "staging table name")
+        try:
+            self._stage(table, data, staging)
+            cols = ", ".join(f"`{check_identifier(c, 'column name')}`" for c in table.names)
+            script = "\n".join([
+                "BEGIN TRANSACTION;",
+                f"DELETE FROM {self._q(table.name)} WHERE `{column}` BETWEEN DATE '{first.isoformat()}' "
+                f"AND DATE '{last.isoformat()}';",
+                f"INSERT INTO {self._q(table.name)} ({cols}) SELECT {cols} FROM {self._q(staging)};",
+                "COMMIT TRANSACTION;"])
+            try:
+                self.client.query(script).result()
+            except Exception as e:
+                raise WarehouseError(f"replacing {table.name} {first}..{last} failed and was rolled back; the "
+                                     f"warehouse is unchanged: {e}") from e
+        finally:
+            try:
+                self.client.delete_table(self._ref(staging), not_found_ok=True)
+            except Exception as e:  # never hide the load's own outcome
+                log.warning("could not drop staging table %s: %s", self._ref(staging), e)
 
     # ------------------------------------------------------------- query ---
     def query(self, sql: str, params: list | dict | None = None) -> pa.Table:

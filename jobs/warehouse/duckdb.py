@@ -18,8 +18,8 @@ import time
 import duckdb
 import pyarrow as pa
 
-from jobs.warehouse.base import (WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier, parse_registry,
-                                 view_sql)
+from jobs.warehouse.base import (WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier, check_range_rows,
+                                 parse_registry, view_sql)
 from pipelines import faults, storage
 from pipelines.errors import resource_problem
 from schemas import OUTPUTS, SNAPSHOTS
@@ -120,14 +120,25 @@ class DuckDBWarehouse:
         for t in (*WAREHOUSE_TABLES, SNAPSHOTS):
             con.register("_empty", t.empty())
             con.execute(f"CREATE TABLE IF NOT EXISTS {self._q(t.name)} AS SELECT * FROM _empty")
-            # a column the contract gained after the file was made (appended, as the contract appends)
-            have = {name for name, *_ in con.execute(f"DESCRIBE {self._q(t.name)}").fetchall()}
-            for name, kind, *_ in con.execute("DESCRIBE _empty").fetchall():
-                if name not in have:
-                    con.execute(f"ALTER TABLE {self._q(t.name)} ADD COLUMN {check_identifier(name)} {kind}")
+            self._add_new_columns(con, t)
             con.unregister("_empty")
         for name, body in view_sql(self._q).items():
             con.execute(f"CREATE OR REPLACE VIEW {self._q(name)} AS {body}")
+
+    def _add_new_columns(self, con, t) -> None:
+        """A table created by an older version gains the nullable columns added
+        to its contract since (at its end, as the contract adds them); older
+        rows hold nulls there. `_empty` is the contract's empty table."""
+        have = [r[0] for r in con.execute(f"DESCRIBE {self._q(t.name)}").fetchall()]
+        if have == t.names:
+            return
+        missing = t.names[len(have):]
+        if have != t.names[:len(have)] or not all(t.field(c).nullable for c in missing):
+            raise WarehouseError(f"{self.path}: table {t.name} has columns {have}, which the contract's "
+                                 f"{t.names} cannot extend")
+        types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _empty").fetchall()}
+        for c in missing:
+            con.execute(f'ALTER TABLE {self._q(t.name)} ADD COLUMN "{check_identifier(c, "column name")}" {types[c]}')
 
     def _transaction(self, doing: str, work) -> None:
         """Run `work(con)` in one transaction. A failure rolls back; a failed
@@ -251,6 +262,27 @@ class DuckDBWarehouse:
             return aside
 
         return fresh, commit
+
+    def replace_range(self, table, first: dt.date, last: dt.date, data: pa.Table) -> None:
+        data = check_range_rows(table, first, last, data)
+        column = check_identifier(table.key[0], "column name")
+        con = self._connect()
+        try:
+            con.register("_empty", table.empty())
+            con.execute(f"CREATE TABLE IF NOT EXISTS {self._q(table.name)} AS SELECT * FROM _empty")
+            con.unregister("_empty")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.register("_incoming", data)
+                con.execute(f'DELETE FROM {self._q(table.name)} WHERE "{column}" BETWEEN ? AND ?', [first, last])
+                con.execute(f"INSERT INTO {self._q(table.name)} SELECT * FROM _incoming")
+                con.unregister("_incoming")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         con = self._connect()

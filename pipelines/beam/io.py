@@ -5,6 +5,7 @@ written as one Parquet file per part. Every file goes through
 
   ReadInputBatches      file URIs -> ((file, batch, uri) order key, conformed batch)
   ReadStoredAggregates  aggregate files -> tables
+  ReadPulledBack        the previous snapshot's promotion_scores files -> its pulled-back rows
   WriteParquetParts     (part name, table) -> FOLDER/<part name>.parquet, yields (uri, rows)
 """
 from __future__ import annotations
@@ -13,11 +14,15 @@ from typing import Tuple
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import contract, faults, storage
 from pipelines.beam.coders import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from pipelines.metrics import counter
+
+# rows the listener guardrail held back in the previous snapshot (its hysteresis)
+PULLED_BACK_SCHEMA = pa.schema([("track_id", pa.string()), ("market", pa.string()), ("surface", pa.string())])
 
 
 # ------------------------------------------------------------------ read ---
@@ -61,7 +66,25 @@ class ReadInputBatches(beam.PTransform):
 
 # ---------------------------------------------------------------- stored ---
 def _read_whole(uri: str, contract_table) -> pa.Table:
-    return contract.conform_batch(pq.read_table(storage.open_input(uri)), contract_table, uri)
+    """A stored file, conformed; one written before a nullable column was added
+    to its table reads that column as nulls (format-1 aggregates)."""
+    table = pq.read_table(storage.open_input(uri))
+    try:
+        return contract_table.conform_stored(table)
+    except (ValueError, pa.ArrowException):
+        return contract.conform_batch(table, contract_table, uri)   # raises, naming the file
+
+
+def read_pulled_back(uri: str) -> pa.Table:
+    """The rows of a published promotion_scores file the listener guardrail
+    held back: `pulled_back`, or for a snapshot written before that column the
+    reason listeners_dislike. (track_id, market, surface)."""
+    f = pq.ParquetFile(storage.open_input(uri))
+    has_state = "pulled_back" in f.schema_arrow.names
+    t = f.read(columns=["track_id", "market", "surface", "pulled_back" if has_state else "reason"])
+    held = (pc.fill_null(t.column("pulled_back"), False) if has_state
+            else pc.fill_null(pc.equal(t.column("reason"), "listeners_dislike"), False))
+    return t.filter(held).select(["track_id", "market", "surface"]).cast(PULLED_BACK_SCHEMA)
 
 
 class ReadStoredAggregates(beam.PTransform):
@@ -74,6 +97,19 @@ class ReadStoredAggregates(beam.PTransform):
                 # small files, a few per window day: one bundle reads them, without a shuffle stage
                 | "ListFiles" >> beam.Create(self.files, reshuffle=False)
                 | "ReadFiles" >> beam.Map(_read_whole, self.contract_table).with_output_types(pa.Table))
+
+
+class ReadPulledBack(beam.PTransform):
+    """The previous snapshot's promotion_scores files -> tables of its pulled-back rows."""
+
+    def __init__(self, files: list[str]):
+        super().__init__()
+        self.files = files
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(self.files, reshuffle=False)
+                | "ReadFiles" >> beam.Map(read_pulled_back).with_output_types(pa.Table))
 
 
 # ----------------------------------------------------------------- write ---

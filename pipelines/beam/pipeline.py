@@ -14,9 +14,9 @@ from pipelines import storage
 from pipelines.config import Config
 from pipelines.dedupe import LookBack
 from pipelines.beam.coders import Named
-from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
-from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
-                                       ScoreMarkets, concat_dead_letters)
+from pipelines.beam.io import ReadInputBatches, ReadPulledBack, ReadStoredAggregates, WriteParquetParts
+from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, KeepTracksFn,
+                                       LatestEnrollments, ScoreMarkets, concat_dead_letters)
 from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
 
 
@@ -25,7 +25,6 @@ class BuildDay:
     """A day whose aggregates this run builds from raw events."""
     day: dt.date
     engagement_files: list[str]
-    enrolled_tracks: list[str] | None  # that day's export's tracks; None: keep all
     aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
     scratch_dir: str  # this run's working files for the day, deleted when the run ends
     shards: int  # aggregation shards: grows with the day (jobs.plan.shards_for)
@@ -57,10 +56,53 @@ class RunPlan:
     batch_rows: int  # rows per Arrow record batch
     missing_days: list[dt.date] = field(default_factory=list)  # window days without engagement rows
     empty_days: list[dt.date] = field(default_factory=list)  # of those, days whose partition holds 0 rows
+    # the previous score date's snapshot: its promotion_scores files carry the guardrail's state (hysteresis)
+    previous_scores_files: list[str] = field(default_factory=list)
+    scored_tracks: list[str] | None = None  # the as-of export's tracks: the aggregates scoring needs (None: all)
 
     @property
     def score_date(self) -> dt.date:
         return self.as_of + dt.timedelta(days=1)
+
+
+def build_aggregates(p: beam.Pipeline, build_days: list[BuildDay], cfg: Config, batch_rows: int):
+    """Read, check and aggregate each day's raw events, and write its
+    aggregates under the day's build folder. Returns the per-day track
+    aggregates (tables), totals (tables) and dead letters, as lists of
+    PCollections. Days are built oldest first: a day's cross-day dedupe waits
+    for the seen ids of the look-back days built in the same pipeline."""
+    track_parts, totals, dead = [], [], []
+    seen_by = {}  # a built day's folder of seen ids -> its totals (written once its ids are)
+    for bd in sorted(build_days, key=lambda b: b.day):
+        tag = bd.day.isoformat()
+        checked = (p
+                   | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
+                                                                   "engagement", batch_rows)
+                   | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours,
+                                                               keep=AGGREGATE_COLUMNS))
+        dead.append(checked.dead)
+        lookback = LookBack(bd.event_ids_dir, bd.shards, tuple(bd.lookback)) if bd.event_ids_dir else None
+        daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
+            bd.day, bd.shards, bd.scratch_dir, lookback, after=[seen_by[d] for d in bd.lookback if d in seen_by])
+        seen_by[bd.event_ids_dir] = daily["totals"]
+        _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
+        _ = (daily["totals"]
+             | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
+             | f"WriteTotals[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "totals")))
+        track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
+        totals.append(daily["totals"])
+    return track_parts, totals, dead
+
+
+def write_dead_letters(dead: list, folder: str) -> None:
+    """Every dead-letter PCollection, sorted, into one file (none when empty)."""
+    _ = (tuple(dead)
+         | "FlattenDeadLetters" >> beam.Flatten()
+         | "CollectDeadLetters" >> beam.combiners.ToList()
+         | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(pa.Table)
+         | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
+         | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
+         | "WriteDeadLetters" >> WriteParquetParts(folder, private=True))  # raw rows, user ids included
 
 
 def build(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -71,40 +113,23 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
                                                       plan.batch_rows)
               | "CheckEnrollments" >> CheckContract("enrollments", plan.as_of, cfg.event_ts_slack_hours))
     latest = enroll.good | "LatestEnrollments" >> LatestEnrollments()
-    dead = [enroll.dead]
-
-    track_parts, totals = [], []
-    seen_by = {}  # a built day's folder of seen ids -> its totals (written once its ids are)
-    for bd in sorted(plan.build_days, key=lambda b: b.day):
-        tag = bd.day.isoformat()
-        checked = (p
-                   | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
-                                                                   "engagement", plan.batch_rows)
-                   | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours,
-                                                               keep=AGGREGATE_COLUMNS))
-        dead.append(checked.dead)
-        lookback = LookBack(bd.event_ids_dir, bd.shards, tuple(bd.lookback)) if bd.event_ids_dir else None
-        daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
-            bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir, lookback,
-            after=[seen_by[d] for d in bd.lookback if d in seen_by])
-        seen_by[bd.event_ids_dir] = daily["totals"]
-        _ = daily["tracks"] | f"WriteAggregates[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "tracks"))
-        _ = (daily["totals"]
-             | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
-             | f"WriteTotals[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "totals")))
-        track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
-        totals.append(daily["totals"])
+    track_parts, totals, dead = build_aggregates(p, plan.build_days, cfg, plan.batch_rows)
+    dead = [enroll.dead] + dead
 
     stored_tracks = [f for sd in plan.stored_days for f in sd.track_files]
     stored_totals = [f for sd in plan.stored_days for f in sd.totals_files]
     track_parts.append(p | "ReadStoredAggregates" >> ReadStoredAggregates(stored_tracks, DAILY_AGGREGATES))
     totals.append(p | "ReadStoredTotals" >> ReadStoredAggregates(stored_totals, SURFACE_TOTALS))
+    if plan.scored_tracks is not None:   # only the enrolled tracks' rows go on, filtered before the Flatten
+        track_parts = [part | f"KeepEnrolledTracks[{i}]" >> beam.ParDo(KeepTracksFn(plan.scored_tracks))
+                       .with_output_types(pa.Table) for i, part in enumerate(track_parts)]
 
     aggregates = tuple(track_parts) | "FlattenAggregates" >> beam.Flatten()
     all_totals = tuple(totals) | "FlattenTotals" >> beam.Flatten()
 
-    scored = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals} | "ScoreMarkets" >> ScoreMarkets(
-        plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method)
+    previous = p | "ReadPulledBack" >> ReadPulledBack(plan.previous_scores_files)
+    scored = ({"enrollments": latest, "aggregates": aggregates, "totals": all_totals, "previous": previous}
+              | "ScoreMarkets" >> ScoreMarkets(plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method))
 
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
@@ -112,12 +137,6 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name),
                                                                       fault_stage="between_data_files")
 
-    _ = (tuple(dead)
-         | "FlattenDeadLetters" >> beam.Flatten()
-         | "CollectDeadLetters" >> beam.combiners.ToList()
-         | "SortDeadLetters" >> beam.Map(concat_dead_letters).with_output_types(pa.Table)
-         | "SkipEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
-         | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
-         | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir, private=True))
+    write_dead_letters(dead, plan.dead_letter_dir)
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
             "prices": scored["prices"], "written": written, "latest_enrollments": latest}

@@ -3,7 +3,8 @@
 One call of `score_market` handles one market: it picks the enrollment row per
 track (`campaigns`), computes decayed signals (`signals`), empirical-Bayes
 shrunk rates and the guardrail (`estimation`), value, eligibility with
-reasons, supply forecasts and campaign floors with pacing (`campaigns`), and
+reasons, supply forecasts (`supply`, `forecast`) and campaign floors with
+pacing (`campaigns`), and
 builds and solves the LP of each promotion surface (`pipelines.allocation`).
 No Beam here, so every step is testable with plain pytest.
 
@@ -23,11 +24,12 @@ import pandas as pd
 from pipelines.allocation.prices import PRICE_COLUMNS, price_columns
 from pipelines.allocation.problem import Problem
 from pipelines.allocation.solve import solve
-from pipelines.arrays import sorted_codes
+from pipelines.arrays import lookup, sorted_codes
 from pipelines.config import Config
 from pipelines.scoring.campaigns import Candidates, campaign_floors, candidates, delivery_frame
-from pipelines.scoring.estimation import guardrail, priors, shrink
-from pipelines.scoring.signals import dates, day_weights, daynum, surface_totals, track_signals, window_days
+from pipelines.scoring.estimation import guardrail, priors, shrunk_rates
+from pipelines.scoring.signals import dates, daynum, surface_totals, track_signals
+from pipelines.scoring.supply import forecast_supply, window_numbers
 from schemas import PROMOTION_SURFACES
 
 # Reasons a row is not eligible, in the order they are reported (first wins).
@@ -39,6 +41,7 @@ REASONS = (
     "too_new",
     "too_few_plays",
     "listeners_dislike",
+    "promoted_plays_disliked",
 )
 
 
@@ -51,7 +54,8 @@ class MarketResult:
 
 
 def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, totals: pd.DataFrame,
-                 observed_days: list[dt.date], as_of: dt.date, cfg: Config, method: str) -> MarketResult:
+                 observed_days: list[dt.date], as_of: dt.date, cfg: Config, method: str,
+                 pulled_back_before: pd.DataFrame | None = None) -> MarketResult:
     """Score and allocate one market for score date as_of + 1.
 
     enrolled: latest enrollment rows of this market (the contract's columns).
@@ -59,19 +63,18 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         window days and any earlier days back to the oldest live flight start.
     totals: surface_totals rows of this market for the window days.
     observed_days: the window days whose engagement was observed (a day with no
-        raw partition is left out of the forecast's average).
+        raw partition is left out of the forecasts and the averages).
+    pulled_back_before: (track_id, surface) rows the listener guardrail held
+        back in the previous snapshot (its hysteresis); None: none.
 
     Everything up to the LPs is computed for all promotion surfaces at once, as
     (surface, track) arrays with each surface's parameters broadcast along its
     row: the same arithmetic, element by element, as one surface at a time.
     """
     score_date = as_of + dt.timedelta(days=1)
-    window = [d for d in window_days(as_of, cfg.window_days)]
-    observed = sorted(set(observed_days) & set(window))
-    weights = day_weights(observed, as_of, cfg.half_life_days)
-    weight_sum = float(weights.sum()) if len(weights) else 0.0
-    observed_nums = np.array([daynum(d) for d in observed], dtype=np.int64)
     as_of_num, today = daynum(as_of), daynum(score_date)
+    observed_nums = np.intersect1d(np.array([daynum(d) for d in observed_days], dtype=np.int64),
+                                   window_numbers(as_of_num, cfg.window_days))
 
     def weight_of(day_numbers: np.ndarray) -> np.ndarray:
         return np.power(0.5, (as_of_num - day_numbers) / cfg.half_life_days)
@@ -82,14 +85,13 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
                                    as_of_num)
     prior = priors(surface_totals(totals, observed_nums, weight_of), sig, cfg)
 
-    # --- estimates --------------------------------------------------------
+    # --- estimates and supply ---------------------------------------------
     mu_skip, mu_save = prior["mu_skip"][:, None], prior["mu_save"][:, None]
-    skip_rate = shrink(sig["w_skips"], sig["w_plays"], mu_skip, prior["k_skip"][:, None])
-    save_rate = shrink(sig["w_saves"], sig["w_plays"], mu_save, prior["k_save"][:, None])
+    skip_rate, save_rate = shrunk_rates(sig, prior)
     value = (save_rate - mu_save) - cfg.skip_penalty * (skip_rate - mu_skip)
-    supply = sig["w_organic"] / weight_sum if weight_sum > 0 else np.zeros(shape)
-    supply = np.maximum(supply, 0.0)
-    total_forecast = prior["base_plays"] / weight_sum if weight_sum > 0 else np.zeros(shape[0])
+    sup = forecast_supply(tracks.track_id, tracks.released, aggregates, totals, observed_nums, as_of_num, cfg)
+    supply = np.maximum(sup.point, 0.0)
+    cap_basis = supply if cfg.track_cap_basis == "point" or np.isnan(sup.low).all() else np.maximum(sup.low, 0.0)
 
     # --- eligibility: the first broken rule is the reason ----------------
     live_flight = (tracks.start <= today) & (tracks.end >= today)
@@ -97,16 +99,17 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         tracks.status == "cancelled", tracks.status == "paused", ~live_flight, ~tracks.on_surface,
         today - tracks.released < cfg.min_track_age_days,
         sig["plays"].sum(axis=0) < cfg.min_window_plays)])
-    broken = np.concatenate([broken, guardrail(sig, prior, ~broken.any(axis=0), cfg)[None]])
+    guard = guardrail(sig, prior, ~broken.any(axis=0), _before(pulled_back_before, tracks.track_id, shape), cfg)
+    broken = np.concatenate([broken, guard["disliked"][None], guard["promoted_disliked"][None]])
     eligible = ~broken.any(axis=0)
-    upper = np.where(eligible, cfg.track_boost_cap * supply, 0.0)
+    upper = np.where(eligible, cfg.track_boost_cap * cap_basis, 0.0)
 
     # --- campaigns: floors with pacing; then one LP per surface ----------
     campaign, campaign_ids = sorted_codes(tracks.campaign_id)
     camp = campaign_floors(campaign, live_flight & tracks.on_surface, eligible, upper, delivered,
                             tracks.start, tracks.end, today, cfg)
     x, camp["planned"], camp["shortfall"], capacity, prices = _allocate(
-        market, tracks, value, upper, eligible, camp, campaign_ids, total_forecast, prior, cfg, method)
+        market, tracks, value, upper, eligible, camp, campaign_ids, sup, prior, cfg, method)
 
     scores = pd.DataFrame({
         "track_id": np.tile(tracks.track_id, shape[0]), "market": market,
@@ -123,19 +126,36 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         "weighted_plays": sig["w_plays"].ravel(),
         "release_date": np.tile(tracks.release_date, shape[0]),
         "flight_end": np.tile(dates(tracks.end), shape[0]),
+        "supply_forecast_low": sup.low.ravel(), "supply_forecast_high": sup.high.ravel(),
+        "history_days": np.tile(sup.history_days, shape[0]), "effective_plays": sig["n_eff"].ravel(),
+        "pulled_back": guard["pulled_back"].ravel(), "dislike_probability": guard["probability"].ravel(),
+        "promoted_plays": sig["promoted_plays"].ravel(), "promoted_skips": sig["promoted_skips"].ravel(),
+        "promoted_dislike_probability": guard["promoted_probability"].ravel(),
     })
     return MarketResult(scores, delivery_frame(market, camp, campaign_ids, tracks.licensor_id),
                         pd.DataFrame(capacity), prices)
 
 
+def _before(pulled_back: pd.DataFrame | None, track_ids: np.ndarray, shape: tuple) -> np.ndarray:
+    """(surface, track) rows pulled back in the previous snapshot."""
+    out = np.zeros(shape, dtype=bool)
+    if pulled_back is None or not len(pulled_back):
+        return out
+    track = lookup(track_ids, pulled_back["track_id"].to_numpy())
+    surface = lookup(PROMOTION_SURFACES, pulled_back["surface"].to_numpy())
+    known = (track >= 0) & (surface >= 0)
+    out[surface[known], track[known]] = True
+    return out
+
+
 def _allocate(market: str, tracks: Candidates, value: np.ndarray, upper: np.ndarray, eligible: np.ndarray,
-              camp: dict, campaign_ids: np.ndarray, total_forecast: np.ndarray, prior: dict, cfg: Config,
-              method: str):
+              camp: dict, campaign_ids: np.ndarray, sup, prior: dict, cfg: Config, method: str):
     """Build and solve the LP of each promotion surface. Returns the plan x
     (surface, track), each campaign's planned plays and shortfall (in `camp`
     order), the capacity rows and the price rows."""
     artist, artist_ids = sorted_codes(tracks.artist_id)
     licensor, licensor_ids = sorted_codes(tracks.licensor_id)
+    total_forecast = np.maximum(sup.total, 0.0)
     K = cfg.promoted_share_cap * total_forecast
     x = np.zeros(value.shape)
     planned, shortfall = np.zeros(len(camp["floor"])), np.zeros(len(camp["floor"]))
@@ -161,7 +181,9 @@ def _allocate(market: str, tracks: Candidates, value: np.ndarray, upper: np.ndar
             "shadow_price": sol.capacity_price, "baseline_skip_rate": prior["mu_skip"][s],
             "baseline_save_rate": prior["mu_save"][s], "prior_strength_skip": prior["k_skip"][s],
             "prior_strength_save": prior["k_save"][s], "candidates": int(value.shape[1]),
-            "eligible_rows": int(eligible[s].sum()),
+            "eligible_rows": int(eligible[s].sum()), "total_forecast_low": sup.total_low[s],
+            "total_forecast_high": sup.total_high[s], "prior_mean_skip": prior["m_skip"][s],
+            "prior_mean_save": prior["m_save"][s],
         })
         prices.append(price_columns(problem, sol, artist_ids, licensor_ids, campaign_ids[camp["campaign"][lo:hi]],
                                     tracks.track_id))

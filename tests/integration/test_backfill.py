@@ -91,6 +91,13 @@ def test_backfill_publishes_each_date_and_leaves_latest_on_the_newest(first):
     assert [m["as_of"] for m in ms] == [START, "2026-11-23", END]
     assert [m["score_date"] for m in ms] == ["2026-11-23", "2026-11-24", "2026-11-25"]
     assert worlds.latest(out) == f"score_date=2026-11-25/{ms[-1]['snapshot_id']}"
+    # each date carries on the guardrail's state of the date before (hysteresis): its pulled-back rows are an
+    # input of the run fingerprint
+    assert [m["previous_snapshot"] for m in ms] == ["", ms[0]["snapshot_id"], ms[1]["snapshot_id"]]
+    for prev, m in zip(ms, ms[1:]):
+        held = worlds.table(worlds.snapshot_dirs(out)[ms.index(prev)], "promotion_scores")["pulled_back"].sum()
+        assert (f"pulled_back/{prev['score_date']}" in m["inputs"]["sources_by_day"]) == bool(held)
+    assert m["aggregate_format_version"] == 2 and m["format_version"] == 3
     # aggregates: each day built from raw once in the whole backfill
     assert [m["inputs"]["built_days"] for m in ms] == [
         ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"], ["2026-11-23"], ["2026-11-24"]]

@@ -102,15 +102,26 @@ def _assert_matches_published(doc: dict, p: dict, track: str, market: str):
             assert h["shrunk_rate"] == row[f"{kind}_rate"]
             assert h["prior_strength"] == cap[f"prior_strength_{kind}"]
             assert h["baseline_rate"] == cap[f"baseline_{kind}_rate"]
-            # the derived decay-weighted rate shrinks back to the published rate
+            # shrunk toward the enrolled pool's mean, by k / (n + k) with n the effective plays; the derived
+            # decay-weighted rate shrinks back to the published rate
+            assert h["prior_mean"] == cap[f"prior_mean_{kind}"] and h["effective_plays"] == row["effective_plays"]
+            n, k, m = h["effective_plays"], h["prior_strength"], h["prior_mean"]
+            assert h["shrunk_by"] == pytest.approx(k / (n + k), rel=1e-12)
             if h["weighted_rate"] is not None:
-                w, k, mu = h["weighted_plays"], h["prior_strength"], h["baseline_rate"]
-                assert (h["weighted_rate"] * w + mu * k) / (w + k) == pytest.approx(row[f"{kind}_rate"], abs=1e-12)
+                assert (h["weighted_rate"] * n + m * k) / (n + k) == pytest.approx(row[f"{kind}_rate"], abs=1e-12)
         v = s["value"]
         assert v["value"] == row["value"] and v["lambda"] == cfg["skip_penalty"]
         assert v["save_lift"] - v["lambda"] * v["skip_lift"] == pytest.approx(row["value"], abs=1e-12)
         assert s["supply"]["supply_forecast"] == row["supply_forecast"]
         assert s["supply"]["max_promoted_plays"] == row["max_promoted_plays"]
+        assert (s["supply"]["low"], s["supply"]["high"]) == (row["supply_forecast_low"], row["supply_forecast_high"])
+        g = s["guardrail"]
+        assert g["pulled_back"] == bool(row["pulled_back"])
+        if pd.isna(row["dislike_probability"]):
+            assert not g["evaluated"]
+        else:
+            assert (g["probability"], g["promoted_probability"]) == (row["dislike_probability"],
+                                                                      row["promoted_dislike_probability"])
         assert s["result"] == {"planned_promoted_plays": row["planned_promoted_plays"],
                                "boost_probability": row["boost_probability"], "score": row["score"]}
         lp = s["lp"]
@@ -230,6 +241,7 @@ def test_eligible_track_text_prints_the_published_numbers(published, capsys):
         assert f"market baseline skip rate {cap['baseline_skip_rate']:.6g}" in sec
         assert f"market baseline save rate {cap['baseline_save_rate']:.6g}" in sec
         assert f"prior strength k = {cap['prior_strength_skip']:.6g}" in sec
+        assert f"toward m = {cap['prior_mean_skip']:.6g}" in sec
         assert f"shrunk skip_rate {row['skip_rate']:.6g}" in sec
         assert f"shrunk save_rate {row['save_rate']:.6g}" in sec
         assert f"= {row['value']:.6g}\n" in sec  # value = save lift - lambda x skip lift = v
@@ -248,24 +260,25 @@ def test_ineligible_tracks_give_the_reason_in_words(published, capsys):
     track, market = _ineligible_track(scores, "listeners_dislike")
     doc = explain_json(capsys, published["out"], track, market)
     _assert_matches_published(doc, published, track, market)
-    pulled = [s for s in doc["surfaces"] if s["reason"] == "listeners_dislike"]
-    assert pulled and all(not s["eligible"] for s in doc["surfaces"])
-    for s in pulled:
-        assert s["guardrail"]["disliked"]
-        assert max(s["guardrail"]["probability_surface"], s["guardrail"]["probability_pooled"]) > \
-            cfg["guardrail_confidence"]
+    for s in doc["surfaces"]:
+        assert not s["eligible"] and s["reason"] == "listeners_dislike"
+        assert s["guardrail"]["disliked"] and s["guardrail"]["reason"] == "listeners_dislike"
+        assert s["guardrail"]["probability"] > cfg["guardrail_confidence"]   # no previous snapshot: no hysteresis
         assert "listener guardrail" in s["reason_text"]
         assert s["result"] == {"planned_promoted_plays": 0.0, "boost_probability": 0.0, "score": 0.0}
         assert s["lp"]["track_cap"]["cap"] == 0.0
 
     # too few plays: the text names the count and the threshold
     track, market = _ineligible_track(scores, "too_few_plays")
+    mine = scores[(scores["track_id"] == track) & (scores["market"] == market)]
+    surface = sorted(mine.loc[mine["reason"] == "too_few_plays", "surface"])[0]
+    other = next(x for x in PROMOTION_SURFACES if x != surface)
     rc, text, err = explain(capsys, "--date", SCORE_DATE, "--track", track, "--market", market,
-                            "--output", published["out"], "--surface", "radio")
+                            "--output", published["out"], "--surface", surface)
     assert rc == 0, err
-    plays = scores[(scores["track_id"] == track) & (scores["market"] == market)]["plays"].sum()
+    plays = mine["plays"].sum()
     assert plays < cfg["min_window_plays"]
-    assert "NOT ELIGIBLE" in text and "== radio" in text and "== mixes" not in text
+    assert "NOT ELIGIBLE" in text and f"== {surface}" in text and f"== {other}" not in text
     assert (f"too few plays: {plays} plays on the promotion surfaces of {market} in the window; "
             f"at least {cfg['min_window_plays']} are needed") in text
     assert "not in the LP" in text

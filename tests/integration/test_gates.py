@@ -143,12 +143,12 @@ def test_a_normal_day_passes_every_gate_and_records_them(normal, base):
 
 # ----------------------------------------------------- gates from inputs ---
 def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_path, capsys):
-    # the campaign system's export loses 60% of its tracks on the second day
+    # the campaign system's export loses 55% of its tracks on the second day
     # (not more: with fewer tracks sharing the same capacity the scores really
-    # shift, and score_drift would rightly fail too)
+    # shift, and score_drift rightly fails too, as it does at 60% on this world)
     def lose_most(t: pa.Table) -> pa.Table:
         tracks = sorted(set(t.column("track_id").to_pylist()))
-        keep = pa.array(tracks[: int(len(tracks) * 0.4)])
+        keep = pa.array(tracks[: int(len(tracks) * 0.45)])
         return t.filter(pc.is_in(t.column("track_id"), keep))
 
     w = _rewrite_enrollments(world, str(tmp_path / "w"), DAY, lose_most)

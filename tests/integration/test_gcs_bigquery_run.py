@@ -30,6 +30,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import jobs.run.daily  # noqa: F401 - imported up front: the timings below exclude importing Beam
@@ -42,7 +44,7 @@ from jobs.warehouse.base import registry_row
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from pipelines import storage
-from schemas import OUTPUTS, SNAPSHOTS
+from schemas import FORECAST_ACCURACY, OUTPUTS, SNAPSHOTS
 from tests.support import emulators, worlds
 
 pytestmark = pytest.mark.emulator
@@ -248,6 +250,25 @@ def forced(cloud, backfill):
     return m, before_counts, cloud.counts()
 
 
+@pytest.fixture(scope="module")
+def backtested(cloud, forced):
+    """`oasis backtest` of the two origins before DAY, reading and writing the
+    bucket and loading BigQuery; every aggregate it needs is stored already."""
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(["backtest", "--start", (DAY - dt.timedelta(days=2)).isoformat(), "--end",
+                         (DAY - dt.timedelta(days=1)).isoformat(), "--input", cloud.input, "--output", cloud.output,
+                         "--warehouse", cloud.warehouse])
+    cloud.seconds["backtest"] = round(time.monotonic() - t0, 1)
+    assert code == 0, err.getvalue()[-4000:]
+    (manifest,) = storage.list_files(layout.backtests_root(cloud.output), layout.MANIFEST)
+    doc = json.loads(storage.read_bytes(manifest))
+    folder = layout.backtest_dir(cloud.output, doc["backtest_id"])
+    files = [storage.join(folder, f["path"]) for f in doc["tables"]["forecast_accuracy"]["files"]]
+    return doc, files, err.getvalue()
+
+
 # ---------------------------------------------------------------- tests ---
 def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     proc, m = first
@@ -309,9 +330,15 @@ def test_a_backfilled_older_date_leaves_latest_and_the_views_on_the_newest(cloud
 def test_force_replaces_the_date_without_duplicating_it(cloud, first, forced):
     c, before, after = forced
     a, sid = first[1]["snapshot_id"], c["snapshot_id"]
-    assert sid != a and c["run_fingerprint"] == first[1]["run_fingerprint"]
+    assert sid != a
+    # the backfilled day before is now the previous snapshot: the rows its guardrail pulled back are an input
+    # (hysteresis), and with them the fingerprint differs from the first run's; without them it is the same
+    assert c["previous_snapshot"] == cloud.published[1][0]["snapshot_id"]
+    state = [k for k in c["inputs"]["sources_by_day"] if k.startswith("pulled_back/")]
+    assert (c["run_fingerprint"] == first[1]["run_fingerprint"]) == (not state)
     for name in OUTPUTS:
-        assert c["tables"][name]["content_sha256"] == first[1]["tables"][name]["content_sha256"], name
+        if not state:
+            assert c["tables"][name]["content_sha256"] == first[1]["tables"][name]["content_sha256"], name
         # same number of rows per score date; the date now holds only the new snapshot
         assert {d: n for d, (n, _) in after[name].items()} == {d: n for d, (n, _) in before[name].items()}
         assert after[name][SD] == (c["tables"][name]["rows"], (sid,))
@@ -339,7 +366,18 @@ def _same_rows(x: list[dict], y: list[dict]) -> bool:
     return True
 
 
-def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, tmp_path):
+def test_backtest_reads_the_bucket_and_loads_bigquery(cloud, backtested):
+    doc, files, err = backtested
+    assert "0 to build from raw" in err and len(doc["origins"]) == 2
+    table = pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(f))) for f in files])
+    assert table.num_rows == doc["tables"]["forecast_accuracy"]["rows"] > 0
+    rows = cloud.sql("SELECT origin_date, count(*) AS n FROM forecast_accuracy GROUP BY origin_date "
+                     "ORDER BY origin_date")
+    assert [r["origin_date"].isoformat() for r in rows] == doc["origins"]
+    assert sum(r["n"] for r in rows) == table.num_rows
+
+
+def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, backtested, tmp_path):
     queries = analyst_queries()
     names = [n for n, _ in queries]
     assert {"todays_scores_for_a_market", "delivery_vs_floor_per_campaign",
@@ -351,6 +389,10 @@ def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, t
         tables = {name: publish.read_table_files([storage.join(folder, f["path"]) for f in meta["files"]], name)
                   for name, meta in m["tables"].items()}
         duck.publish(dt.date.fromisoformat(m["score_date"]), tables, registry_row(Manifest.from_dict(m), uri))
+    doc, files, _ = backtested
+    accuracy = pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(f))) for f in files])
+    duck.replace_range(FORECAST_ACCURACY, dt.date.fromisoformat(doc["start"]), dt.date.fromisoformat(doc["end"]),
+                       accuracy)
     bq = BigQueryWarehouse.from_uri(cloud.warehouse)
     answers = {}
     for name, sql in queries:

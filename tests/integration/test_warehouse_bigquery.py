@@ -440,3 +440,56 @@ def test_bigquery_emulator_loads_from_the_gcs_emulator(gcs_env, bq_env):
     job.result()
     got = client.query(f"SELECT * FROM `{bq_env.project}.{bq_env.dataset}.cap` ORDER BY market, surface")
     assert got.to_arrow(create_bqstorage_client=False).to_pylist() == expected_rows(tables["capacity"], "capacity")
+
+
+def _older(table, dropped: int):
+    """The table's contract as an older version had it: its last columns not yet added."""
+    from schemas import Table
+
+    return Table(table.name, table.fields[:len(table.fields) - dropped], table.doc, table.key)
+
+
+ADDED = {PROMOTION_SCORES.name: 9, CAPACITY.name: 4}   # the nullable columns added by the forecast model
+
+
+@pytest.mark.parametrize("backend", ["bigquery", "duckdb"])
+def test_a_table_created_before_columns_were_added_gains_them(bq_env, tmp_path, backend):
+    """A warehouse an older version created (its tables without the columns
+    added since) takes a new snapshot: the columns are added, older rows read
+    null there, and nothing else about the tables changes."""
+    from jobs.warehouse.bigquery import _bq_schema
+
+    if backend == "bigquery":
+        wh = BigQueryWarehouse.from_uri(bq_env.uri)
+        client = bq_env.client()
+        client.create_dataset(f"{bq_env.project}.{bq_env.dataset}", exists_ok=True)
+        from google.cloud import bigquery
+
+        for name, dropped in ADDED.items():
+            old = _older(OUTPUTS[name], dropped)
+            t = bigquery.Table(f"{bq_env.project}.{bq_env.dataset}.{name}", schema=_bq_schema(old))
+            t.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field="score_date")
+            t.clustering_fields = ["market", "surface"]
+            client.create_table(t)
+            before = _rows(old, [dict(track_id="t0", market="SE", surface="radio", campaign_id="c0")]
+                           if name == PROMOTION_SCORES.name else [dict(market="SE", surface="radio")], D1, "old", 1)
+            client.insert_rows(client.get_table(t.reference), before.to_pylist(), selected_fields=_bq_schema(old))
+    else:
+        import duckdb
+
+        path = str(tmp_path / "w.duckdb")
+        wh = DuckDBWarehouse(path)
+        with duckdb.connect(path) as con:
+            for name, dropped in ADDED.items():
+                old = _older(OUTPUTS[name], dropped)
+                con.register("_old", _rows(old, [dict(track_id="t0", market="SE", surface="radio", campaign_id="c0")]
+                                           if name == PROMOTION_SCORES.name else [dict(market="SE", surface="radio")],
+                                           D1, "old", 1))
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _old')
+    wh.publish(D2, *snapshot(D2, "s2"))
+    for name, dropped in ADDED.items():
+        got = rows(wh, f"SELECT * FROM {name} ORDER BY score_date")
+        assert list(got[0]) == OUTPUTS[name].names
+        old_rows = [r for r in got if r["score_date"] == D1]
+        assert len(old_rows) == 1 and all(old_rows[0][c] is None for c in OUTPUTS[name].names[-dropped:])
+        assert len([r for r in got if r["score_date"] == D2]) > 0

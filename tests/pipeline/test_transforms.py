@@ -117,28 +117,33 @@ def _ms(*rows):
 
 
 def test_aggregate_daily_signals(tmp_path):
+    """Every track with promotion-surface plays is aggregated, enrolled or not
+    (t2 is in no export), with the skips and saves of its promoted plays; the
+    result does not depend on the shard count."""
     e1 = event("e1", user="u1", saved=True, ms_played=10_000)
     e2 = event("e2", user="u2", skipped=True, promoted=True, ms_played=2_000)
     e3 = event("e3", user="u1", ms_played=50_000)
     e4 = event("e4", surface="mixes", user="u3", skipped=True, ms_played=1_000)
-    e5 = event("e5", track="t2", user="u4", skipped=True, saved=True)           # not enrolled
+    e5 = event("e5", track="t2", user="u4", skipped=True, saved=True)
     e6 = event("e6", surface="search", user="u5")                                # not a promotion surface
     e7 = event("e7", track="t3", market="GB", surface="autoplay", user="u6", promoted=True, ms_played=7_000)
+    e8 = event("e8", track="t3", market="GB", surface="autoplay", user="u7", promoted=True, saved=True)
     batches = [
         ((0, 0), events([e1, e2, e3, e1])),         # e1 repeated within a batch
         ((0, 1), events([e4, e5, e6, e1])),         # ... and in another batch
-        ((1, 0), events([e7, e2])),                 # ... and e2 in another file
+        ((1, 0), events([e7, e2, e8])),             # ... and e2 in another file
     ]
     d = DAY
+    # dt, track, market, surface, plays, listeners, skips, saves, promoted, ms, promoted skips, promoted saves
     expected_tracks = [
-        (d, "t1", "US", "radio", 3, 2, 1, 1, 1, _ms(e1, e2, e3)),
-        (d, "t1", "US", "mixes", 1, 1, 1, 0, 0, _ms(e4)),
-        (d, "t3", "GB", "autoplay", 1, 1, 0, 0, 1, _ms(e7)),
+        (d, "t1", "US", "radio", 3, 2, 1, 1, 1, _ms(e1, e2, e3), 1, 0),
+        (d, "t1", "US", "mixes", 1, 1, 1, 0, 0, _ms(e4), 0, 0),
+        (d, "t3", "GB", "autoplay", 2, 2, 0, 1, 2, _ms(e7, e8), 0, 1),
+        (d, "t2", "US", "radio", 1, 1, 1, 1, 0, _ms(e5), 0, 0),
     ]
-    expected_all_tracks = expected_tracks + [(d, "t2", "US", "radio", 1, 1, 1, 1, 0, _ms(e5))]
-    # totals: every track (t2 included), promotion surfaces only, each event once
+    # totals: promotion surfaces only, each event once
     expected_totals = [
-        (d, "GB", "autoplay", 1, 0, 0, 1),
+        (d, "GB", "autoplay", 2, 0, 1, 2),
         (d, "US", "mixes", 1, 1, 0, 0),
         (d, "US", "radio", 4, 2, 2, 1),
     ]
@@ -158,19 +163,19 @@ def test_aggregate_daily_signals(tmp_path):
 
     with test_pipeline.TestPipeline() as p:
         good = p | beam.Create(batches)
-        enrolled = good | "Enrolled" >> AggregateDailySignals(DAY, 4, ["t1", "t3", "t9"], str(tmp_path / "a"))
-        everything = good | "AllTracks" >> AggregateDailySignals(DAY, 3, None, str(tmp_path / "b"))
-        assert_that(enrolled["tracks"] | "TrackRows" >> beam.FlatMap(track_rows),
+        four = good | "FourShards" >> AggregateDailySignals(DAY, 4, str(tmp_path / "a"))
+        three = good | "ThreeShards" >> AggregateDailySignals(DAY, 3, str(tmp_path / "b"))
+        assert_that(four["tracks"] | "TrackRows" >> beam.FlatMap(track_rows),
                     equal_to(expected_tracks), label="tracks")
-        assert_that(enrolled["totals"] | "TotalRows" >> beam.FlatMap(totals_rows),
+        assert_that(four["totals"] | "TotalRows" >> beam.FlatMap(totals_rows),
                     equal_to(expected_totals), label="totals")
-        assert_that(enrolled["totals"] | "OneTotalsTable" >> beam.Map(lambda t: "one"),
+        assert_that(four["totals"] | "OneTotalsTable" >> beam.Map(lambda t: "one"),
                     equal_to(["one"]), label="one_totals_table")
-        assert_that(enrolled["tracks"] | "PartNames" >> beam.Keys(), distinct_part_names, label="part_names")
-        assert_that(everything["tracks"] | "AllTrackRows" >> beam.FlatMap(track_rows),
-                    equal_to(expected_all_tracks), label="all_tracks")
-        assert_that(everything["totals"] | "AllTotalRows" >> beam.FlatMap(totals_rows),
-                    equal_to(expected_totals), label="all_totals")
+        assert_that(four["tracks"] | "PartNames" >> beam.Keys(), distinct_part_names, label="part_names")
+        assert_that(three["tracks"] | "ThreeTrackRows" >> beam.FlatMap(track_rows),
+                    equal_to(expected_tracks), label="three_tracks")
+        assert_that(three["totals"] | "ThreeTotalRows" >> beam.FlatMap(totals_rows),
+                    equal_to(expected_totals), label="three_totals")
 
 
 def test_only_references_to_spilled_shards_cross_the_shuffle(tmp_path):
@@ -229,6 +234,9 @@ def _score_inputs():
                                      skips=skips, saves=saves, promoted_plays=1, ms_played=plays * 1000))
                 totals.append(dict(dt=day, market=market, surface=s, plays=800, skips=200, saves=40,
                                    promoted_plays=len(tracks)))
+            # a track in no export: aggregated, but it never reaches scoring
+            aggs.append(dict(dt=day, track_id="t9", market="US", surface="radio", plays=50, listeners=50, skips=10,
+                             saves=1, promoted_plays=0, ms_played=50_000))
         # a market with plays but no enrollment: nothing to score
         totals.append(dict(dt=day, market="FR", surface="radio", plays=500, skips=100, saves=10, promoted_plays=0))
     agg_table = pa.Table.from_pylist(aggs, schema=DAILY_AGGREGATES.arrow())
@@ -270,6 +278,13 @@ def test_score_markets():
         assert reason[("t5", "GB", "radio")] == "too_new"
         assert reason[("t1", "US", "radio")] is None
         assert any(r["planned_promoted_plays"] > 0 for r in rs)
+        # the guardrail looked again at the rows the previous snapshot pulled back, paused or not (and
+        # reinstated them: their skip rates are below the baseline), and at no other ineligible row
+        prob = {(r["track_id"], r["market"], r["surface"]): r["dislike_probability"] for r in rs}
+        assert prob[("t3", "US", "radio")] is not None and prob[("t3", "US", "mixes")] is None
+        assert not any(r["pulled_back"] for r in rs)
+        for r in rs:
+            assert r["supply_forecast_low"] <= r["supply_forecast"] <= r["supply_forecast_high"] + 1e-9
 
     def check_delivery_and_capacity(elements):
         scores = [r for kind, r in elements if kind == "scores"]
@@ -335,6 +350,8 @@ def test_score_markets():
             "enrollments": p | "Enrollments" >> beam.Create([enrolled]),
             "aggregates": p | "Aggregates" >> beam.Create(agg_parts),
             "totals": p | "Totals" >> beam.Create(tot_parts),
+            "previous": p | "Previous" >> beam.Create([pa.table(
+                {"track_id": ["t3", "t1"], "market": ["US", "US"], "surface": ["radio", "autoplay"]})]),
         }
         out = inputs | ScoreMarkets(AS_OF, Config(), OBSERVED, "snap-1", method="exact")
         scores = out["scores"] | "ScoreRows" >> beam.FlatMap(rows, PROMOTION_SCORES)

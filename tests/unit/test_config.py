@@ -58,7 +58,11 @@ def test_out_of_range_value_is_an_error_naming_the_key(key, value):
         Config.from_mapping({key: value}, source="cfg.toml")
 
 
-@pytest.mark.parametrize("key", sorted(FIELDS))
+NUMERIC = sorted(k for k, f in FIELDS.items() if f.metadata["kind"] is not str)
+CHOICES = sorted(k for k, f in FIELDS.items() if f.metadata["kind"] is str)
+
+
+@pytest.mark.parametrize("key", NUMERIC)
 def test_each_bound_is_inclusive_or_exclusive_as_declared(key):
     m = FIELDS[key].metadata
     kind = m["kind"]
@@ -70,6 +74,10 @@ def test_each_bound_is_inclusive_or_exclusive_as_declared(key):
             extra["max_prior_strength"] = 1e9
         if key == "max_prior_strength":
             extra["min_prior_strength"] = 0.0
+        if key == "guardrail_delta":   # and the reinstate <= pull-back rule
+            extra["guardrail_reinstate_delta"] = 0.0
+        if key == "guardrail_reinstate_delta":
+            extra["guardrail_delta"] = 1.0
         if is_open:
             with pytest.raises(ConfigError, match=key):
                 Config.from_mapping({key: value, **extra})
@@ -100,6 +108,22 @@ def test_whole_float_for_int_and_int_for_float_are_coerced():
     cfg = Config.from_mapping({"window_days": 14.0, "half_life_days": 7})
     assert cfg.window_days == 14 and type(cfg.window_days) is int
     assert cfg.half_life_days == 7.0 and type(cfg.half_life_days) is float
+
+
+@pytest.mark.parametrize("key", CHOICES)
+def test_a_choice_takes_only_its_names(key):
+    for name in FIELDS[key].metadata["choices"]:
+        assert getattr(Config.from_mapping({key: name}), key) == name
+    for bad in ("", "Model", 1, None):
+        with pytest.raises(ConfigError, match=key):
+            Config.from_mapping({key: bad})
+
+
+def test_reinstate_above_pull_back_threshold_is_rejected():
+    """Hysteresis needs the reinstate threshold at or below the pull-back one."""
+    with pytest.raises(ConfigError, match="guardrail_reinstate_delta"):
+        Config.from_mapping({"guardrail_delta": 0.04, "guardrail_reinstate_delta": 0.05})
+    assert Config.from_mapping({"guardrail_delta": 0.04, "guardrail_reinstate_delta": 0.04})
 
 
 def test_min_prior_strength_above_max_is_rejected():

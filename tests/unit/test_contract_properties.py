@@ -160,7 +160,7 @@ def run_pure_pipeline(rows):
         spill.setup()
         for shard, ref in spill.process(((0, 0), good)):
             groups[shard].append(ref)
-        fn = AggregateShardFn(DAY, None)  # None: keep every track, so a leaked poison track would show
+        fn = AggregateShardFn(DAY)  # every track is kept, so a leaked poison track would show
         fn.setup()
         for shard, refs in sorted(groups.items()):
             for out in fn.process((shard, refs)):
@@ -357,14 +357,17 @@ def test_injected_bad_rows_end_to_end(injected_run):
     build = open(f"{r['out']}/aggregates/dt={day}/_SUCCESS").read().strip()
     aggs = pq.read_table(f"{r['out']}/aggregates/dt={day}/{build}/tracks").to_pandas()
     ev = r["original"].to_pandas().drop_duplicates("event_id", keep="first")
-    ev = ev[ev["surface"].isin(PROMOTION_SURFACES) & ev["track_id"].isin(r["enrolled"])]
+    ev = ev[ev["surface"].isin(PROMOTION_SURFACES)]     # every track, enrolled or not (aggregate format 2)
     keys = ["track_id", "market", "surface"]
     exp = (ev.assign(skips=ev.skipped.astype("int64"), saves=ev.saved.astype("int64"),
-                     promoted_plays=ev.promoted.astype("int64"))
+                     promoted_plays=ev.promoted.astype("int64"),
+                     promoted_skips=(ev.skipped & ev.promoted).astype("int64"),
+                     promoted_saves=(ev.saved & ev.promoted).astype("int64"))
            .groupby(keys)
            .agg(plays=("event_id", "size"), listeners=("user_id", "nunique"), skips=("skips", "sum"),
                 saves=("saves", "sum"), promoted_plays=("promoted_plays", "sum"),
-                ms_played=("ms_played", "sum"))
+                ms_played=("ms_played", "sum"), promoted_skips=("promoted_skips", "sum"),
+                promoted_saves=("promoted_saves", "sum"))
            .reset_index().sort_values(keys).reset_index(drop=True))
     got_aggs = aggs[list(exp.columns)].sort_values(keys).reset_index(drop=True)
     assert got_aggs.astype(str).equals(exp.astype(str))

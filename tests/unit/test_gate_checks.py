@@ -43,7 +43,9 @@ def scores_table(**cols) -> pa.Table:
         score=[0.5, 1.0, 0.0, 0.0, 0.0, 0.0], skips=[20] * n, saves=[10] * n, weighted_plays=[80.0] * n,
         release_date=[dt.date(2026, 1, 1)] * n, flight_end=[dt.date(2026, 11, 30)] * n)
     base.update(cols)
-    return pa.table(base, schema=OUTPUTS["promotion_scores"].arrow())
+    schema = OUTPUTS["promotion_scores"].arrow()  # the nullable extras these gates do not read: null
+    return pa.table({f.name: pa.array(base[f.name] if f.name in base else [None] * n, f.type) for f in schema},
+                    schema=schema)
 
 
 def capacity_table(**cols) -> pa.Table:
@@ -56,7 +58,9 @@ def capacity_table(**cols) -> pa.Table:
                 prior_strength_skip=[50.0] * n, prior_strength_save=[50.0] * n, candidates=[2] * n,
                 eligible_rows=[1] * n)
     base.update(cols)
-    return pa.table(base, schema=OUTPUTS["capacity"].arrow())
+    schema = OUTPUTS["capacity"].arrow()  # the nullable extras these gates do not read: null
+    return pa.table({f.name: pa.array(base[f.name] if f.name in base else [None] * n, f.type) for f in schema},
+                    schema=schema)
 
 
 def delivery_table(**cols) -> pa.Table:

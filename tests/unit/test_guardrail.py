@@ -28,13 +28,22 @@ def planted(seed: int, true_rates: np.ndarray, plays: np.ndarray):
     rng = np.random.default_rng(seed)
     w_plays = plays.astype(float)
     w_skips = rng.binomial(plays, np.broadcast_to(true_rates, plays.shape)).astype(float)
-    sig = {"w_plays": w_plays, "w_skips": w_skips}
-    prior = {"mu_skip": np.full(SURFACES, MU), "k_skip": np.full(SURFACES, K)}
+    zero = np.zeros_like(w_plays)
+    # unit day weights: the effective sample size is the plays; no promoted plays (their test stays out)
+    sig = {"w_plays": w_plays, "w_skips": w_skips, "w2_plays": w_plays, "n_eff": w_plays,
+           "w_promoted_plays": zero, "w_promoted_skips": zero, "w2_promoted_plays": zero,
+           "w_known_plays": zero, "w_known_skips": zero, "w2_known_plays": zero}
+    prior = {"mu_skip": np.full(SURFACES, MU), "m_skip": np.full(SURFACES, MU), "k_skip": np.full(SURFACES, K)}
     return sig, prior
 
 
 def cfg(**kw) -> Config:
     return Config(guardrail_delta=DELTA, guardrail_confidence=0.9, **kw)
+
+
+def pulled_back(sig, prior, undecided, c: Config) -> np.ndarray:
+    """The guardrail's (surface, track) verdict on a first day (nothing pulled back before)."""
+    return estimation.guardrail(sig, prior, undecided, np.zeros_like(undecided), c)["pulled_back"]
 
 
 def _world(seed: int, n_per_band: int = 60):
@@ -57,7 +66,7 @@ def test_precision_and_recall_on_planted_tracks_near_the_threshold(seed):
     rates, band, plays = _world(seed)
     sig, prior = planted(seed, rates, plays)
     undecided = np.ones(plays.shape, dtype=bool)
-    pulled = estimation.guardrail(sig, prior, undecided, cfg())
+    pulled = pulled_back(sig, prior, undecided, cfg())
     per_track = pulled.any(axis=0)  # a track pulled back on any surface counts as pulled back
     truly = rates > MU + DELTA
     tp = int((per_track & truly).sum())
@@ -81,7 +90,7 @@ def test_thin_evidence_is_not_pulled_back():
     plays = np.full((SURFACES, 40), 3)
     sig, prior = planted(0, rates, plays)
     sig["w_skips"] = np.full_like(sig["w_plays"], 2.0)   # 2 of 3 skipped: 67% observed
-    pulled = estimation.guardrail(sig, prior, np.ones(plays.shape, dtype=bool), cfg())
+    pulled = pulled_back(sig, prior, np.ones(plays.shape, dtype=bool), cfg())
     assert not pulled.any()
 
 
@@ -91,7 +100,7 @@ def test_a_surface_alone_can_pull_a_track_back():
     plays = np.zeros((SURFACES, 2), dtype=int)
     plays[1] = [2000, 2000]
     sig, prior = planted(1, np.array([0.40, 0.18]), plays)
-    pulled = estimation.guardrail(sig, prior, plays > 0, cfg())
+    pulled = pulled_back(sig, prior, plays > 0, cfg())
     assert pulled[1].tolist() == [True, False]
 
 
@@ -102,7 +111,7 @@ def test_only_undecided_cells_are_tested():
     sig, prior = planted(2, rates, plays)
     undecided = np.zeros(plays.shape, dtype=bool)
     undecided[:, 1] = True
-    pulled = estimation.guardrail(sig, prior, undecided, cfg())
+    pulled = pulled_back(sig, prior, undecided, cfg())
     assert pulled[:, 1].all() and not pulled[:, 0].any()
 
 
@@ -113,8 +122,9 @@ def test_delta_and_confidence_move_the_line(delta, confidence, n_pulled):
     plays = np.full((SURFACES, 1), 5000)
     sig, prior = planted(3, np.array([0.23]), plays)
     sig["w_skips"] = np.round(plays * 0.23).astype(float)
-    c = Config(guardrail_delta=delta, guardrail_confidence=confidence)
-    pulled = estimation.guardrail(sig, prior, np.ones(plays.shape, dtype=bool), c)
+    c = Config(guardrail_delta=delta, guardrail_confidence=confidence,
+               guardrail_reinstate_delta=min(Config().guardrail_reinstate_delta, delta))
+    pulled = pulled_back(sig, prior, np.ones(plays.shape, dtype=bool), c)
     assert int(pulled.any(axis=0).sum()) == n_pulled
 
 

@@ -98,20 +98,26 @@ def test_prob_above_separates_clear_cases():
 def test_prior_strength_is_within_its_clip_bounds(pairs, baseline, lo, hi):
     successes = np.array([min(s, n) for s, n in pairs], dtype=float)
     trials = np.array([n for _, n in pairs], dtype=float)
-    k = estimation.prior_strength(successes, trials, baseline, lo, hi)
+    mean, k = estimation.fit_beta_prior(successes, trials, trials, lo, hi, baseline)
     assert lo <= k <= hi
+    if len(pairs):   # the pool's mean lies among its rates
+        rates = successes / trials
+        assert rates.min() - 1e-12 <= mean <= rates.max() + 1e-12
+    else:            # no pool: the fallback (the baseline)
+        assert mean == baseline
 
 
 def test_prior_strength_is_large_when_all_tracks_share_the_rate():
     trials = np.full(10, 200.0)
-    same = estimation.prior_strength(0.25 * trials, trials, 0.25, 5.0, 2000.0)
-    assert same == 2000.0
+    same = estimation.fit_beta_prior(0.25 * trials, trials, trials, 5.0, 2000.0, 0.25)
+    assert same == (pytest.approx(0.25), 2000.0)
     # Rates that differ far more than binomial noise: a weak prior.
     spread = np.array([0.05, 0.5, 0.1, 0.45, 0.2, 0.3, 0.02, 0.48, 0.25, 0.15]) * trials
-    weak = estimation.prior_strength(spread, trials, 0.25, 5.0, 2000.0)
+    _, weak = estimation.fit_beta_prior(spread, trials, trials, 5.0, 2000.0, 0.25)
     assert 5.0 <= weak < 50.0
     # Too few tracks to estimate anything: the strongest prior.
-    assert estimation.prior_strength(np.array([1.0, 50.0]), np.array([100.0, 100.0]), 0.25, 5.0, 2000.0) == 2000.0
+    assert estimation.fit_beta_prior(np.array([1.0, 50.0]), np.array([100.0, 100.0]), np.array([100.0, 100.0]),
+                                     5.0, 2000.0, 0.25)[1] == 2000.0
 
 
 # ------------------------------------------------------------------ pacing ---
@@ -271,8 +277,10 @@ def test_signals_count_only_the_window(eligibility_result):
     assert s.loc[("good", "radio"), "plays"] == 10 * 28
     assert s.loc[("good", "radio"), "skips"] == 2 * 28
     assert s.loc[("good", "radio"), "saves"] == 28
-    # no promoted plays: the forecast of organic plays is the daily average
-    assert s.loc[("good", "radio"), "supply_forecast"] == pytest.approx(10.0)
+    # no promoted plays: the forecast of organic plays is the daily average (the model's within 1%: it
+    # applies the surface's weekday factors, fitted on totals that step up when the young tracks start)
+    assert s.loc[("good", "radio"), "supply_forecast"] == pytest.approx(10.0, rel=0.01)
+    assert s.loc[("good", "radio"), "supply_forecast_low"] <= 10 <= s.loc[("good", "radio"), "supply_forecast_high"]
 
 
 def test_capacity_rows_follow_the_config(eligibility_result):
@@ -576,11 +584,12 @@ def test_supply_and_total_forecasts_are_daily_averages_over_the_observed_days():
         r = _forecast_market(observed)
         s = r.scores.set_index(["track_id", "surface"])
         for surface in PROMOTION_SURFACES:
-            assert s.loc[("t", surface), "supply_forecast"] == pytest.approx(8.0, rel=1e-12)
-            assert s.loc[("p", surface), "supply_forecast"] == 0.0
+            # the forecast model's fit of a constant series converges to within 1e-6 of it
+            assert s.loc[("t", surface), "supply_forecast"] == pytest.approx(8.0, rel=1e-6)
+            assert s.loc[("p", surface), "supply_forecast"] == pytest.approx(0.0, abs=1e-9)  # promoted only
             assert s.loc[("t", surface), "plays"] == 10 * days
         cap = r.capacity.set_index("surface")
-        np.testing.assert_allclose(cap["total_forecast"].to_numpy(), 1042.0, rtol=1e-12)
+        np.testing.assert_allclose(cap["total_forecast"].to_numpy(), 1042.0, rtol=1e-6)  # the robust fit's stop
         assert set(r.capacity["market"]) == {"SE"} and set(r.scores["market"]) == {"SE"}
         assert (s["save_rate"] >= 0).all() and s.loc[("t", "radio"), "save_rate"] > s.loc[("p", "radio"), "save_rate"]
 

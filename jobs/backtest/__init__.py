@@ -1,0 +1,2 @@
+"""`oasis backtest`: how far off the supply forecasts are (`run`: reading,
+building and writing; `accuracy`: the metrics)."""
