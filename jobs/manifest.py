@@ -15,7 +15,9 @@ does not know are kept in `extra` and written back unchanged.
 
 Format versions:
   1  the first format (no `format_version` key, no `options`);
-  2  adds `format_version` and `options` (the run options: solver method, ...).
+  2  adds `format_version` and `options` (the run options: solver method, ...);
+  3  adds `warn_only` to gate results (a failed warn-only gate does not block)
+     and `inputs.previous` (the snapshot before: its plan and serving gain).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from typing import Any
 
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ManifestError(OasisError):
@@ -118,20 +120,27 @@ class TableEntry:
 class GateResult:
     """One validation gate's verdict. `passed` is the gate's own verdict;
     `skipped` says an engineer overrode it (`--skip-gate`), so a skipped gate
-    that failed still reads passed = false."""
+    that failed still reads passed = false; `warn_only` says the config made
+    the gate a warning (it fails without blocking, and the run says so)."""
     name: str
     passed: bool
     detail: str
     measured: Any = None     # the number the gate looked at
     threshold: Any = None    # what it compared it with
     skipped: bool = False
+    warn_only: bool = False
 
     @property
     def blocking(self) -> bool:
-        return not self.passed and not self.skipped
+        return not self.passed and not self.skipped and not self.warn_only
+
+    @property
+    def warning(self) -> bool:
+        """Failed, but only warns: neither skipped by hand nor blocking."""
+        return not self.passed and not self.skipped and self.warn_only
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped, "warn_only": self.warn_only,
                 "measured": _json_number(self.measured), "threshold": self.threshold, "detail": self.detail}
 
     @classmethod
@@ -140,7 +149,8 @@ class GateResult:
             raise ManifestError(f"{where}: a gate result must be an object")
         return cls(name=_get(d, "name", str, where), passed=_get(d, "passed", bool, where),
                    detail=_get(d, "detail", str, where, ""), measured=d.get("measured"),
-                   threshold=d.get("threshold"), skipped=_get(d, "skipped", bool, where, False))
+                   threshold=d.get("threshold"), skipped=_get(d, "skipped", bool, where, False),
+                   warn_only=_get(d, "warn_only", bool, where, False))
 
 
 def blocking_gates(results: list[GateResult]) -> list[str]:
@@ -152,6 +162,11 @@ def skipped_gates(results: list[GateResult]) -> list[str]:
     return [r.name for r in results if r.skipped]
 
 
+def warning_gates(results: list[GateResult]) -> list[str]:
+    """Names of the warn-only gates that failed: the run published and says so."""
+    return [r.name for r in results if r.warning]
+
+
 def validation_text(results: list[GateResult]) -> str:
     """One line on a set of gate results, the same wherever it is printed."""
     if not results:
@@ -159,10 +174,14 @@ def validation_text(results: list[GateResult]) -> str:
     blocking = blocking_gates(results)
     if blocking:
         return "FAILED " + ", ".join(blocking)
+    warned = warning_gates(results)
+    warning = f"; WARNING from {', '.join(warned)} (warn-only)" if warned else ""
     overridden = [r.name for r in results if r.skipped and not r.passed]
     if overridden:
         return (f"{len(overridden)} gate(s) failed, skipped by hand ({', '.join(overridden)}); "
-                f"the others passed")
+                f"the others passed{warning}")
+    if warned:
+        return f"passed, with a WARNING from {', '.join(warned)} (a warn-only gate)"
     return "all passed"
 
 
@@ -175,6 +194,7 @@ class Inputs:
     built_days: list[str]
     stored_days: list[str]
     missing_window_days: list[str]
+    previous: dict = field(default_factory=dict)  # the snapshot before: snapshot_id, score_date, plan_reconciled
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -218,6 +238,10 @@ class Manifest:
     @property
     def skipped_gates(self) -> list[str]:
         return skipped_gates(self.validation)
+
+    @property
+    def warning_gates(self) -> list[str]:
+        return warning_gates(self.validation)
 
     @property
     def gates_passed(self) -> bool:

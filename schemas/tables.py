@@ -119,7 +119,7 @@ PROMOTION_SCORES = Table(
         F("supply_forecast", "double", doc="E: forecast organic plays for the score date"),
         F("max_promoted_plays", "double", doc="rho * E (0 when ineligible)"),
         F("planned_promoted_plays", "double", doc="x: the allocation"),
-        F("boost_probability", "double", doc="x / E"),
+        F("boost_probability", "double", doc="min(1, x / (E * serving_gain)): what serving reads"),
         F("score", "double", doc="x / (rho * E), in [0, 1]"),
         F("skips", "int64", doc="extra: skips in the window"),
         F("saves", "int64", doc="extra: saves in the window"),
@@ -168,15 +168,50 @@ CAPACITY = Table(
         F("shortfall_penalty", "double", doc="p"),
         F("planned_total", "double", doc="sum of x"),
         F("shadow_price", "double", doc="dual value of the capacity constraint"),
+        F("serving_gain", "double", doc="g-hat: the serving gain boost_probability is divided by (1 until "
+          "calibrated, or with calibration off)"),
         F("baseline_skip_rate", "double", doc="extra"),
         F("baseline_save_rate", "double", doc="extra"),
         F("prior_strength_skip", "double", doc="extra: beta prior alpha+beta for skips"),
         F("prior_strength_save", "double", doc="extra: beta prior alpha+beta for saves"),
         F("candidates", "int64", doc="extra: enrolled rows"),
         F("eligible_rows", "int64", doc="extra"),
+        F("serving_gain_estimate", "double", doc="extra: the calibrated gain, whether or not it is applied"),
+        F("gain_realised", "double", doc="extra: decay-weighted realised promoted plays behind the estimate"),
+        F("gain_requested", "double", doc="extra: decay-weighted boost_probability * supply_forecast behind "
+          "the estimate"),
+        F("reconciled_planned", "double", doc="extra: planned promoted plays of the logs day (its plan)"),
+        F("reconciled_realised", "int64", doc="extra: realised promoted plays of the logs day"),
+        F("delivery_ratio", "double", nullable=True,
+          doc="extra: reconciled_realised / reconciled_planned; null when nothing was planned"),
+        F("delivery_miss_days", "int64", doc="extra: consecutive logs days, up to this one, with |delivery_ratio "
+          "- 1| > gate_delivery_max_miss (the delivery gate)"),
     ),
     doc="Per (market, promotion surface): the LP's capacity and its shadow price.",
     key=("score_date", "market", "surface"),
+)
+
+DELIVERY_RECONCILIATION = Table(
+    "delivery_reconciliation",
+    (
+        F("score_date", "date", doc="the day whose logs arrived: the score date of the plan reconciled"),
+        F("snapshot_id", "string", doc="the snapshot that carries the row (of the day after score_date)"),
+        F("track_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("planned_promoted_plays", "double", doc="x of the plan for score_date (0 when not planned)"),
+        F("boost_probability", "double", doc="what serving read for score_date (0 when not planned)"),
+        F("realised_promoted_plays", "int64", doc="promoted plays in score_date's engagement logs"),
+        F("ratio", "double", nullable=True, doc="realised / planned; null when nothing was planned"),
+        F("campaign_id", "string", nullable=True, doc="extra: the plan's campaign; null when not planned"),
+        F("supply_forecast", "double", doc="extra: the plan's E (0 when not planned)"),
+        F("organic_plays", "int64", doc="extra: non-promoted plays of score_date (the opportunities)"),
+        F("plan_snapshot_id", "string", nullable=True,
+          doc="extra: the snapshot whose plan was reconciled; null when none was published"),
+    ),
+    doc="Per (logs day, track, market, promotion surface): the plan against what serving delivered. Rows "
+        "planned (x > 0) or with realised promoted plays.",
+    key=("score_date", "track_id", "market", "surface"),
 )
 
 SNAPSHOTS = Table(
@@ -197,6 +232,6 @@ SNAPSHOTS = Table(
 )
 
 INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
-OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY)}
-ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
-                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, SNAPSHOTS)}
+OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION)}
+ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS, DEAD_LETTERS,
+                           PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, SNAPSHOTS)}

@@ -44,6 +44,8 @@ def source_fingerprints(plan: RunPlan, inputs: dict, output_root: str) -> dict[s
         by_day[f"engagement/{bd.day}"] = sorted(inputs["engagement"][f] for f in bd.engagement_files)
     for sd in plan.stored_days:
         by_day[f"engagement/{sd.day}"] = sorted(aggregates.built_from(output_root, sd.day).values())
+    if plan.previous is not None:  # its plan and serving gain shape this run's tables (by content, not by id)
+        by_day[f"previous/{plan.previous.score_date}"] = sorted(f"{k}:{v}" for k, v in plan.previous.content.items())
     return by_day
 
 

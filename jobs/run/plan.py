@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 from jobs import layout
 from jobs.run import aggregates
 from jobs.run.options import RunOptions
+from jobs.snapshots import store
 from pipelines import storage
-from pipelines.beam.pipeline import BuildDay, RunPlan, StoredDay
+from pipelines.beam.pipeline import BuildDay, PreviousSnapshot, RunPlan, StoredDay
 from pipelines.config import Config
 from pipelines.contract import InputFileError
 from pipelines.scoring.signals import window_days
@@ -102,8 +103,24 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         snapshot_dir=layout.snapshot_dir(output_root, as_of + dt.timedelta(days=1), snapshot_id),
         dead_letter_dir=layout.dead_letters_dir(output_root, snapshot_id),
         scratch_dir=scratch, method=options.method, batch_rows=options.batch_rows, missing_days=sorted(missing),
+        previous=previous_snapshot(output_root, as_of),
     )
     return plan, inputs
+
+
+def previous_snapshot(output_root: str, as_of: dt.date) -> PreviousSnapshot | None:
+    """The newest snapshot published before the score date as_of + 1: its
+    capacity carries the serving gain's running sums, and when it is of as_of
+    its plan is what the day's logs are reconciled with (DESIGN §5)."""
+    found = store.previous_snapshot(output_root, as_of + dt.timedelta(days=1))
+    if found is None:
+        return None
+    folder, m = found
+    names = ["capacity"] + (["promotion_scores"] if m.score_date == as_of else [])
+    files = {name: [layout.listed_file(folder, f.path) for f in m.table_files(name)] for name in names}
+    return PreviousSnapshot(m.snapshot_id, m.score_date, plan_files=files.get("promotion_scores", []),
+                            capacity_files=files["capacity"],
+                            content={name: m.tables[name].content_sha256 for name in names if name in m.tables})
 
 
 def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:

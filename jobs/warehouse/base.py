@@ -5,7 +5,10 @@ same in every backend (`jobs.warehouse.duckdb`, `jobs.warehouse.bigquery`;
 
 A backend publishes a snapshot by replacing its score date's rows of every
 table and adding its registry row in one transaction, so a rerun never
-duplicates rows and a failed publish leaves the previous content.
+duplicates rows and a failed publish leaves the previous content. One table
+lags: `delivery_reconciliation` holds the logs day, the day before the
+snapshot's score date, so a publish replaces that day's rows of it
+(`partition_date`).
 """
 from __future__ import annotations
 
@@ -19,12 +22,27 @@ import pyarrow.parquet as pq
 
 from jobs.manifest import Manifest
 from pipelines.errors import OasisError
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, PROMOTION_SCORES
+from schemas import CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, PROMOTION_SCORES
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
 
-WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY)
+WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION)
+# Days a table's rows lie before the snapshot's score date (its partition in a publish).
+PARTITION_LAG_DAYS = {DELIVERY_RECONCILIATION.name: 1}
+# Tables a snapshot written before they existed lacks: publishing it (a rollback) leaves them as they are.
+OPTIONAL_TABLES = frozenset({DELIVERY_RECONCILIATION.name})
+
+
+def partition_date(table, score_date: dt.date) -> dt.date:
+    """The score_date partition a snapshot of `score_date` replaces in `table`."""
+    return score_date - dt.timedelta(days=PARTITION_LAG_DAYS.get(table.name, 0))
+
+
+def tables_to_publish(tables: dict) -> list:
+    """The warehouse tables a snapshot's publish replaces: all, but an optional
+    one only when the snapshot has it."""
+    return [t for t in WAREHOUSE_TABLES if t.name in tables or t.name not in OPTIONAL_TABLES]
 
 
 class WarehouseError(OasisError):

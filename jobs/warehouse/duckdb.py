@@ -9,7 +9,7 @@ import time
 import duckdb
 import pyarrow as pa
 
-from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, latest_view_sql
+from jobs.warehouse.base import WAREHOUSE_TABLES, check_identifier, latest_view_sql, partition_date, tables_to_publish
 from schemas import OUTPUTS, SNAPSHOTS
 
 
@@ -59,10 +59,11 @@ class DuckDBWarehouse:
             self.ensure(con)
             con.execute("BEGIN TRANSACTION")
             try:
-                for t in WAREHOUSE_TABLES:
+                for t in tables_to_publish(tables):
                     data = OUTPUTS[t.name].conform(tables[t.name])
                     con.register("_incoming", data)
-                    con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?", [score_date])
+                    con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?",
+                                [partition_date(t, score_date)])
                     con.execute(f"INSERT INTO {self._q(t.name)} SELECT * FROM _incoming")
                     con.unregister("_incoming")
                 reg = SNAPSHOTS.conform(pa.Table.from_pylist([registry], schema=SNAPSHOTS.arrow()))

@@ -13,10 +13,11 @@ import pyarrow as pa
 from pipelines import storage
 from pipelines.config import Config
 from pipelines.beam.coders import Named
-from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
+from pipelines.beam.io import ReadInputBatches, ReadPublishedColumns, ReadStoredAggregates, WriteParquetParts
 from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
                                       ScoreMarkets, concat_dead_letters)
-from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
+from pipelines.scoring.delivery import PLAN_COLUMNS, STATE_COLUMNS
+from schemas import CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SCORES, SURFACE_TOTALS
 
 
 @dataclass
@@ -38,6 +39,18 @@ class StoredDay:
 
 
 @dataclass
+class PreviousSnapshot:
+    """What a run reads of the newest snapshot published before its score date:
+    its plan (promotion_scores), reconciled with the logs day when the snapshot
+    is of that day, and its capacity (the serving gain's running sums)."""
+    snapshot_id: str
+    score_date: dt.date
+    plan_files: list[str]      # empty when the snapshot is not of the logs day: no plan to reconcile
+    capacity_files: list[str]
+    content: dict[str, str]    # table -> content fingerprint of what is read (part of the run fingerprint)
+
+
+@dataclass
 class RunPlan:
     as_of: dt.date
     cfg: Config
@@ -52,10 +65,17 @@ class RunPlan:
     method: str  # allocation method (jobs.run.options.RunOptions)
     batch_rows: int  # rows per Arrow record batch
     missing_days: list[dt.date] = field(default_factory=list)
+    previous: PreviousSnapshot | None = None
 
     @property
     def score_date(self) -> dt.date:
         return self.as_of + dt.timedelta(days=1)
+
+    @property
+    def plan_snapshot_id(self) -> str | None:
+        """The snapshot whose plan for the logs day is reconciled, if one was published."""
+        prev = self.previous
+        return prev.snapshot_id if prev is not None and prev.score_date == self.as_of else None
 
 
 def build(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -94,12 +114,18 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     aggregates = tuple(track_parts) | "FlattenAggregates" >> beam.Flatten()
     all_totals = tuple(totals) | "FlattenTotals" >> beam.Flatten()
 
-    scored = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals} | "ScoreMarkets" >> ScoreMarkets(
-        plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method)
+    previous = plan.previous
+    score_inputs = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals,
+                    "plan": p | "ReadPreviousPlan" >> ReadPublishedColumns(
+                        previous.plan_files if previous else [], PROMOTION_SCORES, PLAN_COLUMNS),
+                    "state": p | "ReadPreviousCapacity" >> ReadPublishedColumns(
+                        previous.capacity_files if previous else [], CAPACITY, STATE_COLUMNS)}
+    scored = score_inputs | "ScoreMarkets" >> ScoreMarkets(
+        plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method, plan.plan_snapshot_id)
 
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
-                        ("capacity", scored["capacity"])):
+                        ("capacity", scored["capacity"]), ("delivery_reconciliation", scored["reconciliation"])):
         written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name))
 
     _ = (tuple(dead)
@@ -110,4 +136,4 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
          | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
          | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
-            "written": written, "latest_enrollments": latest}
+            "reconciliation": scored["reconciliation"], "written": written, "latest_enrollments": latest}

@@ -6,7 +6,8 @@ slower than working on batches (NOTES.md).
   LatestEnrollments     enrollment batches -> one table, latest row per key
   AggregateDailySignals one day's events -> per (track, market, surface) aggregates + surface totals
                         (rows spilled to scratch files by track shard; only references are shuffled)
-  ScoreMarkets          aggregates + totals + enrollments -> scores, delivery, capacity per market
+  ScoreMarkets          aggregates + totals + enrollments (+ the previous snapshot's plan and capacity)
+                        -> scores, delivery, capacity, reconciliation per market
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import pyarrow.compute as pc
 
 from pipelines import arrays, contract, faults, storage
 from pipelines.beam.coders import Named
+from pipelines.beam.io import published_schema
 from pipelines.config import Config
 from pipelines.metrics import counter
+from pipelines.scoring.delivery import PLAN_COLUMNS, STATE_COLUMNS
 from pipelines.scoring.market import score_market
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PROMOTION_SCORES,
-                     PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, DELIVERY_RECONCILIATION, ENROLLMENTS,
+                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
 
 # ----------------------------------------------------------------- check ---
@@ -230,12 +233,12 @@ def _by_market(table: pa.Table):
 
 
 class ScoreMarketFn(beam.DoFn):
-    DELIVERY, CAPACITY = "delivery", "capacity"
+    DELIVERY, CAPACITY, RECONCILIATION = "delivery", "capacity", "reconciliation"
 
     def __init__(self, as_of: dt.date, cfg: Config, observed_days: list[dt.date], snapshot_id: str,
-                 method: str):
+                 method: str, plan_snapshot_id: str | None = None):
         self.as_of, self.cfg, self.observed_days = as_of, cfg, observed_days
-        self.snapshot_id, self.method = snapshot_id, method
+        self.snapshot_id, self.method, self.plan_snapshot_id = snapshot_id, method, plan_snapshot_id
 
     def setup(self):
         self.eligible = counter("rows_eligible")
@@ -254,8 +257,12 @@ class ScoreMarketFn(beam.DoFn):
                        DAILY_AGGREGATES).to_pandas()
         totals = _sorted(arrays.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
                          SURFACE_TOTALS).to_pandas()
+        # the previous snapshot's plan (None: none was published for as_of) and capacity
+        plan = _previous(groups.get("plan", []), PROMOTION_SCORES, PLAN_COLUMNS) if self.plan_snapshot_id else None
+        state = _previous(groups.get("state", []), CAPACITY, STATE_COLUMNS)
         result = score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
-                                      self.as_of, self.cfg, method=self.method)
+                              self.as_of, self.cfg, method=self.method, plan=plan, state=state,
+                              plan_snapshot_id=self.plan_snapshot_id)
         n_elig = int(result.scores["eligible"].sum())
         self.eligible.inc(n_elig)
         self.ineligible.inc(len(result.scores) - n_elig)
@@ -268,6 +275,18 @@ class ScoreMarketFn(beam.DoFn):
                                                                      score_date, self.snapshot_id)))
         yield beam.pvalue.TaggedOutput(self.CAPACITY, (name, _finish(result.capacity, CAPACITY,
                                                                      score_date, self.snapshot_id)))
+        # the reconciliation is of the logs day: its score_date is as_of
+        yield beam.pvalue.TaggedOutput(self.RECONCILIATION, (name, _finish(
+            result.reconciliation, DELIVERY_RECONCILIATION, self.as_of, self.snapshot_id)))
+
+
+def _previous(tables, contract_table, columns):
+    """A market's rows of a previous snapshot's table as a frame sorted by key, or None when there are none."""
+    t = arrays.concat(list(tables), published_schema(contract_table, columns))
+    if t.num_rows == 0:
+        return None if contract_table is CAPACITY else t.to_pandas()
+    keys = [k for k in contract_table.key if k in columns]
+    return t.sort_by([(k, "ascending") for k in keys]).to_pandas()
 
 
 def _sorted(t: pa.Table, contract_table) -> pa.Table:
@@ -290,27 +309,30 @@ def _finish(df, table, score_date: dt.date, snapshot_id: str) -> pa.Table:
 
 
 class ScoreMarkets(beam.PTransform):
-    """Join aggregates, totals and enrollments by market, then score and
-    allocate each market. Outputs tagged `scores`, `delivery`, `capacity`, each
-    of (part name, table)."""
+    """Join aggregates, totals and enrollments (and, when given, `plan` and
+    `state`: the previous snapshot's promotion_scores and capacity tables) by
+    market, then score and allocate each market. Outputs tagged `scores`,
+    `delivery`, `capacity`, `reconciliation`, each of (part name, table).
+    plan_snapshot_id names the snapshot `plan` comes from; None: no plan was
+    published for the logs day."""
 
-    def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str):
+    def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str, plan_snapshot_id: str | None = None):
         super().__init__()
-        self.args = (as_of, cfg, observed_days, snapshot_id, method)
+        self.args = (as_of, cfg, observed_days, snapshot_id, method, plan_snapshot_id)
 
     def expand(self, inputs):
         keyed = {
-            name: pcoll | f"Key{name.title()}" >> beam.FlatMap(_by_market).with_output_types(Named)
-            for name, pcoll in (("enrollments", inputs["enrollments"]), ("aggregates", inputs["aggregates"]),
-                                ("totals", inputs["totals"]))
+            name: inputs[name] | f"Key{name.title()}" >> beam.FlatMap(_by_market).with_output_types(Named)
+            for name in ("enrollments", "aggregates", "totals", "plan", "state") if name in inputs
         }
+        tags = (ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, ScoreMarketFn.RECONCILIATION)
         out = (keyed
                | "JoinByMarket" >> beam.CoGroupByKey()
                | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args))
-               .with_output_types(Named, **{ScoreMarketFn.DELIVERY: Named, ScoreMarketFn.CAPACITY: Named})
-               .with_outputs(
-                   ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, main="scores"))
-        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity}
+               .with_output_types(Named, **{tag: Named for tag in tags})
+               .with_outputs(*tags, main="scores"))
+        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity,
+                "reconciliation": out.reconciliation}
 
 
 def concat_dead_letters(tables):

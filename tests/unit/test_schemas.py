@@ -155,7 +155,11 @@ CAMPAIGN_DELIVERY_CONTRACT = [
 ]
 CAPACITY_CONTRACT = [
     "market", "surface", "total_forecast", "promoted_share_cap", "capacity", "artist_cap",
-    "licensor_cap", "shortfall_penalty", "planned_total", "shadow_price",
+    "licensor_cap", "shortfall_penalty", "planned_total", "shadow_price", "serving_gain",
+]
+DELIVERY_RECONCILIATION_CONTRACT = [
+    "track_id", "market", "surface", "planned_promoted_plays", "boost_probability", "realised_promoted_plays",
+    "ratio",
 ]
 
 
@@ -163,6 +167,7 @@ CAPACITY_CONTRACT = [
     ("promotion_scores", PROMOTION_SCORES_CONTRACT),
     ("campaign_delivery", CAMPAIGN_DELIVERY_CONTRACT),
     ("capacity", CAPACITY_CONTRACT),
+    ("delivery_reconciliation", DELIVERY_RECONCILIATION_CONTRACT),
 ])
 def test_outputs_carry_design_section_5_columns(name, contract):
     table = schemas.OUTPUTS[name]
@@ -176,13 +181,17 @@ def test_outputs_carry_design_section_5_columns(name, contract):
 
 
 def test_output_nullability_and_partitioning():
-    # Only `reason` may be null (it is null when the row is eligible); every
-    # output is partitioned by score_date, which therefore is REQUIRED.
+    # Null only where a value does not exist: `reason` of an eligible row, a
+    # ratio (and the plan's campaign and snapshot) where nothing was planned;
+    # every output is partitioned by score_date, which therefore is REQUIRED.
+    allowed = {"promotion_scores": ["reason"], "capacity": ["delivery_ratio"],
+               "delivery_reconciliation": ["ratio", "campaign_id", "plan_snapshot_id"]}
     for table in schemas.OUTPUTS.values():
         nullable = [f.name for f in table.fields if f.nullable]
-        assert nullable == (["reason"] if table.name == "promotion_scores" else [])
+        assert nullable == allowed.get(table.name, [])
         assert table.key[0] == "score_date"
         assert table.field("score_date").type == "date"
     assert schemas.PROMOTION_SCORES.key == ("score_date", "track_id", "market", "surface")
     assert schemas.CAPACITY.key == ("score_date", "market", "surface")
     assert schemas.CAMPAIGN_DELIVERY.key == ("score_date", "campaign_id", "market", "surface")
+    assert schemas.DELIVERY_RECONCILIATION.key == ("score_date", "track_id", "market", "surface")
