@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from jobs import logs
-from jobs.cli import backfill, config, explain, run, sample, snapshots, validate
+from jobs.cli import backfill, config, explain, run, sample, simulate, snapshots, validate
 from jobs.cli.errors import user_error
 
 DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
@@ -25,7 +25,7 @@ dates.
 
 Exit codes: 0 success, 1 failure (one line on stderr says why), 2 usage error."""
 
-COMMANDS = (run, backfill, snapshots, explain, validate, sample, config)
+COMMANDS = (run, backfill, snapshots, explain, validate, sample, simulate, config)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

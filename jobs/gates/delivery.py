@@ -33,8 +33,9 @@ def delivery(capacity: pa.Table, cfg: Config) -> GateResult:
     judged = c[c["delivery_ratio"].notna() & (c["reconciled_planned"] >= cfg.gate_delivery_min_planned)]
     over = c[c["delivery_miss_days"] >= days]
     if len(over):
-        named = "; ".join(f"{r.market} {r.surface}: realised {r.reconciled_realised:,} of {r.reconciled_planned:,.0f} "
-                          f"planned (ratio {r.delivery_ratio:.2f}), {r.delivery_miss_days} days in a row"
+        named = "; ".join(f"{r.market} {r.surface}: realised {r.reconciled_realised:,} of "
+                          f"{r.reconciled_planned:,.0f} planned (ratio {r.delivery_ratio:.2f}), "
+                          f"{r.delivery_miss_days} days in a row"
                           for r in over.head(MAX_NAMED).itertuples())
         more = f"; and {len(over) - MAX_NAMED} more" if len(over) > MAX_NAMED else ""
         detail = (f"{len(over)} (market, surface) delivered more than {bound:.0%} off the plan for {days}+ "

@@ -174,7 +174,7 @@ def _details(manifest: Manifest, scores: pd.DataFrame) -> str:
 
     rows = "".join(
         f"<tr><td>{e(c.name)}</td><td class='{'ok' if c.passed else 'bad'}'>"
-        f"{'passed' if c.passed else 'FAILED, skipped by hand' if c.skipped else 'WARNING (warn-only)' if c.warning else 'FAILED'}</td>"
+        f"{_verdict(c)}</td>"
         f"<td>{e(c.detail)}</td></tr>"
         for c in manifest.validation)
     out.append(f"<div><h3>Validation</h3><table><tr><th>check</th><th>result</th><th>detail</th></tr>"
@@ -188,6 +188,12 @@ def _details(manifest: Manifest, scores: pd.DataFrame) -> str:
         f"{len(inputs.stored_days)}; window days without events: {len(inputs.missing_window_days)}</p></div>")
     out.append("</div></section>")
     return "".join(out)
+
+
+def _verdict(gate) -> str:
+    if gate.passed:
+        return "passed"
+    return "FAILED, skipped by hand" if gate.skipped else "WARNING (warn-only)" if gate.warning else "FAILED"
 
 
 def _config(manifest: Manifest) -> str:

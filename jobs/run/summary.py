@@ -36,7 +36,8 @@ def render(result: RunResult, warehouse: str) -> str:
         lines.append(f"      {reason:<22} {n:,}")
     cap = result.tables["capacity"].to_pandas() if "capacity" in result.tables else None
     if cap is not None and len(cap):
-        lines.append("  capacity used (planned / capacity), serving gain, the logs day's delivery (realised / planned):")
+        lines.append("  capacity used (planned / capacity), serving gain, the logs day's delivery "
+                     "(realised / planned):")
         for row in cap.sort_values(["market", "surface"]).itertuples():
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
             delivered = (f"{row.reconciled_realised:,} / {row.reconciled_planned:,.0f}"

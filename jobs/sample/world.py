@@ -98,9 +98,11 @@ class World:
 
 
 def build_world(*, seed: int, tracks: int, events_per_day: int, markets: int,
-                 end_date: dt.date) -> World:
+                 end_date: dt.date, codes: tuple[str, ...] | None = None) -> World:
+    """codes: which of MARKETS (in their order) instead of the first `markets`."""
     rng = np.random.default_rng([seed, 0])
-    info = MARKETS[:markets]
+    info = [m for m in MARKETS if m[0] in codes] if codes else MARKETS[:markets]
+    markets = len(info)
     codes = [c for c, _, _, _ in info]
     size = np.array([w for _, _, w, _ in info]) * rng.uniform(0.85, 1.15, markets)
     m_weight = size / size.sum()

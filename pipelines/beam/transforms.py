@@ -26,8 +26,8 @@ from pipelines.config import Config
 from pipelines.metrics import counter
 from pipelines.scoring.delivery import PLAN_COLUMNS, STATE_COLUMNS
 from pipelines.scoring.market import score_market
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, DELIVERY_RECONCILIATION, ENROLLMENTS,
-                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, DELIVERY_RECONCILIATION,
+                     ENROLLMENTS, PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
 
 # ----------------------------------------------------------------- check ---
