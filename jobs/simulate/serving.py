@@ -135,7 +135,8 @@ class ServedDay:
 def organic_events(w: World, e: Enrollments, day: dt.date, events_per_day: int, bad_row_share: float) -> pa.Table:
     """The sample world's plays of `day` without any promotion: its promoted
     plays are organic plays labelled promoted, so clearing the label gives the
-    plays without a boost."""
+    plays without a boost. (A generator that adds promoted plays on top of the
+    organic ones instead must be asked for none here, not have them relabelled.)"""
     table, _ = events_for_day(w, e, day, events_per_day, bad_row_share)
     i_promoted, i_campaign = table.schema.get_field_index("promoted"), table.schema.get_field_index("campaign_id")
     table = table.set_column(i_promoted, table.schema.field(i_promoted),

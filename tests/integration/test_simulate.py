@@ -17,8 +17,6 @@ import shutil
 
 import duckdb
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,7 +24,7 @@ from jobs import layout
 from jobs.run import daily, summary
 from jobs.run.options import RunOptions
 from jobs.simulate import figures as sim_figures
-from jobs.simulate.loop import Simulation, SimulationRequest, simulate
+from jobs.simulate.loop import Simulation, SimulationError, SimulationRequest, simulate
 from jobs.simulate.serving import plan_boosts
 from jobs.simulate.truth import TruthParams
 from jobs.snapshots import store
@@ -91,6 +89,15 @@ def test_a_resumed_simulation_continues_where_it_stopped(sim_on):
         if d > START:
             assert m.inputs.previous == {"snapshot_id": snaps[d - dt.timedelta(days=1)].snapshot_id,
                                          "score_date": str(d - dt.timedelta(days=1)), "plan_reconciled": True}
+
+
+def test_resuming_with_other_arguments_is_refused(sim_on):
+    result = sim_on[0]
+    before = os.path.getmtime(os.path.join(result.sim_dir, layout.SIMULATION_RECORD))
+    with pytest.raises(SimulationError, match=r"other arguments \(seed\)"):
+        simulate(SimulationRequest(out=result.sim_dir, days=12, **(WORLD | {"seed": 4})),
+                 progress=lambda message: None)
+    assert os.path.getmtime(os.path.join(result.sim_dir, layout.SIMULATION_RECORD)) == before
 
 
 def test_the_serving_gain_is_recovered_by_day_7(sim_on):
