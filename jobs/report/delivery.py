@@ -68,7 +68,7 @@ def plot_planned_delivered(history: pd.DataFrame | None, score_date: dt.date) ->
                       "of that day has been published"), ""
     pairs = sorted({(m, s) for m, s in zip(history["market"], history["surface"])},
                    key=lambda p: (p[0], PROMOTION_SURFACES.index(p[1]) if p[1] in PROMOTION_SURFACES else 9))
-    first = score_date - dt.timedelta(days=HISTORY_DAYS)
+    first = score_date - dt.timedelta(days=HISTORY_DAYS + 1)   # day k of the window at x = k; the logs day at 28
     cols, gap = 3, 22
     width = (WIDTH - 16 - gap * (cols - 1)) / cols
     left_pad, top_pad, bottom_pad = 52, 18, 20
