@@ -180,6 +180,10 @@ CAPACITY = Table(
         F("gain_realised", "double", doc="extra: decay-weighted realised promoted plays behind the estimate"),
         F("gain_requested", "double", doc="extra: decay-weighted boost_probability * supply_forecast behind "
           "the estimate"),
+        F("serving_response", "double", doc="extra: serving's own gain: realised promoted plays over "
+          "boost_probability * the day's organic plays (the estimate without the forecast's bias)"),
+        F("gain_requested_organic", "double", doc="extra: decay-weighted boost_probability * organic plays "
+          "behind serving_response"),
         F("reconciled_planned", "double", doc="extra: planned promoted plays of the logs day (its plan)"),
         F("reconciled_realised", "int64", doc="extra: realised promoted plays of the logs day"),
         F("delivery_ratio", "double", nullable=True,

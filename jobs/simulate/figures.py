@@ -5,7 +5,9 @@ drove day k), and day k's reconciliation is in the snapshot of day k+1.
 
 * gain: per (market, surface), the serving-gain estimate published for day
   `gain_day` (7: six reconciled days) against the planted g of the day
-  before, and the share within `gain_tolerance` of it;
+  before, and the share within `gain_tolerance` of it; the same for
+  serving_response (the estimate over the realised organic plays, without
+  the forecast's bias on the boosted rows);
 * delivery: per (market, surface), realised over planned promoted plays
   summed over days `delivery_from`.. (7..), and the median over (market,
   surface) of |ratio - 1|; also the median over every (market, surface, day);
@@ -50,6 +52,7 @@ class Figures:
     calibration: bool
     gain: pd.DataFrame           # market, surface, planted, estimate, error
     gain_within: float           # share of (market, surface) with |error| <= gain_tolerance
+    response_within: float       # the same for serving_response
     gain_tolerance: float
     gain_day: int
     delivery: pd.DataFrame       # market, surface, planned, realised, ratio
@@ -93,6 +96,8 @@ def measure(sim_dir: str, *, gain_day: int = 7, delivery_from: int = 7, gain_tol
 
     gain = _gain(capacity, planted, loop_days, gain_day)
     within = float((gain["error"].abs() <= gain_tolerance + 1e-12).mean()) if len(gain) else 0.0
+    response_within = (float((gain["response_error"].abs() <= gain_tolerance + 1e-12).mean()) if len(gain)
+                       else 0.0)
     late = recon[recon["score_date"] >= loop_days[min(delivery_from, len(loop_days)) - 1]]
     per_pair = late.groupby(KEY)[["planned_promoted_plays", "realised_promoted_plays"]].sum().reset_index()
     per_pair.columns = KEY + ["planned", "realised"]
@@ -111,7 +116,8 @@ def measure(sim_dir: str, *, gain_day: int = 7, delivery_from: int = 7, gain_tol
                    and any(r.name == "delivery" and not r.passed for r in m.validation)]
     return Figures(
         loop_days=loop_days, step=step, calibration=bool(cfg.calibrate_serving_gain), gain=gain,
-        gain_within=within, gain_tolerance=gain_tolerance, gain_day=gain_day, delivery=per_pair,
+        gain_within=within, response_within=response_within, gain_tolerance=gain_tolerance, gain_day=gain_day,
+        delivery=per_pair,
         delivery_median=float((per_pair["ratio"] - 1).abs().median()) if len(per_pair) else float("nan"),
         delivery_daily_median=float((daily_ratio - 1).abs().median()) if len(daily_ratio) else float("nan"),
         delivery_from=delivery_from,
@@ -145,12 +151,13 @@ def _gain(capacity: pd.DataFrame, planted: pd.DataFrame, loop_days: list[dt.date
     """The estimate published for day `gain_day` against the gain of the day before (what it measured)."""
     k = min(gain_day, len(loop_days))
     day = loop_days[k - 1]
-    est = capacity[capacity["score_date"] == day][KEY + ["serving_gain_estimate", "serving_gain"]]
+    est = capacity[capacity["score_date"] == day][KEY + ["serving_gain_estimate", "serving_gain", "serving_response"]]
     truth_day = loop_days[max(k - 2, 0)]
     g = planted[planted["day"] == truth_day][KEY + ["gain"]]
     out = g.merge(est, on=KEY, how="left").rename(columns={"gain": "planted", "serving_gain_estimate": "estimate",
                                                           "serving_gain": "applied"})
     out["error"] = out["estimate"] / out["planted"] - 1.0
+    out["response_error"] = out["serving_response"] / out["planted"] - 1.0
     return out.sort_values(KEY).reset_index(drop=True)
 
 
@@ -217,20 +224,24 @@ def render(f: Figures) -> str:
     lines = [f"simulated days {f.loop_days[0]}..{f.loop_days[-1]} ({len(f.loop_days)}), calibration "
              f"{'on' if f.calibration else 'off'}; step x{f.step['factor']:g} of the gain in {f.step['market']} "
              f"{f.step['surface']} from {f.step['day']}",
-             f"{'market':<6} {'surface':<9} {'planted g':>9} {'g-hat d' + str(f.gain_day):>9} {'error':>7}  "
-             f"{'planned':>10} {'realised':>10} {'ratio d' + str(f.delivery_from) + '+':>10}  gate fired on"]
+             f"{'market':<6} {'surface':<9} {'planted g':>9} {'g-hat d' + str(f.gain_day):>9} {'error':>7} "
+             f"{'response':>9} {'error':>7}  {'planned':>10} {'realised':>10} "
+             f"{'ratio d' + str(f.delivery_from) + '+':>10}  gate fired on"]
     fired = f.gate[f.gate["firing"]].groupby(KEY)["day"].apply(lambda s: ", ".join(d.strftime("%m-%d") for d in s))
     d = f.delivery.set_index(KEY)
     for r in f.gain.itertuples():
         k = (r.market, r.surface)
         dr = d.loc[k] if k in d.index else None
-        lines.append(f"{r.market:<6} {r.surface:<9} {r.planted:>9.3f} {r.estimate:>9.3f} {r.error:>+7.1%}  "
+        lines.append(f"{r.market:<6} {r.surface:<9} {r.planted:>9.3f} {r.estimate:>9.3f} {r.error:>+7.1%} "
+                     f"{r.serving_response:>9.3f} {r.response_error:>+7.1%}  "
                      + (f"{dr.planned:>10,.0f} {dr.realised:>10,.0f} {dr.ratio:>10.3f}" if dr is not None
                         else f"{'':>10} {'':>10} {'':>10}")
                      + f"  {fired.get(k, '-')}")
     delay = f.gate_delay_days
     lines += [
-        f"g-hat within {f.gain_tolerance:.0%} of g on day {f.gain_day}: {f.gain_within:.0%} of (market, surface)",
+        f"g-hat within {f.gain_tolerance:.0%} of g on day {f.gain_day}: {f.gain_within:.0%} of (market, surface) "
+        f"(mean error {f.gain['error'].mean():+.1%}); serving_response (g-hat without the forecast's bias): "
+        f"{f.response_within:.0%} (mean error {f.gain['response_error'].mean():+.1%})",
         f"|realised / planned - 1| from day {f.delivery_from}: median over (market, surface) "
         f"{f.delivery_median:.2%}; over (market, surface, day) {f.delivery_daily_median:.2%}; smallest "
         f"(market, surface) planned {f.planned_per_day_min:,.0f} promoted plays a day",

@@ -22,14 +22,19 @@ forecasts g_hat is serving's gain g; when the boosted tracks' organic plays
 come in below E (promotion displaces organic plays, a flight start boosts
 tracks whose history was unboosted, a holiday lifts a day) g_hat moves so
 that delivery meets the plan, and the table's organic_plays against
-supply_forecast shows that part row by row. (Dividing by b * organic plays
-instead would estimate g alone and leave delivery short by the forecast's
-error: measured on the simulator, 0.76-0.88 of the plan in the days after a
-flight start.)
+supply_forecast shows that part row by row. (Applying an estimate of g alone
+would leave delivery short by the forecast's error: measured on the
+simulator, 0.76-0.88 of the plan in the days after a flight start.)
+
+That estimate of g alone is published beside it, as the split of a miss
+between serving and the forecast: `serving_response`, realised promoted plays
+over b * O with O the day's realised organic plays of the boosted rows (what
+serving made of the boost, whatever the forecast said), smoothed, shrunk and
+clamped the same way. Their ratio is the forecast's bias on the boosted rows.
 
 The estimate is recursive: the decay-weighted sums are published in
-`capacity` (gain_realised, gain_requested), and the next run adds its day to
-the previous snapshot's. So is the delivery gate's count of consecutive
+`capacity` (gain_realised, gain_requested, gain_requested_organic), and the
+next run adds its day to the previous snapshot's. So is the delivery gate's count of consecutive
 missed days (delivery_miss_days): a run needs only the snapshot before it.
 """
 from __future__ import annotations
@@ -47,7 +52,8 @@ TINY = 1e-9   # planned promoted plays below this are nothing planned (an LP's r
 # What a run reads of the previous snapshot (older snapshots may lack some: they read as missing).
 PLAN_COLUMNS = ("track_id", "market", "surface", "campaign_id", "planned_promoted_plays", "boost_probability",
                 "supply_forecast")
-STATE_COLUMNS = ("market", "surface", "gain_realised", "gain_requested", "delivery_miss_days")
+STATE_COLUMNS = ("market", "surface", "gain_realised", "gain_requested", "gain_requested_organic",
+                 "delivery_miss_days")
 
 RECONCILIATION_COLUMNS = ("track_id", "market", "surface", "planned_promoted_plays", "boost_probability",
                           "realised_promoted_plays", "ratio", "campaign_id", "supply_forecast", "organic_plays",
@@ -68,8 +74,9 @@ def reconcile(market: str, plan: pd.DataFrame | None, aggregates: pd.DataFrame, 
     A row is kept when it was planned (x > 0) or has realised promoted plays,
     so every promoted play of the day's aggregates is in exactly one row.
     Returned sums, arrays over PROMOTION_SURFACES: planned and realised (all
-    rows), gain_realised and gain_requested (the boosted rows: realised, and
-    boost_probability * supply_forecast), and measured (a plan existed).
+    rows), gain_realised, gain_requested and gain_requested_organic (the
+    boosted rows: realised, boost_probability * supply_forecast and
+    boost_probability * organic plays), and measured (a plan existed).
     """
     day = aggregates[daynums(aggregates["dt"]) == day_num] if len(aggregates) else aggregates
     realised = pd.DataFrame({
@@ -104,6 +111,7 @@ def reconcile(market: str, plan: pd.DataFrame | None, aggregates: pd.DataFrame, 
     sums = {"planned": per_surface(x), "realised": per_surface(got),
             "gain_realised": per_surface(got, boosted),
             "gain_requested": per_surface(b * out["supply_forecast"].to_numpy(float), boosted),
+            "gain_requested_organic": per_surface(b * organic, boosted),
             "measured": np.full(n, plan is not None)}
     return out, sums
 
@@ -129,25 +137,29 @@ def serving_gain(state: pd.DataFrame | None, sums: dict, cfg: Config) -> dict:
         carry over unchanged.
     """
     n = len(PROMOTION_SURFACES)
-    prev_realised, prev_requested, prev_miss = (_state_column(state, c, n) for c in STATE_COLUMNS[2:])
+    prev = {c: _state_column(state, c, n) for c in STATE_COLUMNS[2:]}
     informative = sums["measured"] & (sums["gain_requested"] > 0)
     decay = 0.5 ** (1.0 / cfg.gain_half_life_days)
-    gain_realised = np.where(informative, decay * prev_realised + sums["gain_realised"], prev_realised)
-    gain_requested = np.where(informative, decay * prev_requested + sums["gain_requested"], prev_requested)
-    k = cfg.gain_prior_plays
-    total = gain_requested + k
-    raw = np.divide(gain_realised + k, total, out=np.ones(n), where=total > 0)
-    estimate = np.clip(raw, cfg.gain_min, cfg.gain_max)
+    running = {c: np.where(informative, decay * prev[c] + sums[c], prev[c])
+               for c in ("gain_realised", "gain_requested", "gain_requested_organic")}
+
+    def estimate_over(requested):
+        total = requested + cfg.gain_prior_plays
+        raw = np.divide(running["gain_realised"] + cfg.gain_prior_plays, total, out=np.ones(n), where=total > 0)
+        return np.clip(raw, cfg.gain_min, cfg.gain_max)
+
+    estimate = estimate_over(running["gain_requested"])
     applied = estimate if cfg.calibrate_serving_gain else np.ones(n)
 
     planned, realised = sums["planned"], sums["realised"]
     ratio = np.divide(realised, planned, out=np.full(n, np.nan), where=planned > TINY)
     judged = sums["measured"] & (planned >= cfg.gate_delivery_min_planned) & (planned > TINY)
     miss = judged & (np.abs(np.nan_to_num(ratio, nan=1.0) - 1.0) > cfg.gate_delivery_max_miss)
-    return {"serving_gain": applied, "serving_gain_estimate": estimate, "gain_realised": gain_realised,
-            "gain_requested": gain_requested, "reconciled_planned": planned,
+    return {"serving_gain": applied, "serving_gain_estimate": estimate,
+            "serving_response": estimate_over(running["gain_requested_organic"]), **running,
+            "reconciled_planned": planned,
             "reconciled_realised": realised.astype(np.int64), "delivery_ratio": ratio,
-            "delivery_miss_days": np.where(miss, prev_miss.astype(np.int64) + 1, 0).astype(np.int64)}
+            "delivery_miss_days": np.where(miss, prev["delivery_miss_days"] + 1, 0).astype(np.int64)}
 
 
 def _state_column(state: pd.DataFrame | None, column: str, n: int) -> np.ndarray:

@@ -105,6 +105,7 @@ def test_the_serving_gain_is_recovered_by_day_7(sim_on):
     print("\n" + sim_figures.render(f))
     assert f.planned_per_day_min >= 200
     assert f.gain_within >= 0.9, f.gain.to_string()
+    assert f.response_within >= 0.9, f.gain.to_string()
     assert f.gain["applied"].tolist() == f.gain["estimate"].tolist()
 
 

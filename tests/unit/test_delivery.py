@@ -87,14 +87,23 @@ def test_reconciled_realised_plays_are_the_aggregates_promoted_plays(logged, pla
     assert sums["planned"].sum() == pytest.approx(sum(x for _, _, x, _ in planned if x > TINY))
 
 
-def state(realised, requested, miss=(0, 0, 0)):
+def state(realised, requested, miss=(0, 0, 0), requested_organic=None):
     return pd.DataFrame({"market": "US", "surface": SURFACES, "gain_realised": realised,
-                         "gain_requested": requested, "delivery_miss_days": miss})
+                         "gain_requested": requested,
+                         "gain_requested_organic": requested if requested_organic is None else requested_organic,
+                         "delivery_miss_days": miss})
 
 
-def sums(planned, realised, gain_realised, gain_requested, measured=True):
+def state_of(out):
+    return state(out["gain_realised"], out["gain_requested"], out["delivery_miss_days"],
+                 out["gain_requested_organic"])
+
+
+def sums(planned, realised, gain_realised, gain_requested, measured=True, requested_organic=None):
     return {"planned": np.array(planned, float), "realised": np.array(realised, float),
             "gain_realised": np.array(gain_realised, float), "gain_requested": np.array(gain_requested, float),
+            "gain_requested_organic": np.array(gain_requested if requested_organic is None else requested_organic,
+                                               float),
             "measured": np.full(3, measured)}
 
 
@@ -114,9 +123,24 @@ def test_the_gain_estimate_recovers_a_planted_gain(g, requested):
     for _ in range(6):
         out = serving_gain(st_, sums([requested] * 3, [g * requested] * 3, [g * requested] * 3, [requested] * 3),
                            cfg)
-        st_ = state(out["gain_realised"], out["gain_requested"], out["delivery_miss_days"])
+        st_ = state_of(out)
     pull = cfg.gain_prior_plays / (cfg.gain_prior_plays + requested)
     assert out["serving_gain"] == pytest.approx([g] * 3, abs=abs(1 - g) * pull + 1e-9)
+    assert out["serving_response"] == pytest.approx(out["serving_gain"])
+
+
+def test_the_applied_gain_takes_in_the_forecasts_bias_and_the_response_does_not():
+    """Organic plays 10% below the forecast on the boosted rows: serving,
+    answering g per organic play, delivers 0.9 g of what b * E asked for. The
+    applied gain learns 0.9 g (so delivery meets the plan); serving_response
+    recovers g."""
+    cfg, g, st_ = Config(gain_prior_plays=0.0), 0.8, None
+    for _ in range(4):
+        out = serving_gain(st_, sums([800] * 3, [720] * 3, [g * 900] * 3, [1000] * 3, requested_organic=[900] * 3),
+                           cfg)
+        st_ = state_of(out)
+    assert out["serving_gain"] == pytest.approx([0.9 * g] * 3)
+    assert out["serving_response"] == pytest.approx([g] * 3)
 
 
 def test_the_gain_follows_a_step_with_the_half_life():
@@ -128,8 +152,7 @@ def test_the_gain_follows_a_step_with_the_half_life():
     out = serving_gain(st_, sums([1000] * 3, [600] * 3, [600] * 3, [1000] * 3), cfg)
     w_old = decay / (1 - decay)
     assert out["serving_gain"][0] == pytest.approx((w_old + 0.6) / (w_old + 1))
-    again = serving_gain(state(out["gain_realised"], out["gain_requested"]),
-                         sums([1000] * 3, [600] * 3, [600] * 3, [1000] * 3), cfg)
+    again = serving_gain(state_of(out), sums([1000] * 3, [600] * 3, [600] * 3, [1000] * 3), cfg)
     assert 0.6 < again["serving_gain"][0] < out["serving_gain"][0]
 
 
