@@ -14,8 +14,14 @@ DATA := data
 SAMPLE_DAYS ?= 35
 SAMPLE_TRACKS ?= 400
 SAMPLE_EVENTS ?= 100000
+# `make simulate`: the closed loop at full size (6 markets x 3 surfaces, 31 days, every (market, surface)
+# planning a few hundred promoted plays a day or more), then the same world with calibration off. December's
+# flights change the eligible scores' distribution past score_drift's bound on the 1st: the runs skip that gate.
+SIM_DIR ?= $(DATA)/simulate
+SIM_WORLD ?= --warm-up-days 14 --markets 6 --tracks 600 --events-per-day 1500000 --seed 5 --step-day 11 \
+    --skip-gate score_drift
 
-.PHONY: install emulators run test test-unit bench mutation clean
+.PHONY: install emulators run test test-unit bench simulate mutation clean
 
 install: $(STAMP)
 
@@ -69,6 +75,10 @@ $(MUTATION_STAMP): $(STAMP)
 
 mutation: $(MUTATION_STAMP)
 	nice -n 10 $(BIN)/python -m tests.mutation $(if $(MODULES),--modules $(MODULES)) $(if $(RETEST),--retest-survivors)
+
+simulate: install
+	$(BIN)/oasis simulate --out $(SIM_DIR)/calibrated --days 31 $(SIM_WORLD)
+	$(BIN)/oasis simulate --out $(SIM_DIR)/uncalibrated --days 14 --calibration off $(SIM_WORLD)
 
 clean:
 	rm -rf $(DATA) test-artifacts .pytest_cache mutants build/mutation

@@ -304,7 +304,8 @@ def _explain_surface(row, cap, surface, market, track_rows, pooled, scores, deli
                    "cap_basis": cfg.get("track_cap_basis", "point")},
         "lp": _explain_lp(row, cap, surface, market, scores, delivery, capacity, prices),
         "result": {"planned_promoted_plays": float(row["planned_promoted_plays"]),
-                   "boost_probability": float(row["boost_probability"]), "score": float(row["score"])},
+                   "boost_probability": float(row["boost_probability"]), "score": float(row["score"]),
+                   "serving_gain": float(cap.get("serving_gain", 1.0))},  # 1 in snapshots before it existed
     }
 
 

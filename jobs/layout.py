@@ -330,3 +330,36 @@ def run_record_id(name: str) -> str | None:
 
 def metrics_textfile(output_root: str) -> str:
     return storage.join(output_root, "metrics", METRICS_TEXTFILE)
+
+
+# -------------------------------------------------------------- simulation ---
+# `oasis simulate --out DIR`: DIR/world is the input root it writes (with the
+# planted truth under truth/), DIR/out the output root its daily runs publish to.
+SIMULATION_RECORD = "simulation.json"
+
+
+def simulation_world(sim_dir: str) -> str:
+    return storage.join(sim_dir, "world")
+
+
+def simulation_output(sim_dir: str) -> str:
+    return storage.join(sim_dir, "out")
+
+
+def simulation_config(sim_dir: str) -> str:
+    return storage.join(sim_dir, "config.toml")
+
+
+def truth_file(input_root: str, name: str) -> str:
+    """IN/truth/<name>: what a generated world planted."""
+    return storage.join(input_root, "truth", name)
+
+
+def truth_day_dir(input_root: str, day: dt.date) -> str:
+    """IN/truth/days/dt=D: the planted truth of one simulated day."""
+    return storage.join(input_root, "truth", "days", day_dirname(day))
+
+
+def staging_day_dir(input_root: str, day: dt.date) -> str:
+    """IN/.staging/dt=D: a simulated day being written; moved into place when whole."""
+    return storage.join(input_root, ".staging", day_dirname(day))

@@ -27,6 +27,8 @@ Format versions:
      `previous_snapshot` (the snapshot whose guardrail state the run carried
      on; "" for none) and `inputs.legacy_aggregate_days` (stored days read in
      an older aggregate format because their raw partition is gone).
+  6  adds `warn_only` to gate results (a failed warn-only gate does not block)
+     and `inputs.previous` (the snapshot before: its plan and serving gain).
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from typing import Any
 from pipelines.config import Config
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 5
-TABLES_SINCE = {"prices": 3}   # a table a manifest lists from this format version on
+FORMAT_VERSION = 6
+TABLES_SINCE = {"prices": 3, "delivery_reconciliation": 6}   # a table a manifest lists from this version on
 
 
 class ManifestError(OasisError):
@@ -131,7 +133,8 @@ class TableEntry:
 class GateResult:
     """One validation gate's verdict. `passed` is the gate's own verdict;
     `skipped` says an engineer overrode it (`--skip-gate`), so a skipped gate
-    that failed still reads passed = false."""
+    that failed still reads passed = false; `warn_only` says the config made
+    the gate a warning (it fails without blocking, and the run says so)."""
     name: str
     passed: bool
     detail: str
@@ -139,13 +142,19 @@ class GateResult:
     threshold: Any = None    # what it compared it with
     skipped: bool = False
     basis: dict | None = None  # what a comparing gate compared (the earlier snapshot, the rows); None otherwise
+    warn_only: bool = False
 
     @property
     def blocking(self) -> bool:
-        return not self.passed and not self.skipped
+        return not self.passed and not self.skipped and not self.warn_only
+
+    @property
+    def warning(self) -> bool:
+        """Failed, but only warns: neither skipped by hand nor blocking."""
+        return not self.passed and not self.skipped and self.warn_only
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+        d = {"name": self.name, "passed": self.passed, "skipped": self.skipped, "warn_only": self.warn_only,
              "measured": _json_number(self.measured), "threshold": self.threshold, "detail": self.detail}
         if self.basis is not None:
             d["basis"] = self.basis
@@ -158,7 +167,8 @@ class GateResult:
         return cls(name=_get(d, "name", str, where), passed=_get(d, "passed", bool, where),
                    detail=_get(d, "detail", str, where, ""), measured=d.get("measured"),
                    threshold=d.get("threshold"), skipped=_get(d, "skipped", bool, where, False),
-                   basis=_get(d, "basis", (dict, type(None)), where, None))
+                   basis=_get(d, "basis", (dict, type(None)), where, None),
+                   warn_only=_get(d, "warn_only", bool, where, False))
 
 
 def blocking_gates(results: list[GateResult]) -> list[str]:
@@ -170,6 +180,11 @@ def skipped_gates(results: list[GateResult]) -> list[str]:
     return [r.name for r in results if r.skipped]
 
 
+def warning_gates(results: list[GateResult]) -> list[str]:
+    """Names of the warn-only gates that failed: the run published and says so."""
+    return [r.name for r in results if r.warning]
+
+
 def validation_text(results: list[GateResult]) -> str:
     """One line on a set of gate results, the same wherever it is printed."""
     if not results:
@@ -177,10 +192,14 @@ def validation_text(results: list[GateResult]) -> str:
     blocking = blocking_gates(results)
     if blocking:
         return "FAILED " + ", ".join(blocking)
+    warned = warning_gates(results)
+    warning = f"; WARNING from {', '.join(warned)} (warn-only)" if warned else ""
     overridden = [r.name for r in results if r.skipped and not r.passed]
     if overridden:
         return (f"{len(overridden)} gate(s) failed, skipped by hand ({', '.join(overridden)}); "
-                f"the others passed")
+                f"the others passed{warning}")
+    if warned:
+        return f"passed, with a WARNING from {', '.join(warned)} (a warn-only gate)"
     return "all passed"
 
 
@@ -195,6 +214,7 @@ class Inputs:
     missing_window_days: list[str]     # window days without engagement rows (no partition, or an empty one)
     empty_days: list[str] = field(default_factory=list)  # of those, the days whose partition holds 0 rows
     legacy_aggregate_days: list[str] = field(default_factory=list)
+    previous: dict = field(default_factory=dict)  # the snapshot before: snapshot_id, score_date, plan_reconciled
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -241,6 +261,10 @@ class Manifest:
     @property
     def skipped_gates(self) -> list[str]:
         return skipped_gates(self.validation)
+
+    @property
+    def warning_gates(self) -> list[str]:
+        return warning_gates(self.validation)
 
     @property
     def gates_passed(self) -> bool:

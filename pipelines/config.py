@@ -79,6 +79,17 @@ class Config:
     shortfall_penalty_factor: float = _p(
         10.0, 2.0, 1e6, "p = factor * (max |v| + 1e-6) per (market, surface): large enough that floors "
         "are met wherever they can be (factor >= 2 suffices)")
+    # --- serving gain (pipelines/scoring/delivery.py) ---------------------
+    calibrate_serving_gain: int = _p(
+        1, 0, 1, "1: boost probabilities divide by the calibrated serving gain g-hat of their (market, surface); "
+        "0: g-hat = 1 (the estimate is still computed and published as serving_gain_estimate)", kind=int)
+    gain_half_life_days: float = _p(
+        2.0, 0.25, 60.0, "half-life, in reconciled days, of a day's weight in the serving-gain estimate")
+    gain_prior_plays: float = _p(
+        10.0, 0.0, 1e9, "the estimate is shrunk toward 1 by this many requested plays at gain 1, so a new "
+        "market or surface starts at 1 and moves as its plays come in")
+    gain_min: float = _p(0.2, 0.01, 1.0, "lower clamp of the serving-gain estimate")
+    gain_max: float = _p(5.0, 1.0, 100.0, "upper clamp of the serving-gain estimate")
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")
@@ -111,6 +122,17 @@ class Config:
     gate_min_capacity_use: float = _p(
         0.0, 0.0, 1.0, "capacity_use gate: sum of planned_total over sum of capacity must be at least this "
         "(0 disables)")
+    gate_delivery_max_miss: float = _p(
+        0.15, 0.0, 10.0, "delivery gate: a (market, surface) misses a day when |realised / planned - 1| of its "
+        "promoted plays exceeds this (simulated days measure 0.01-0.05 when calibrated)")
+    gate_delivery_days: int = _p(
+        2, 1, 365, "delivery gate: fires when a (market, surface) misses this many consecutive days", kind=int)
+    gate_delivery_min_planned: float = _p(
+        200.0, 0.0, 1e12, "delivery gate: a (market, surface) day with fewer planned promoted plays is not "
+        "judged (at 200, Poisson noise alone moves the ratio by 7%)")
+    gate_delivery_blocks: int = _p(
+        0, 0, 1, "delivery gate: 0 warns (the run publishes and says so), 1 fails the run like the other gates "
+        "(`--skip-gate delivery` overrides)", kind=int)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -131,7 +131,7 @@ PROMOTION_SCORES = Table(
         F("supply_forecast", "double", doc="E: forecast organic plays for the score date"),
         F("max_promoted_plays", "double", doc="rho * E (0 when ineligible)"),
         F("planned_promoted_plays", "double", doc="x: the allocation"),
-        F("boost_probability", "double", doc="x / E"),
+        F("boost_probability", "double", doc="min(1, x / (E * serving_gain)): what serving reads"),
         F("score", "double", doc="x / (rho * E), in [0, 1]"),
         F("skips", "int64", doc="extra: skips in the window"),
         F("saves", "int64", doc="extra: saves in the window"),
@@ -210,6 +210,25 @@ CAPACITY = Table(
         F("prior_mean_skip", "double", nullable=True,
           doc="extra: the skip-rate prior's mean (the enrolled tracks' pool): what rates are shrunk toward"),
         F("prior_mean_save", "double", nullable=True, doc="extra: the same for saves"),
+        F("serving_gain", "double", nullable=True, doc="g-hat: the serving gain boost_probability is divided by "
+          "(1 until calibrated, or with calibration off)"),
+        F("serving_gain_estimate", "double", nullable=True,
+          doc="extra: the calibrated gain, whether or not it is applied"),
+        F("gain_realised", "double", nullable=True,
+          doc="extra: decay-weighted realised promoted plays behind the estimate"),
+        F("gain_requested", "double", nullable=True,
+          doc="extra: decay-weighted boost_probability * supply_forecast behind the estimate"),
+        F("serving_response", "double", nullable=True, doc="extra: serving's own gain: realised promoted plays over "
+          "boost_probability * the day's organic plays (the estimate without the forecast's bias)"),
+        F("gain_requested_organic", "double", nullable=True,
+          doc="extra: decay-weighted boost_probability * organic plays behind serving_response"),
+        F("reconciled_planned", "double", nullable=True,
+          doc="extra: planned promoted plays of the logs day (its plan)"),
+        F("reconciled_realised", "int64", nullable=True, doc="extra: realised promoted plays of the logs day"),
+        F("delivery_ratio", "double", nullable=True,
+          doc="extra: reconciled_realised / reconciled_planned; null when nothing was planned"),
+        F("delivery_miss_days", "int64", nullable=True, doc="extra: consecutive logs days, up to this one, with "
+          "|delivery_ratio - 1| > gate_delivery_max_miss (the delivery gate)"),
     ),
     doc="Per (market, promotion surface): the LP's capacity and its shadow price.",
     key=("score_date", "market", "surface"),
@@ -233,6 +252,29 @@ PRICES = Table(
     ),
     doc="Per (market, promotion surface) LP: the dual price of every constraint over an eligible track.",
     key=("score_date", "market", "surface", "constraint", "key"),
+)
+
+DELIVERY_RECONCILIATION = Table(
+    "delivery_reconciliation",
+    (
+        F("score_date", "date", doc="the day whose logs arrived: the score date of the plan reconciled"),
+        F("snapshot_id", "string", doc="the snapshot that carries the row (of the day after score_date)"),
+        F("track_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("planned_promoted_plays", "double", doc="x of the plan for score_date (0 when not planned)"),
+        F("boost_probability", "double", doc="what serving read for score_date (0 when not planned)"),
+        F("realised_promoted_plays", "int64", doc="promoted plays in score_date's engagement logs"),
+        F("ratio", "double", nullable=True, doc="realised / planned; null when nothing was planned"),
+        F("campaign_id", "string", nullable=True, doc="extra: the plan's campaign; null when not planned"),
+        F("supply_forecast", "double", doc="extra: the plan's E (0 when not planned)"),
+        F("organic_plays", "int64", doc="extra: non-promoted plays of score_date (the opportunities)"),
+        F("plan_snapshot_id", "string", nullable=True,
+          doc="extra: the snapshot whose plan was reconciled; null when none was published"),
+    ),
+    doc="Per (logs day, track, market, promotion surface): the plan against what serving delivered. Rows "
+        "planned (x > 0) or with realised promoted plays.",
+    key=("score_date", "track_id", "market", "surface"),
 )
 
 SNAPSHOTS = Table(
@@ -285,7 +327,7 @@ FORECAST_ACCURACY = Table(
 )
 
 INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
-OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES)}
+OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION)}
 ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
-                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS,
-                           FORECAST_ACCURACY)}
+                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES,
+                           DELIVERY_RECONCILIATION, SNAPSHOTS, FORECAST_ACCURACY)}

@@ -155,7 +155,8 @@ def render_text(doc: dict) -> str:
                      + (f"; violations: {'; '.join(pc['violations'])}" if pc["violations"] else "") + ")")
         r = s["result"]
         L.append(f"result       planned promoted plays x = {num(r['planned_promoted_plays'])}, boost probability "
-                 f"x/E = {num(r['boost_probability'])}, score x/(rho*E) = {num(r['score'])}")
+                 f"min(1, x/(E*g)) = {num(r['boost_probability'])} with serving gain g = {num(r['serving_gain'])}, "
+                 f"score x/(rho*E) = {num(r['score'])}")
     return "\n".join(L)
 
 

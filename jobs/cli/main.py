@@ -14,8 +14,8 @@ import sys
 
 from jobs import logs
 from jobs.cli import args as a
-from jobs.cli import (backfill, backtest, config, explain, run, sample, serving, snapshots, status, validate,
-                      warehouse)
+from jobs.cli import (backfill, backtest, config, explain, run, sample, serving, simulate, snapshots, status,
+                      validate, warehouse)
 from pipelines.errors import user_error
 
 DESCRIPTION = """OASIS promotion scores: joins campaign enrollments with engagement logs,
@@ -28,7 +28,8 @@ dates.
 
 Exit codes: 0 success, 1 failure (one line on stderr says why), 2 usage error."""
 
-COMMANDS = (run, backfill, backtest, snapshots, warehouse, explain, validate, sample, serving, config, status)
+COMMANDS = (run, backfill, backtest, snapshots, warehouse, explain, validate, sample, simulate, serving, config,
+            status)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -32,6 +32,9 @@ Gates (thresholds are `gate_*` parameters of `pipelines.config.Config`):
                   the previous snapshot (the newest published earlier score date)
   score_drift     population stability index of the eligible rows' scores
                   against the previous snapshot <= gate_max_score_psi
+  delivery        no (market, surface) delivered more than gate_delivery_max_miss
+                  off its plan for gate_delivery_days consecutive days
+                  (`jobs.gates.delivery`; warn-only unless gate_delivery_blocks)
 
 row_count and score_drift pass (and say why) when there is no previous
 snapshot to compare with, or when it cannot be read.
@@ -64,6 +67,8 @@ GATES = {
     "eligible_share": "share of enrolled rows eligible within [gate_min_eligible_share, gate_max_eligible_share]",
     "row_count": "no table drops by more than gate_max_row_drop against the previous snapshot",
     "score_drift": "PSI of eligible scores against the previous snapshot <= gate_max_score_psi",
+    "delivery": "realised / planned promoted plays within gate_delivery_max_miss, or not for gate_delivery_days "
+                "days in a row (warns by default)",
 }
 
 
@@ -85,9 +90,9 @@ def finite_values(tables: dict[str, pa.Table]) -> GateResult:
     bad, total = [], 0
     for name, t in tables.items():
         for col in t.column_names:
-            if pa.types.is_floating(t.schema.field(col).type):   # a null is not a NaN: it says "not computed"
-                arr = t.column(col).drop_null().to_numpy().astype(float)
-                n = int((~np.isfinite(arr)).sum())
+            if pa.types.is_floating(t.schema.field(col).type):
+                # a null (not computed; a ratio with nothing planned) is not a NaN: it is left out
+                n = int(pc.sum(pc.invert(pc.is_finite(t.column(col)))).as_py() or 0)
                 if n:
                     bad.append(f"{name}.{col}: {n}")
                     total += n

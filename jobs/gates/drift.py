@@ -31,6 +31,10 @@ from pipelines.config import Config
 log = logging.getLogger(__name__)
 
 PSI_BINS = 10  # equal-width score bins over [0, 1]
+# delivery_reconciliation's rows are what the plan boosted and serving delivered the day before: its size follows
+# the plan (a warm-up that boosted every enrolled track, then a plan that boosts a third of them, halves it), not
+# the enrollments, so row_count does not judge it
+NOT_COUNTED = frozenset({"delivery_reconciliation"})
 PSI_PSEUDOCOUNT = 0.5  # per bin (Jeffreys): keeps log(q/p) finite for an empty bin
 # Not compared by row_count: a prices row exists per eligible track, so the table shrinks with
 # eligibility, which the eligible_share gate judges (all campaigns cancelled: prices fell below half).
@@ -78,7 +82,7 @@ def row_count(tables: dict[str, pa.Table], prev: Previous | None, note: str, cfg
         return result("row_count", True, f"not compared: {note}", None, limit)
     drops, parts, bad = {}, [], []
     for name, t in tables.items():
-        if name in FOLLOW_ELIGIBILITY:
+        if name in FOLLOW_ELIGIBILITY or name in NOT_COUNTED:
             continue
         before, now = prev.rows.get(name), t.num_rows
         if not before:

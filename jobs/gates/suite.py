@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from jobs import layout
-from jobs.gates import checks, drift
+from jobs.gates import checks, delivery, drift
 from jobs.manifest import GateResult, Manifest, blocking_gates
 from pipelines.config import Config
 
@@ -25,7 +25,8 @@ def check_snapshot(tables: dict[str, pa.Table], cfg: Config | None = None, *,
     """
     cfg = cfg or Config()
     skip = set(skip)
-    results = checks.table_gates(tables, cfg, expected_keys) + drift.drift_gates(tables, previous, cfg, for_date)
+    results = (checks.table_gates(tables, cfg, expected_keys) + drift.drift_gates(tables, previous, cfg, for_date)
+               + [delivery.delivery(tables["capacity"], cfg)])
     assert [r.name for r in results] == list(checks.GATES), "every gate, once, in registry order"
     for r in results:
         r.skipped = r.name in skip

@@ -8,12 +8,14 @@ anywhere, from a local folder or a bucket download, and costs a few tens of
 milliseconds to draw.
 
 Contents: the key numbers of the run (rows read, dead-lettered, duplicates
-removed, eligible rows and why the others are not, validation results), four
+removed, eligible rows and why the others are not, validation results), five
 plots: the score distribution of eligible rows, capacity used per (market,
-surface), delivery against the floor per campaign (shortfalls highlighted) and
-the score drift against the previous snapshot; and fair exposure per (market,
-surface): planned plays by artist size decile against eligible tracks, and the
-Gini coefficient (`jobs.report.exposure`). It is built from the published
+surface), delivery against the floor per campaign (shortfalls highlighted),
+planned against delivered promoted plays per (market, surface) over the last
+28 reconciled days (`jobs.report.delivery`) and the score drift against the
+previous snapshot; and fair exposure per (market, surface): planned plays by
+artist size decile against eligible tracks, and the Gini coefficient
+(`jobs.report.exposure`). It is built from the published
 tables and the manifest only, so it never contains user ids; every piece of
 text in it, plots included, goes through `html.escape`.
 """
@@ -29,6 +31,7 @@ import pandas as pd
 from jobs import layout
 from jobs.manifest import Manifest
 from jobs.report import exposure
+from jobs.report.delivery import plot_planned_delivered
 from jobs.report.plots import plot_capacity, plot_delivery, plot_drift, plot_scores
 from pipelines import storage
 
@@ -40,25 +43,29 @@ CAPACITY_COLUMNS = ["market", "surface", "capacity", "planned_total", "shadow_pr
 
 
 def write_report(snapshot_dir: str, manifest: Manifest, tables: dict,
-                 previous: tuple[str, Manifest] | None) -> dict:
-    """Render `report.html` into the snapshot folder; return its manifest entry."""
-    data = render(manifest, tables, previous).encode("utf-8")
+                 previous: tuple[str, Manifest] | None, history: pd.DataFrame | None = None) -> dict:
+    """Render `report.html` into the snapshot folder; return its manifest entry.
+    history: the reconciled days behind the planned-against-delivered plot
+    (`jobs.report.delivery.delivery_history`)."""
+    data = render(manifest, tables, previous, history).encode("utf-8")
     storage.write_bytes(storage.join(snapshot_dir, layout.REPORT), data)
     return {"path": layout.REPORT, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_report_or_error(snapshot_dir: str, manifest: Manifest, tables: dict,
-                          previous: tuple[str, Manifest] | None) -> dict:
+                          previous: tuple[str, Manifest] | None, history=None) -> dict:
     """As `write_report`, but a failure to draw the report does not stop the
-    publish: it is logged and recorded in the manifest as {"error": ...}."""
+    publish: it is logged and recorded in the manifest as {"error": ...}.
+    `history` may be a function returning it (its failure is the report's too)."""
     try:
-        return write_report(snapshot_dir, manifest, tables, previous)
+        return write_report(snapshot_dir, manifest, tables, previous, history() if callable(history) else history)
     except Exception as e:  # noqa: BLE001 - the report is not part of the data contract
         log.warning("run report not written: %s: %s", type(e).__name__, e)
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | None) -> str:
+def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | None,
+           history: pd.DataFrame | None = None) -> str:
     scores = _pandas(tables["promotion_scores"], SCORE_COLUMNS)
     delivery = _pandas(tables["campaign_delivery"], DELIVERY_COLUMNS)
     capacity = _pandas(tables["capacity"], CAPACITY_COLUMNS)
@@ -74,6 +81,8 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
         _section("score-distribution", "Score distribution (eligible rows)", *plot_scores(scores)),
         _section("capacity", "Capacity used per market and surface", *plot_capacity(capacity)),
         _section("delivery", "Delivery against the floor per campaign", *plot_delivery(delivery)),
+        _section("planned-delivered", "Planned and delivered promoted plays per market and surface (last 28 days)",
+                 *plot_planned_delivered(history, manifest.score_date)),
         _section("drift", "Score drift against the previous snapshot", *plot_drift(scores, previous)),
         _fair_exposure(_pandas(tables["promotion_scores"], exposure.SCORE_COLUMNS)),
         _details(manifest, scores),
@@ -128,6 +137,7 @@ def _key_numbers(manifest: Manifest, scores: pd.DataFrame) -> str:
     ineligible = metrics.get("rows_ineligible", int((~scores["eligible"]).sum()) if len(scores) else 0)
     reasons = Counter({k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("ineligible/")})
     failed = manifest.blocking_gates
+    warned = [r for r in manifest.validation if r.warning]
 
     cards = [(f"{v:,}", f"{k} rows read") for k, v in sorted(read.items())]
     cards += [(f"{dead:,}", "dead-lettered rows"), (f"{dupes:,}", "repeated events removed"),
@@ -141,6 +151,8 @@ def _key_numbers(manifest: Manifest, scores: pd.DataFrame) -> str:
                    + " &middot; ".join(f"{e(r)} {n:,}" for r, n in reasons.most_common()) + "</p>")
     if failed:
         out.append("<p class='bad'>validation failed: " + ", ".join(e(name) for name in failed) + "</p>")
+    for r in warned:
+        out.append(f"<p class='bad'>WARNING from the {e(r.name)} gate (warn-only, published): {e(r.detail)}</p>")
     out.append("</section>")
     return "".join(out)
 
@@ -206,7 +218,7 @@ def _details(manifest: Manifest, scores: pd.DataFrame) -> str:
 
     rows = "".join(
         f"<tr><td>{e(c.name)}</td><td class='{'ok' if c.passed else 'bad'}'>"
-        f"{'passed' if c.passed else 'FAILED, skipped by hand' if c.skipped else 'FAILED'}</td>"
+        f"{_verdict(c)}</td>"
         f"<td>{e(c.detail)}</td></tr>"
         for c in manifest.validation)
     out.append(f"<div><h3>Validation</h3><table><tr><th>check</th><th>result</th><th>detail</th></tr>"
@@ -220,6 +232,12 @@ def _details(manifest: Manifest, scores: pd.DataFrame) -> str:
         f"{len(inputs.stored_days)}; window days without events: {len(inputs.missing_window_days)}</p></div>")
     out.append("</div></section>")
     return "".join(out)
+
+
+def _verdict(gate) -> str:
+    if gate.passed:
+        return "passed"
+    return "FAILED, skipped by hand" if gate.skipped else "WARNING (warn-only)" if gate.warning else "FAILED"
 
 
 def _config(manifest: Manifest) -> str:

@@ -38,6 +38,7 @@ from jobs import layout, logs
 from jobs.gates import checks, quarantine, suite
 from jobs.manifest import GateResult, Inputs, Manifest, TableEntry
 from jobs.report import html as report
+from jobs.report.delivery import delivery_history
 from jobs.run import aggregates, fingerprint, preflight, scratch
 from jobs.run.options import RunOptions
 from jobs.run.plan import make_plan
@@ -313,7 +314,8 @@ class DailyRun:
                 stored_days=[sd.day.isoformat() for sd in plan.stored_days],
                 missing_window_days=[d.isoformat() for d in plan.missing_days],
                 empty_days=[d.isoformat() for d in plan.empty_days],
-                legacy_aggregate_days=self.inputs.get("legacy_aggregate_days", [])),
+                legacy_aggregate_days=self.inputs.get("legacy_aggregate_days", []),
+                previous=previous_record(plan)),
             tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
             dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
             dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0],
@@ -321,7 +323,9 @@ class DailyRun:
             aggregate_format_version=AGGREGATE_FORMAT_VERSION,
             previous_snapshot=self.inputs.get("previous_snapshot", {}).get("snapshot_id", ""))
         # the report is written before the manifest, so the manifest lists it with its sha256
-        manifest.report = report.write_report_or_error(plan.snapshot_dir, manifest, tables, self.previous)
+        manifest.report = report.write_report_or_error(
+            plan.snapshot_dir, manifest, tables, self.previous,
+            lambda: delivery_history(req.output_root, plan.score_date, tables["capacity"]))
         self.laps.mark("report")
         manifest.seconds = dict(self.laps.seconds)  # where a run's time goes, for whoever tunes it
         return manifest
@@ -348,6 +352,15 @@ class DailyRun:
 
 
 # ------------------------------------------------------------------ helpers ---
+def previous_record(plan: RunPlan) -> dict:
+    """What the manifest says of the snapshot before (its plan and serving gain were read)."""
+    prev = plan.previous
+    if prev is None:
+        return {}
+    return {"snapshot_id": prev.snapshot_id, "score_date": prev.score_date.isoformat(),
+            "plan_reconciled": plan.plan_snapshot_id is not None}
+
+
 def bad_row_shares(metrics: dict[str, int]) -> dict[str, dict]:
     """Per checked source and day: rows, dead-lettered rows and their share."""
     shares = {}

@@ -48,6 +48,8 @@ def source_fingerprints(plan: RunPlan, inputs: dict, output_root: str) -> dict[s
     previous = inputs.get("previous_snapshot")
     if previous and previous["pulled_back_rows"]:   # the guardrail's hysteresis state is an input
         by_day[f"pulled_back/{previous['score_date']}"] = [previous["pulled_back_sha256"]]
+    if plan.previous is not None:  # its plan and serving gain shape this run's tables (by content, not by id)
+        by_day[f"previous/{plan.previous.score_date}"] = sorted(f"{k}:{v}" for k, v in plan.previous.content.items())
     return by_day
 
 

@@ -17,7 +17,7 @@ from jobs.run.options import RunOptions
 from jobs.snapshots import store
 from pipelines import storage
 from pipelines.beam.io import read_pulled_back
-from pipelines.beam.pipeline import BuildDay, RunPlan, StoredDay
+from pipelines.beam.pipeline import BuildDay, PreviousSnapshot, RunPlan, StoredDay
 from pipelines.config import Config
 from pipelines.contract import InputFileError
 from pipelines.scoring.signals import window_days
@@ -135,11 +135,12 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         dead_letter_dir=layout.dead_letters_dir(output_root, snapshot_id),
         scratch_dir=scratch, method=options.method, batch_rows=options.batch_rows, missing_days=sorted(missing),
         empty_days=sorted(empty), scored_tracks=sorted(scored_tracks),
+        previous=previous_snapshot(output_root, as_of),
     )
     check_missing_days(plan, cfg)
-    previous = previous_snapshot(output_root, as_of)
-    if previous is not None:
-        folder, manifest = previous
+    guarded = guardrail_snapshot(output_root, as_of)
+    if guarded is not None:
+        folder, manifest = guarded
         plan.previous_scores_files = [layout.listed_file(folder, f.path)
                                       for f in manifest.table_files("promotion_scores")]
         held = [read_pulled_back(f) for f in plan.previous_scores_files]
@@ -151,7 +152,7 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
     return plan, inputs
 
 
-def previous_snapshot(output_root: str, score_date: dt.date):
+def guardrail_snapshot(output_root: str, score_date: dt.date):
     """(folder, manifest) of the newest published snapshot of `score_date` (the
     day before the run's score date): the listener guardrail's state comes from
     it. Only that date counts, so a rerun of a date sees the same state however
@@ -159,6 +160,21 @@ def previous_snapshot(output_root: str, score_date: dt.date):
     published = store.list_manifests(output_root, score_date)
     published = [(f, m) for f, m in published if m.gates_passed and "promotion_scores" in m.tables]
     return published[-1] if published else None
+
+
+def previous_snapshot(output_root: str, as_of: dt.date) -> PreviousSnapshot | None:
+    """The newest snapshot published before the score date as_of + 1: its
+    capacity carries the serving gain's running sums, and when it is of as_of
+    its plan is what the day's logs are reconciled with (DESIGN §5)."""
+    found = store.previous_snapshot(output_root, as_of + dt.timedelta(days=1))
+    if found is None:
+        return None
+    folder, m = found
+    names = ["capacity"] + (["promotion_scores"] if m.score_date == as_of else [])
+    files = {name: [layout.listed_file(folder, f.path) for f in m.table_files(name)] for name in names}
+    return PreviousSnapshot(m.snapshot_id, m.score_date, plan_files=files.get("promotion_scores", []),
+                            capacity_files=files["capacity"],
+                            content={name: m.tables[name].content_sha256 for name in names if name in m.tables})
 
 
 def gap_days(missing: list[dt.date], observed: list[dt.date]) -> list[dt.date]:

@@ -37,16 +37,22 @@ def render(result: RunResult, warehouse: str) -> str:
         lines.append(f"      {reason:<24} {n:,}")
     cap = result.tables["capacity"].to_pandas() if "capacity" in result.tables else None
     if cap is not None and len(cap):
-        lines.append("  capacity used (planned / capacity):")
+        lines.append("  capacity used (planned / capacity), serving gain, the logs day's delivery "
+                     "(realised / planned):")
         for row in cap.sort_values(["market", "surface"]).itertuples():
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
+            delivered = (f"{row.reconciled_realised:,} / {row.reconciled_planned:,.0f}"
+                         if row.reconciled_planned > 0 else "nothing planned")
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
-                         f"{row.capacity:>12,.1f}  {share:6.1%}")
+                         f"{row.capacity:>12,.1f}  {share:6.1%}   gain {row.serving_gain:.3f}   {delivered}")
     waits = {"publish lock": m.seconds.get("wait_publish_lock", 0.0), "warehouse": m.seconds.get("wait_warehouse", 0.0)}
     if any(v >= 0.5 for v in waits.values()):
         lines.append("  waited:           " + ", ".join(f"{v:.1f} s for the {k}" for k, v in waits.items() if v >= 0.5)
                      + " (recorded in the manifest's seconds)")
     lines.append(f"  validation:       {m.validation_text}")
+    for r in m.validation:
+        if r.warning:
+            lines.append(f"  WARNING ({r.name}): {r.detail}")
     lines.append(f"  snapshot:         {result.snapshot_dir}")
     if report_line(result):
         lines.append(f"  report:           {report_line(result)}")

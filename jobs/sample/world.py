@@ -101,10 +101,12 @@ class World:
 
 def build_world(*, seed: int, tracks: int, events_per_day: int, markets: int,
                  end_date: dt.date, first_day: dt.date | None = None,
-                 supply: SupplyParams = SupplyParams()) -> World:
+                 supply: SupplyParams = SupplyParams(), codes: tuple[str, ...] | None = None) -> World:
+    """codes: which of MARKETS (in their order) instead of the first `markets`."""
     rng = np.random.default_rng([seed, 0])
     first_day = first_day or end_date
-    info = MARKETS[:markets]
+    info = [m for m in MARKETS if m[0] in codes] if codes else MARKETS[:markets]
+    markets = len(info)
     codes = [c for c, _, _, _ in info]
     size = np.array([w for _, _, w, _ in info]) * rng.uniform(0.85, 1.15, markets)
     m_weight = size / size.sum()

@@ -10,7 +10,10 @@ registry records which snapshot is current (`is_current`: the one LATEST
 points to) and which a rollback pulled (`pulled_at`; their rows leave the
 tables); the `*_latest` views show the current snapshot. A publish that moves
 LATEST makes its snapshot current in the same transaction; `set_current`
-moves it on its own (a rollback, a repair), in one transaction as well.
+moves it on its own (a rollback, a repair), in one transaction as well. One
+table lags: `delivery_reconciliation` holds the logs day, the day before the
+snapshot's score date, so a publish replaces that day's rows of it
+(`partition_date`).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import pyarrow.parquet as pq
 
 from jobs.manifest import Manifest
 from pipelines.errors import OasisError
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, PRICES, PROMOTION_SCORES
+from schemas import CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, PRICES, PROMOTION_SCORES
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,22 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
 _LITERAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")  # what may go into SQL as a quoted literal
 
-WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES)
+WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION)
+# Days a table's rows lie before the snapshot's score date (its partition in a publish).
+PARTITION_LAG_DAYS = {DELIVERY_RECONCILIATION.name: 1}
+# Tables a snapshot written before they existed lacks: publishing it (a rollback) leaves them as they are.
+OPTIONAL_TABLES = frozenset({PRICES.name, DELIVERY_RECONCILIATION.name})
+
+
+def partition_date(table, score_date: dt.date) -> dt.date:
+    """The score_date partition a snapshot of `score_date` replaces in `table`."""
+    return score_date - dt.timedelta(days=PARTITION_LAG_DAYS.get(table.name, 0))
+
+
+def tables_to_publish(tables: dict) -> list:
+    """The warehouse tables a snapshot's publish replaces: all, but an optional
+    one only when the snapshot has it."""
+    return [t for t in WAREHOUSE_TABLES if t.name in tables or t.name not in OPTIONAL_TABLES]
 
 
 class WarehouseError(OasisError):

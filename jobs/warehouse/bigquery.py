@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.warehouse.base import (PROJECT_ID, WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier,
-                                 check_range_rows, literal_id, parquet_bytes, parse_registry, view_sql)
+                                 check_range_rows, literal_id, parquet_bytes, parse_registry, partition_date,
+                                 tables_to_publish, view_sql)
 from schemas import OUTPUTS, SNAPSHOTS
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ class BigQueryWarehouse:
         registry row, in one transaction (and make it current if told)."""
         if not isinstance(score_date, dt.date) or isinstance(score_date, dt.datetime):
             raise WarehouseError(f"score_date must be a datetime.date, got {score_date!r}")
-        missing = [t.name for t in WAREHOUSE_TABLES if t.name not in tables]
+        publishing = tables_to_publish(tables)
+        missing = [t.name for t in publishing if t.name not in tables]
         if missing:
             raise WarehouseError(f"publish needs the tables {missing}")
         snapshot_id = str(registry.get("snapshot_id", ""))
@@ -238,13 +240,13 @@ class BigQueryWarehouse:
         staged: list[str] = []
         try:
             sources = {}
-            for t in (*WAREHOUSE_TABLES, SNAPSHOTS):
+            for t in (*publishing, SNAPSHOTS):
                 data = self._conform(t, tables[t.name] if t is not SNAPSHOTS else registry, score_date)
                 staging = check_identifier(f"_staging_{t.name}_{run}", "staging table name")
                 staged.append(staging)
                 self._stage(t, data, staging)
                 sources[t.name] = staging
-            self._move_in(score_date, sources, current)
+            self._move_in(score_date, sources, publishing, current)
         except WarehouseError:
             raise
         except Exception as e:
@@ -267,11 +269,11 @@ class BigQueryWarehouse:
         except (ValueError, TypeError, KeyError, pa.ArrowException) as e:
             raise WarehouseError(f"{t.name} does not match its schema; the warehouse is "
                                  f"unchanged: {e}") from e
-        dates = table.column(PARTITION_FIELD)
-        if len(table) and not pc.all(pc.equal(dates, pa.scalar(score_date, pa.date32()))).as_py():
-            others = sorted({d for d in dates.to_pylist() if d != score_date})
+        dates, day = table.column(PARTITION_FIELD), partition_date(t, score_date)
+        if len(table) and not pc.all(pc.equal(dates, pa.scalar(day, pa.date32()))).as_py():
+            others = sorted({d for d in dates.to_pylist() if d != day})
             raise WarehouseError(f"{t.name} has rows for score dates {others[:5]} other than "
-                                 f"{score_date}; the warehouse is unchanged")
+                                 f"{day}; the warehouse is unchanged")
         return table
 
     def _stage(self, t, data: pa.Table, staging: str) -> None:
@@ -299,10 +301,10 @@ class BigQueryWarehouse:
             raise WarehouseError(f"staging load of {t.name} wrote {job.output_rows} rows, "
                                  f"expected {len(data)}; the warehouse is unchanged")
 
-    def _move_in(self, score_date: dt.date, sources: dict[str, str], current: bool = False) -> None:
-        day = f"DATE '{score_date.isoformat()}'"  # a date's isoformat is all digits and hyphens
+    def _move_in(self, score_date: dt.date, sources: dict[str, str], publishing, current: bool = False) -> None:
         statements = ["BEGIN TRANSACTION;"]
-        for t in WAREHOUSE_TABLES:
+        for t in publishing:
+            day = f"DATE '{partition_date(t, score_date).isoformat()}'"  # isoformat: digits and hyphens only
             cols = ", ".join(f"`{check_identifier(c, 'column name')}`" for c in t.names)
             statements += [
                 f"DELETE FROM {self._q(t.name)} WHERE score_date = {day};",

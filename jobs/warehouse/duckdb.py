@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from jobs.warehouse.base import (WAREHOUSE_TABLES, RegistryRow, WarehouseError, check_identifier, check_range_rows,
-                                 parse_registry, view_sql)
+                                 parse_registry, partition_date, tables_to_publish, view_sql)
 from pipelines import faults, storage
 from pipelines.errors import resource_problem
 from schemas import OUTPUTS, SNAPSHOTS
@@ -171,12 +171,13 @@ class DuckDBWarehouse:
         """Replace `score_date`'s rows of every table with `tables` and add the
         registry row, all in one transaction (and make it current if told)."""
         reg = SNAPSHOTS.conform(pa.Table.from_pylist([registry], schema=SNAPSHOTS.arrow()))
-        data = {t.name: OUTPUTS[t.name].conform(tables[t.name]) for t in WAREHOUSE_TABLES}
+        publishing = tables_to_publish(tables)
+        data = {t.name: OUTPUTS[t.name].conform(tables[t.name]) for t in publishing}
 
         def work(con):
-            for t in WAREHOUSE_TABLES:
+            for t in publishing:
                 con.register("_incoming", data[t.name])
-                con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?", [score_date])
+                con.execute(f"DELETE FROM {self._q(t.name)} WHERE score_date = ?", [partition_date(t, score_date)])
                 con.execute(f"INSERT INTO {self._q(t.name)} SELECT * FROM _incoming")
                 con.unregister("_incoming")
                 faults.checkpoint("in_warehouse_transaction")  # crash tests: a kill before COMMIT

@@ -6,6 +6,7 @@ written as one Parquet file per part. Every file goes through
   ReadInputBatches      file URIs -> ((file, batch, uri) order key, conformed batch)
   ReadStoredAggregates  aggregate files -> tables
   ReadPulledBack        the previous snapshot's promotion_scores files -> its pulled-back rows
+  ReadPublishedColumns  a published snapshot table's files -> tables of some of its columns
   WriteParquetParts     (part name, table) -> FOLDER/<part name>.parquet, yields (uri, rows)
 """
 from __future__ import annotations
@@ -110,6 +111,36 @@ class ReadPulledBack(beam.PTransform):
         return (pbegin
                 | "ListFiles" >> beam.Create(self.files, reshuffle=False)
                 | "ReadFiles" >> beam.Map(read_pulled_back).with_output_types(pa.Table))
+
+
+# ------------------------------------------------------------- published ---
+def published_schema(contract_table, columns) -> pa.Schema:
+    """The Arrow schema of `columns` of a published table, every field nullable
+    (a column an older snapshot lacks reads as nulls)."""
+    return pa.schema([pa.field(c, contract_table.arrow().field(c).type) for c in columns])
+
+
+def read_published_columns(uri: str, contract_table, columns) -> pa.Table:
+    schema = published_schema(contract_table, columns)
+    t = pq.read_table(storage.open_input(uri))
+    return pa.Table.from_arrays(
+        [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+         for f in schema], schema=schema)
+
+
+class ReadPublishedColumns(beam.PTransform):
+    """`columns` of a published table (the previous snapshot's plan or
+    capacity), read whole: a few small files."""
+
+    def __init__(self, files: list[str], contract_table, columns):
+        super().__init__()
+        self.files, self.contract_table, self.columns = files, contract_table, tuple(columns)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(self.files, reshuffle=False)
+                | "ReadFiles" >> beam.Map(read_published_columns, self.contract_table, self.columns)
+                .with_output_types(pa.Table))
 
 
 # ----------------------------------------------------------------- write ---

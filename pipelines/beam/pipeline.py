@@ -14,10 +14,12 @@ from pipelines import storage
 from pipelines.config import Config
 from pipelines.dedupe import LookBack
 from pipelines.beam.coders import Named
-from pipelines.beam.io import ReadInputBatches, ReadPulledBack, ReadStoredAggregates, WriteParquetParts
+from pipelines.beam.io import (ReadInputBatches, ReadPublishedColumns, ReadPulledBack, ReadStoredAggregates,
+                               WriteParquetParts)
 from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, KeepTracksFn,
                                        LatestEnrollments, ScoreMarkets, concat_dead_letters)
-from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
+from pipelines.scoring.delivery import PLAN_COLUMNS, STATE_COLUMNS
+from schemas import CAPACITY, DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, PROMOTION_SCORES, SURFACE_TOTALS
 
 
 @dataclass
@@ -41,6 +43,18 @@ class StoredDay:
 
 
 @dataclass
+class PreviousSnapshot:
+    """What a run reads of the newest snapshot published before its score date:
+    its plan (promotion_scores), reconciled with the logs day when the snapshot
+    is of that day, and its capacity (the serving gain's running sums)."""
+    snapshot_id: str
+    score_date: dt.date
+    plan_files: list[str]      # empty when the snapshot is not of the logs day: no plan to reconcile
+    capacity_files: list[str]
+    content: dict[str, str]    # table -> content fingerprint of what is read (part of the run fingerprint)
+
+
+@dataclass
 class RunPlan:
     as_of: dt.date
     cfg: Config
@@ -59,10 +73,18 @@ class RunPlan:
     # the previous score date's snapshot: its promotion_scores files carry the guardrail's state (hysteresis)
     previous_scores_files: list[str] = field(default_factory=list)
     scored_tracks: list[str] | None = None  # the as-of export's tracks: the aggregates scoring needs (None: all)
+    # the snapshot before: its plan (reconciled with as_of's logs) and its serving-gain state
+    previous: PreviousSnapshot | None = None
 
     @property
     def score_date(self) -> dt.date:
         return self.as_of + dt.timedelta(days=1)
+
+    @property
+    def plan_snapshot_id(self) -> str | None:
+        """The snapshot whose plan for the logs day is reconciled, if one was published."""
+        prev = self.previous
+        return prev.snapshot_id if prev is not None and prev.score_date == self.as_of else None
 
 
 def build_aggregates(p: beam.Pipeline, build_days: list[BuildDay], cfg: Config, batch_rows: int):
@@ -127,16 +149,24 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     aggregates = tuple(track_parts) | "FlattenAggregates" >> beam.Flatten()
     all_totals = tuple(totals) | "FlattenTotals" >> beam.Flatten()
 
-    previous = p | "ReadPulledBack" >> ReadPulledBack(plan.previous_scores_files)
-    scored = ({"enrollments": latest, "aggregates": aggregates, "totals": all_totals, "previous": previous}
-              | "ScoreMarkets" >> ScoreMarkets(plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method))
+    previous = plan.previous
+    score_inputs = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals,
+                    "previous": p | "ReadPulledBack" >> ReadPulledBack(plan.previous_scores_files),
+                    "plan": p | "ReadPreviousPlan" >> ReadPublishedColumns(
+                        previous.plan_files if previous else [], PROMOTION_SCORES, PLAN_COLUMNS),
+                    "state": p | "ReadPreviousCapacity" >> ReadPublishedColumns(
+                        previous.capacity_files if previous else [], CAPACITY, STATE_COLUMNS)}
+    scored = score_inputs | "ScoreMarkets" >> ScoreMarkets(
+        plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method, plan.plan_snapshot_id)
 
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
-                        ("capacity", scored["capacity"]), ("prices", scored["prices"])):
+                        ("capacity", scored["capacity"]), ("prices", scored["prices"]),
+                        ("delivery_reconciliation", scored["reconciliation"])):
         written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name),
                                                                       fault_stage="between_data_files")
 
     write_dead_letters(dead, plan.dead_letter_dir)
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
-            "prices": scored["prices"], "written": written, "latest_enrollments": latest}
+            "prices": scored["prices"], "reconciliation": scored["reconciliation"], "written": written,
+            "latest_enrollments": latest}

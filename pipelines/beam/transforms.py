@@ -6,8 +6,9 @@ slower than working on batches (NOTES.md).
   LatestEnrollments     enrollment batches -> one table, latest row per key
   AggregateDailySignals one day's events -> per (track, market, surface) aggregates + surface totals
                         (rows spilled to scratch files by track shard; only references are shuffled)
-  ScoreMarkets          aggregates + totals + enrollments + previous pulled-back rows -> scores, delivery,
-                        capacity, prices per market
+  ScoreMarkets          aggregates + totals + enrollments + previous pulled-back rows (+ the previous
+                        snapshot's plan and capacity) -> scores, delivery, capacity, prices, reconciliation
+                        per market
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import pyarrow.compute as pc
 from pipelines import arrays, contract, faults, storage
 from pipelines.beam.coders import Named
 from pipelines.dedupe import LookBack
-from pipelines.beam.io import PULLED_BACK_SCHEMA
+from pipelines.beam.io import PULLED_BACK_SCHEMA, published_schema
 from pipelines.config import Config
 from pipelines.metrics import counter
+from pipelines.scoring.delivery import PLAN_COLUMNS, STATE_COLUMNS
 from pipelines.scoring.market import score_market
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, ENROLLMENTS, PRICES,
-                     PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DAILY_AGGREGATES, DEAD_LETTERS, DELIVERY_RECONCILIATION,
+                     ENROLLMENTS, PRICES, PROMOTION_SCORES, PROMOTION_SURFACES, SURFACE_TOTALS)
 
 
 # ----------------------------------------------------------------- check ---
@@ -254,12 +256,12 @@ def _by_market(table: pa.Table):
 
 
 class ScoreMarketFn(beam.DoFn):
-    DELIVERY, CAPACITY, PRICES = "delivery", "capacity", "prices"
+    DELIVERY, CAPACITY, PRICES, RECONCILIATION = "delivery", "capacity", "prices", "reconciliation"
 
     def __init__(self, as_of: dt.date, cfg: Config, observed_days: list[dt.date], snapshot_id: str,
-                 method: str):
+                 method: str, plan_snapshot_id: str | None = None):
         self.as_of, self.cfg, self.observed_days = as_of, cfg, observed_days
-        self.snapshot_id, self.method = snapshot_id, method
+        self.snapshot_id, self.method, self.plan_snapshot_id = snapshot_id, method, plan_snapshot_id
 
     def setup(self):
         self.eligible = counter("rows_eligible")
@@ -279,8 +281,12 @@ class ScoreMarketFn(beam.DoFn):
         totals = _sorted(arrays.concat(list(groups["totals"]), SURFACE_TOTALS.arrow()),
                          SURFACE_TOTALS).to_pandas()
         before = arrays.concat(list(groups.get("previous", [])), PULLED_BACK_SCHEMA).to_pandas()
+        # the previous snapshot's plan (None: none was published for as_of) and capacity
+        plan = _previous(groups.get("plan", []), PROMOTION_SCORES, PLAN_COLUMNS) if self.plan_snapshot_id else None
+        state = _previous(groups.get("state", []), CAPACITY, STATE_COLUMNS)
         result = score_market(market, enrolled.to_pandas(), aggs, totals, self.observed_days,
-                              self.as_of, self.cfg, method=self.method, pulled_back_before=before)
+                              self.as_of, self.cfg, method=self.method, pulled_back_before=before, plan=plan,
+                              state=state, plan_snapshot_id=self.plan_snapshot_id)
         n_elig = int(result.scores["eligible"].sum())
         self.eligible.inc(n_elig)
         self.ineligible.inc(len(result.scores) - n_elig)
@@ -295,6 +301,18 @@ class ScoreMarketFn(beam.DoFn):
                                                                      score_date, self.snapshot_id)))
         yield beam.pvalue.TaggedOutput(self.PRICES, (name, _finish(result.prices, PRICES,
                                                                    score_date, self.snapshot_id)))
+        # the reconciliation is of the logs day: its score_date is as_of
+        yield beam.pvalue.TaggedOutput(self.RECONCILIATION, (name, _finish(
+            result.reconciliation, DELIVERY_RECONCILIATION, self.as_of, self.snapshot_id)))
+
+
+def _previous(tables, contract_table, columns):
+    """A market's rows of a previous snapshot's table as a frame sorted by key, or None when there are none."""
+    t = arrays.concat(list(tables), published_schema(contract_table, columns))
+    if t.num_rows == 0:
+        return None if contract_table is CAPACITY else t.to_pandas()
+    keys = [k for k in contract_table.key if k in columns]
+    return t.sort_by([(k, "ascending") for k in keys]).to_pandas()
 
 
 def _sorted(t: pa.Table, contract_table) -> pa.Table:
@@ -336,29 +354,32 @@ class KeepTracksFn(beam.DoFn):
 
 
 class ScoreMarkets(beam.PTransform):
-    """Join aggregates, totals, enrollments and the previous snapshot's
-    pulled-back rows by market, then score and allocate each market. Outputs
-    tagged `scores`, `delivery`, `capacity`, `prices`, each of (part name,
-    table). Aggregate rows of tracks no market enrolls are ignored; the daily
+    """Join aggregates, totals, enrollments, the previous snapshot's pulled-back
+    rows (`previous`) and, when given, `plan` and `state` (the previous
+    snapshot's promotion_scores and capacity tables) by market, then score and
+    allocate each market. Outputs tagged `scores`, `delivery`, `capacity`,
+    `prices`, `reconciliation`, each of (part name, table). plan_snapshot_id
+    names the snapshot `plan` comes from; None: no plan was published for the
+    logs day. Aggregate rows of tracks no market enrolls are ignored; the daily
     graph leaves them out before (`KeepTracksFn`)."""
 
-    def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str):
+    def __init__(self, as_of, cfg, observed_days, snapshot_id, method: str, plan_snapshot_id: str | None = None):
         super().__init__()
-        self.args = (as_of, cfg, observed_days, snapshot_id, method)
+        self.args = (as_of, cfg, observed_days, snapshot_id, method, plan_snapshot_id)
 
     def expand(self, inputs):
         keyed = {
-            name: pcoll | f"Key{name.title()}" >> beam.FlatMap(_by_market).with_output_types(Named)
-            for name, pcoll in (("enrollments", inputs["enrollments"]), ("aggregates", inputs["aggregates"]),
-                                ("totals", inputs["totals"]), ("previous", inputs["previous"]))
+            name: inputs[name] | f"Key{name.title()}" >> beam.FlatMap(_by_market).with_output_types(Named)
+            for name in ("enrollments", "aggregates", "totals", "previous", "plan", "state") if name in inputs
         }
+        tags = (ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, ScoreMarketFn.PRICES, ScoreMarketFn.RECONCILIATION)
         out = (keyed
                | "JoinByMarket" >> beam.CoGroupByKey()
                | "ScoreAndAllocate" >> beam.ParDo(ScoreMarketFn(*self.args))
-               .with_output_types(Named, **{ScoreMarketFn.DELIVERY: Named, ScoreMarketFn.CAPACITY: Named,
-                                            ScoreMarketFn.PRICES: Named})
-               .with_outputs(ScoreMarketFn.DELIVERY, ScoreMarketFn.CAPACITY, ScoreMarketFn.PRICES, main="scores"))
-        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity, "prices": out.prices}
+               .with_output_types(Named, **{tag: Named for tag in tags})
+               .with_outputs(*tags, main="scores"))
+        return {"scores": out.scores, "delivery": out.delivery, "capacity": out.capacity, "prices": out.prices,
+                "reconciliation": out.reconciliation}
 
 
 def concat_dead_letters(tables):

@@ -26,6 +26,7 @@ from pipelines.allocation.problem import Problem
 from pipelines.allocation.solve import solve
 from pipelines.arrays import lookup, sorted_codes
 from pipelines.config import Config
+from pipelines.scoring import delivery
 from pipelines.scoring.campaigns import Candidates, campaign_floors, candidates, delivery_frame
 from pipelines.scoring.estimation import guardrail, priors, shrunk_rates
 from pipelines.scoring.signals import dates, daynum, surface_totals, track_signals
@@ -51,11 +52,14 @@ class MarketResult:
     delivery: pd.DataFrame
     capacity: pd.DataFrame
     prices: pd.DataFrame
+    reconciliation: pd.DataFrame | None = None
 
 
 def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, totals: pd.DataFrame,
                  observed_days: list[dt.date], as_of: dt.date, cfg: Config, method: str,
-                 pulled_back_before: pd.DataFrame | None = None) -> MarketResult:
+                 pulled_back_before: pd.DataFrame | None = None, *,
+                 plan: pd.DataFrame | None = None, state: pd.DataFrame | None = None,
+                 plan_snapshot_id: str | None = None) -> MarketResult:
     """Score and allocate one market for score date as_of + 1.
 
     enrolled: latest enrollment rows of this market (the contract's columns).
@@ -66,6 +70,11 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         raw partition is left out of the forecasts and the averages).
     pulled_back_before: (track_id, surface) rows the listener guardrail held
         back in the previous snapshot (its hysteresis); None: none.
+    plan, state, plan_snapshot_id: the market's promotion_scores and capacity
+        rows of the previous snapshot, and its id (`pipelines.scoring.delivery`):
+        the plan of as_of is reconciled with as_of's logs, and the serving gain
+        the new boost probabilities divide by is updated. plan is None when no
+        snapshot was published for as_of; state is None when none before it.
 
     Everything up to the LPs is computed for all promotion surfaces at once, as
     (surface, track) arrays with each surface's parameters broadcast along its
@@ -111,6 +120,12 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     x, camp["planned"], camp["shortfall"], capacity, prices = _allocate(
         market, tracks, value, upper, eligible, camp, campaign_ids, sup, prior, cfg, method)
 
+    # --- delivery of as_of against its plan; the serving gain g-hat -------
+    reconciliation, sums = delivery.reconcile(market, plan, aggregates, as_of_num, plan_snapshot_id)
+    gain = delivery.serving_gain(state, sums, cfg)
+    for s, row in enumerate(capacity):
+        row.update({k: v[s] for k, v in gain.items()})
+
     scores = pd.DataFrame({
         "track_id": np.tile(tracks.track_id, shape[0]), "market": market,
         "surface": np.repeat(np.array(PROMOTION_SURFACES, dtype=object), shape[1]),
@@ -120,7 +135,7 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         "reason": first_reason(broken).ravel(), "plays": sig["plays"].ravel(), "skip_rate": skip_rate.ravel(),
         "save_rate": save_rate.ravel(), "value": value.ravel(), "supply_forecast": supply.ravel(),
         "max_promoted_plays": upper.ravel(), "planned_promoted_plays": x.ravel(),
-        "boost_probability": np.divide(x, supply, out=np.zeros_like(x), where=supply > 0).ravel(),
+        "boost_probability": delivery.boost_probability(x, supply, gain["serving_gain"]).ravel(),
         "score": np.clip(np.divide(x, upper, out=np.zeros_like(x), where=upper > 0), 0.0, 1.0).ravel(),
         "skips": sig["skips"].ravel(), "saves": sig["saves"].ravel(),
         "weighted_plays": sig["w_plays"].ravel(),
@@ -133,7 +148,7 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
         "promoted_dislike_probability": guard["promoted_probability"].ravel(),
     })
     return MarketResult(scores, delivery_frame(market, camp, campaign_ids, tracks.licensor_id),
-                        pd.DataFrame(capacity), prices)
+                        pd.DataFrame(capacity), prices, reconciliation)
 
 
 def _before(pulled_back: pd.DataFrame | None, track_ids: np.ndarray, shape: tuple) -> np.ndarray:

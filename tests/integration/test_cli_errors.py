@@ -56,6 +56,7 @@ def world(tmp_path_factory):
     ("oasis explain", ["explain", "--date", DAY, "--track", "t", "--market", "US", "--output", "{out}"], 1),
     ("oasis validate", ["validate", "--date", "2026-01-01", "--input", "{world}"], 1),
     ("oasis sample", ["sample", "--out", "{out}/w", "--days", "0"], 2),
+    ("oasis simulate", ["simulate", "--out", "{out}/s", "--days", "2", "--markets", "30"], 2),
 ])
 def test_a_failure_is_one_line_in_one_format_with_the_documented_code(world, tmp_path, command, args, code):
     args = [a.format(world=world, out=str(tmp_path)) for a in args]

@@ -123,7 +123,8 @@ def _assert_matches_published(doc: dict, p: dict, track: str, market: str):
             assert (g["probability"], g["promoted_probability"]) == (row["dislike_probability"],
                                                                       row["promoted_dislike_probability"])
         assert s["result"] == {"planned_promoted_plays": row["planned_promoted_plays"],
-                               "boost_probability": row["boost_probability"], "score": row["score"]}
+                               "boost_probability": row["boost_probability"], "score": row["score"],
+                               "serving_gain": cap["serving_gain"]}
         lp = s["lp"]
         assert lp["capacity"]["capacity"] == cap["capacity"]
         assert lp["capacity"]["published_shadow_price"] == cap["shadow_price"]
@@ -248,7 +249,8 @@ def test_eligible_track_text_prints_the_published_numbers(published, capsys):
         assert f"E = {row['supply_forecast']:.6g} " in sec and f"rho*E = {row['max_promoted_plays']:.6g}" in sec
         assert f"of K = {cap['capacity']:.6g}" in sec and f"(published {cap['shadow_price']:.6g})" in sec
         assert (f"planned promoted plays x = {row['planned_promoted_plays']:.6g}, boost probability "
-                f"x/E = {row['boost_probability']:.6g}, score x/(rho*E) = {row['score']:.6g}") in sec
+                f"min(1, x/(E*g)) = {row['boost_probability']:.6g} with serving gain g = {cap['serving_gain']:.6g}, "
+                f"score x/(rho*E) = {row['score']:.6g}") in sec
         if row["score"] >= 1 - 1e-9:
             assert "x = rho*E: BINDS" in sec
 
@@ -265,7 +267,8 @@ def test_ineligible_tracks_give_the_reason_in_words(published, capsys):
         assert s["guardrail"]["disliked"] and s["guardrail"]["reason"] == "listeners_dislike"
         assert s["guardrail"]["probability"] > cfg["guardrail_confidence"]   # no previous snapshot: no hysteresis
         assert "listener guardrail" in s["reason_text"]
-        assert s["result"] == {"planned_promoted_plays": 0.0, "boost_probability": 0.0, "score": 0.0}
+        assert s["result"] == {"planned_promoted_plays": 0.0, "boost_probability": 0.0, "score": 0.0,
+                               "serving_gain": 1.0}
         assert s["lp"]["track_cap"]["cap"] == 0.0
 
     # too few plays: the text names the count and the threshold

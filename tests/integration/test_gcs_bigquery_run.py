@@ -8,7 +8,8 @@ next builds on:
   first     `oasis run` in a real subprocess (snapshot A of score date SD)
   rerun     the same run again: "already published", nothing added
   backfill  the day before (snapshot B of SD-1), published after A
-  forced    `--force` on SD (snapshot C replaces A)
+  forced    `--force` on SD (snapshot C replaces A; B is now the snapshot
+            before it, whose plan of DAY it reconciles)
 
 and checks the bucket, the warehouse, the `*_latest` views and the analysts'
 example queries (docs/analysts.md) on BigQuery against DuckDB. A publish that
@@ -40,7 +41,7 @@ from jobs.cli import main as cli
 from jobs.manifest import Manifest
 from jobs.run.fingerprint import code_version
 from jobs.snapshots import store as publish
-from jobs.warehouse.base import registry_row
+from jobs.warehouse.base import partition_date, registry_row
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from pipelines import storage
@@ -55,6 +56,12 @@ DAY = worlds.END
 SD = DAY + dt.timedelta(days=1)  # the score date of a run with --date DAY
 TABLES = (*OUTPUTS, SNAPSHOTS.name)
 KEYS = {t: ", ".join(OUTPUTS[t].key) for t in OUTPUTS} | {"snapshots": "snapshot_id"}
+
+
+def day_of(name: str, score_date: dt.date) -> dt.date:
+    """The warehouse date a snapshot of `score_date` fills in table `name`
+    (delivery_reconciliation's rows are of the day before)."""
+    return partition_date(OUTPUTS[name], score_date)
 
 
 def analyst_queries() -> list[tuple[str, str]]:
@@ -298,7 +305,7 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     # BigQuery: the date's rows, the registry row and the views
     counts = cloud.counts()
     for name in OUTPUTS:
-        assert counts[name] == {SD: (m["tables"][name]["rows"], (sid,))}, name
+        assert counts[name] == {day_of(name, SD): (m["tables"][name]["rows"], (sid,))}, name
         assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
     (reg,) = cloud.table_rows("snapshots")
     assert reg["snapshot_id"] == sid and reg["manifest_uri"] == manifest_uri(cloud, m)
@@ -321,8 +328,8 @@ def test_a_backfilled_older_date_leaves_latest_and_the_views_on_the_newest(cloud
     assert cloud.latest() == f"score_date={SD}/{a}"  # a backfill never moves LATEST back
     counts = cloud.counts()
     for name in OUTPUTS:
-        assert counts[name][DAY] == (backfill["tables"][name]["rows"], (b,)), name
-        assert counts[name][SD][1] == (a,), name
+        assert counts[name][day_of(name, DAY)] == (backfill["tables"][name]["rows"], (b,)), name
+        assert counts[name][day_of(name, SD)][1] == (a,), name
         # created later, but of an older date: the views stay on the newest date
         assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": a}]
 
@@ -330,19 +337,20 @@ def test_a_backfilled_older_date_leaves_latest_and_the_views_on_the_newest(cloud
 def test_force_replaces_the_date_without_duplicating_it(cloud, first, forced):
     c, before, after = forced
     a, sid = first[1]["snapshot_id"], c["snapshot_id"]
-    assert sid != a
-    # the backfilled day before is now the previous snapshot: the rows its guardrail pulled back are an input
-    # (hysteresis), and with them the fingerprint differs from the first run's; without them it is the same
-    assert c["previous_snapshot"] == cloud.published[1][0]["snapshot_id"]
-    state = [k for k in c["inputs"]["sources_by_day"] if k.startswith("pulled_back/")]
-    assert (c["run_fingerprint"] == first[1]["run_fingerprint"]) == (not state)
+    b = cloud.published[1][0]["snapshot_id"]
+    # the same inputs as A, but since A the backfill published B, the snapshot before SD: C reconciles B's plan
+    # of DAY with DAY's logs (A had no plan to reconcile), so it is not the same run; B is also the snapshot
+    # whose pulled-back rows carry the guardrail's state (hysteresis)
+    assert sid != a and c["run_fingerprint"] != first[1]["run_fingerprint"]
+    assert c["inputs"]["previous"] == {"snapshot_id": b, "score_date": DAY.isoformat(), "plan_reconciled": True}
+    assert first[1]["inputs"]["previous"] == {}
+    assert c["previous_snapshot"] == b
     for name in OUTPUTS:
-        if not state:
-            assert c["tables"][name]["content_sha256"] == first[1]["tables"][name]["content_sha256"], name
-        # same number of rows per score date; the date now holds only the new snapshot
-        assert {d: n for d, (n, _) in after[name].items()} == {d: n for d, (n, _) in before[name].items()}
-        assert after[name][SD] == (c["tables"][name]["rows"], (sid,))
-        assert after[name][DAY] == before[name][DAY]
+        if name != "delivery_reconciliation":  # its rows are the plan's and the logs': B's plan added rows
+            assert {d: n for d, (n, _) in after[name].items()} == {d: n for d, (n, _) in before[name].items()}
+        # the date now holds only the new snapshot; the other date is untouched
+        assert after[name][day_of(name, SD)] == (c["tables"][name]["rows"], (sid,))
+        assert after[name][day_of(name, DAY)] == before[name][day_of(name, DAY)]
         assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
     # the registry keeps the replaced snapshot; LATEST moved to the new one
     assert {r["snapshot_id"] for r in cloud.table_rows("snapshots")} == {

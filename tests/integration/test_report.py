@@ -39,7 +39,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 SVG = re.compile(r"<svg id='plot-([a-z-]+)'.*?</svg>", re.S)
 MARK = re.compile(r"<(rect|circle)\b([^>]*\bclass='mark [^']*'[^>]*)>")
 ATTR = re.compile(r"([a-z][a-z-]*)='([^']*)'")
-ANCHORS = ("score-distribution", "capacity", "delivery", "drift")
+ANCHORS = ("score-distribution", "capacity", "delivery", "planned-delivered", "drift")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1280,3000"]
@@ -162,10 +162,10 @@ def test_fair_exposure_in_the_report_equals_a_direct_computation(runs):
                                                     pytest.approx(w["gini"], abs=1e-12))
 
 
-def test_report_is_self_contained_with_four_inline_plots(runs):
+def test_report_is_self_contained_with_five_inline_plots(runs):
     html = runs["html"][1]
     plots = _plots(html)
-    assert tuple(plots) == ANCHORS and html.count("<svg") == 4
+    assert tuple(plots) == ANCHORS and html.count("<svg") == 5
     for anchor, svg in plots.items():
         w, h = (float(re.search(rf"\b{k}='([0-9.]+)'", svg).group(1)) for k in ("width", "height"))
         assert w >= 600 and h >= 150, anchor
@@ -249,6 +249,22 @@ def test_report_contains_no_user_ids(runs):
         tokens = set(re.findall(r"[A-Za-z0-9_\-]+", html))
         assert not tokens & users
         assert not any(u in html for u in users)  # not even inside a longer word
+
+
+def test_planned_delivered_plot_draws_the_reconciled_days(runs):
+    """The second run reconciles the first one's plan: one point per (market,
+    surface) and line, planned and realised, as its capacity table says."""
+    html, snap = runs["html"][1], runs["snaps"][1]
+    svg = _plots(html)["planned-delivered"]
+    cap = worlds.table(snap, "capacity")
+    drawn = cap[cap["reconciled_planned"] > 0]
+    assert len(_marks(svg, "realised")) == len(_marks(svg, "planned")) == len(drawn) > 0
+    for r in drawn.itertuples():
+        assert f"{r.market} {r.surface}" in svg
+    total = f"{drawn['reconciled_realised'].sum():,.0f} promoted plays delivered of " \
+            f"{drawn['reconciled_planned'].sum():,.0f} planned"
+    assert total in html
+    assert "no reconciled day yet" in runs["html"][0]
 
 
 def test_drift_against_the_previous_snapshot(runs):

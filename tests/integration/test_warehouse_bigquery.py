@@ -6,10 +6,10 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from jobs.warehouse.base import WarehouseError
+from jobs.warehouse.base import WarehouseError, partition_date
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PRICES, PROMOTION_SCORES, SNAPSHOTS
+from schemas import CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, OUTPUTS, PRICES, PROMOTION_SCORES, SNAPSHOTS
 
 pytestmark = pytest.mark.emulator
 
@@ -59,6 +59,10 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         PRICES.name: _rows(PRICES, [dict(market=m, surface=s, constraint=c, key=f"k{k}") for m, s in cells
                                     for c in ("capacity", "track_cap") for k in range(2)],
                            score_date, snapshot_id, variant),
+        # the reconciliation is of the logs day, the day before the score date
+        DELIVERY_RECONCILIATION.name: _rows(DELIVERY_RECONCILIATION, [
+            dict(track_id=f"t{k}", market=m, surface=s) for m, s in cells for k in range(tracks)],
+            score_date - dt.timedelta(days=1), snapshot_id, variant),
     }
     registry = {
         "snapshot_id": snapshot_id,
@@ -66,7 +70,7 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         "created_at": created_at or T0,
         "code_version": "test",
         "run_fingerprint": f"fp-{snapshot_id}",
-        **{f"{name}_rows": tables[name].num_rows for name in ("promotion_scores", "campaign_delivery", "capacity")},
+        **{f"{name}_rows": t.num_rows for name, t in tables.items() if f"{name}_rows" in SNAPSHOTS.names},
         "manifest_uri": f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json",
         "validation": "all passed",
         "skipped_gates": "",
@@ -107,9 +111,9 @@ def test_publish_loads_every_table(bq_env):
     assert rows(wh, "SELECT * FROM snapshots") == [reg]
     assert staging_tables(bq_env) == []
     names = {t.table_id for t in bq_env.client().list_tables(f"{bq_env.project}.{bq_env.dataset}")}
-    assert names == {"promotion_scores", "campaign_delivery", "capacity", "prices", "snapshots",
-                     "promotion_scores_latest", "campaign_delivery_latest", "capacity_latest", "prices_latest",
-                     "fair_exposure"}
+    assert names == {"promotion_scores", "campaign_delivery", "capacity", "prices", "delivery_reconciliation",
+                     "snapshots", "promotion_scores_latest", "campaign_delivery_latest", "capacity_latest",
+                     "prices_latest", "delivery_reconciliation_latest", "fair_exposure"}
 
 
 def test_republishing_a_date_replaces_it(bq_env):
@@ -123,7 +127,7 @@ def test_republishing_a_date_replaces_it(bq_env):
     wh.publish(D1, tables, reg)  # the same snapshot again: a rerun never duplicates
 
     for name, table in tables.items():
-        got = rows(wh, f"SELECT * FROM {name} WHERE score_date = ?", [D1])
+        got = rows(wh, f"SELECT * FROM {name} WHERE score_date = ?", [partition_date(OUTPUTS[name], D1)])
         want = expected_rows(table, name)
         key = lambda r: tuple(r[k] for k in OUTPUTS[name].key)  # noqa: E731
         assert sorted(got, key=key) == want, name
@@ -133,6 +137,28 @@ def test_republishing_a_date_replaces_it(bq_env):
                     "track_id", [D2]) == before_d2
     assert [r["snapshot_id"] for r in rows(wh, "SELECT snapshot_id FROM snapshots ORDER BY snapshot_id")] \
         == ["s0", "s1", "s2"]
+
+
+def test_reconciliation_replaces_the_logs_day(bq_env):
+    """delivery_reconciliation's rows are of the day before the snapshot's score
+    date: a publish replaces that day's rows (a rerun never duplicates them, the
+    next date's snapshot leaves them), and a snapshot written before the table
+    existed (a rollback to it) leaves the table as it is."""
+    wh = BigQueryWarehouse.from_uri(bq_env.uri)
+    wh.publish(D1, *snapshot(D1, "s1", tracks=3))
+    wh.publish(D2, *snapshot(D2, "s2", tracks=2))
+    tables, reg = snapshot(D2, "s3", variant=1, tracks=1, created_at=T0 + dt.timedelta(hours=1))
+    wh.publish(D2, tables, reg)
+    wh.publish(D2, tables, reg)
+    count = "SELECT score_date, snapshot_id, COUNT(*) AS n FROM delivery_reconciliation GROUP BY 1, 2 ORDER BY 1"
+    assert rows(wh, count) == [{"score_date": D1 - dt.timedelta(days=1), "snapshot_id": "s1", "n": 12},
+                               {"score_date": D1, "snapshot_id": "s3", "n": 4}]
+    old, old_reg = snapshot(D1, "s0", variant=2)
+    del old["delivery_reconciliation"]
+    wh.publish(D1, old, old_reg)
+    assert rows(wh, count)[0] == {"score_date": D1 - dt.timedelta(days=1), "snapshot_id": "s1", "n": 12}
+    assert {r["snapshot_id"] for r in rows(wh, "SELECT snapshot_id FROM promotion_scores WHERE score_date = ?",
+                                           [D1])} == {"s0"}
 
 
 def test_latest_views_show_the_newest_snapshot(bq_env):
@@ -352,6 +378,7 @@ def test_same_answers_as_duckdb(bq_env, tmp_path):
         "SELECT * FROM promotion_scores_latest ORDER BY market, surface, track_id",
         "SELECT * FROM campaign_delivery_latest ORDER BY market, surface, campaign_id",
         "SELECT * FROM capacity_latest ORDER BY market, surface",
+        "SELECT * FROM delivery_reconciliation_latest ORDER BY market, surface, track_id",
         "SELECT score_date, snapshot_id, COUNT(*) AS n, SUM(plays) AS plays FROM promotion_scores "
         "GROUP BY score_date, snapshot_id ORDER BY score_date, snapshot_id",
         "SELECT * FROM prices_latest AS p ORDER BY p.market, p.surface, p.constraint, p.key",

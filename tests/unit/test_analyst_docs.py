@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, FORECAST_ACCURACY, PRICES, PROMOTION_SCORES, SNAPSHOTS
+from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, FORECAST_ACCURACY, PRICES,
+                     PROMOTION_SCORES, SNAPSHOTS)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
 BQ_TYPE = {"string": "STRING", "bool": "BOOL", "int64": "INT64", "double": "FLOAT64", "date": "DATE",
@@ -24,7 +25,8 @@ def documented_columns(table: str) -> list[tuple[str, str]]:
     return [(c[0], c[1]) for c in cells]
 
 
-@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, SNAPSHOTS, FORECAST_ACCURACY],
+@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION,
+                                   SNAPSHOTS, FORECAST_ACCURACY],
                          ids=lambda t: t.name)
 def test_every_column_is_documented_with_its_type(table):
     want = [(f.name, BQ_TYPE[f.type] + (", null" if f.nullable else "")) for f in table.fields]
@@ -37,4 +39,5 @@ def test_example_queries_are_named_and_unqualified():
     assert len(names) == len(set(names)) >= 3
     for b in blocks:
         assert "`" not in b and not re.search(
-            r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|snapshots|forecast_accuracy)\b", b)
+            r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|delivery_reconciliation|snapshots|"
+            r"forecast_accuracy)\b", b)

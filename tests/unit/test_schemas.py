@@ -155,7 +155,11 @@ CAMPAIGN_DELIVERY_CONTRACT = [
 ]
 CAPACITY_CONTRACT = [
     "market", "surface", "total_forecast", "promoted_share_cap", "capacity", "artist_cap",
-    "licensor_cap", "shortfall_penalty", "planned_total", "shadow_price",
+    "licensor_cap", "shortfall_penalty", "planned_total", "shadow_price", "serving_gain",
+]
+DELIVERY_RECONCILIATION_CONTRACT = [
+    "track_id", "market", "surface", "planned_promoted_plays", "boost_probability", "realised_promoted_plays",
+    "ratio",
 ]
 
 
@@ -163,13 +167,16 @@ CAPACITY_CONTRACT = [
     ("promotion_scores", PROMOTION_SCORES_CONTRACT),
     ("campaign_delivery", CAMPAIGN_DELIVERY_CONTRACT),
     ("capacity", CAPACITY_CONTRACT),
+    ("delivery_reconciliation", DELIVERY_RECONCILIATION_CONTRACT),
 ])
 def test_outputs_carry_design_section_5_columns(name, contract):
     table = schemas.OUTPUTS[name]
     missing = [c for c in contract + ["score_date", "snapshot_id"] if c not in table.names]
     assert not missing
-    # The contract columns come first (tables.py promise), so `SELECT *` starts with them.
-    contract_positions = [table.names.index(c) for c in contract if c in table.names]
+    # The contract columns come first (tables.py promise), so `SELECT *` starts with them; a column the
+    # contract gained later (capacity's serving_gain) is appended with the other later columns, since a
+    # warehouse table only grows at its end (ADDED_LATER below).
+    contract_positions = [table.names.index(c) for c in contract if c not in ADDED_LATER[name]]
     extras = [i for i, c in enumerate(table.names)
               if c not in contract + ["score_date", "snapshot_id"]]
     assert not extras or max(contract_positions) < min(extras)
@@ -178,25 +185,33 @@ def test_outputs_carry_design_section_5_columns(name, contract):
 # Columns added after tables were first published are nullable: a warehouse table that exists adds them
 # (BigQuery cannot add a REQUIRED column), and rows published before them hold nulls.
 ADDED_LATER = {
-    "promotion_scores": ["flight_end", "supply_forecast_low", "supply_forecast_high", "history_days", "effective_plays",
-                         "pulled_back", "dislike_probability", "promoted_plays", "promoted_skips",
+    "promotion_scores": ["flight_end", "supply_forecast_low", "supply_forecast_high", "history_days",
+                         "effective_plays", "pulled_back", "dislike_probability", "promoted_plays", "promoted_skips",
                          "promoted_dislike_probability"],
-    "capacity": ["total_forecast_low", "total_forecast_high", "prior_mean_skip", "prior_mean_save"],
+    "capacity": ["total_forecast_low", "total_forecast_high", "prior_mean_skip", "prior_mean_save", "serving_gain",
+                 "serving_gain_estimate", "gain_realised", "gain_requested", "serving_response",
+                 "gain_requested_organic", "reconciled_planned", "reconciled_realised", "delivery_ratio",
+                 "delivery_miss_days"],
     "campaign_delivery": [],
     "prices": [],
+    "delivery_reconciliation": [],
 }
 
 
 def test_output_nullability_and_partitioning():
-    # Only `reason` may be null (it is null when the row is eligible) among the first columns, then the
-    # columns added later, at the end; every output is partitioned by score_date, which therefore is REQUIRED.
+    # Only `reason` may be null (it is null when the row is eligible) among the first columns, and, where a
+    # value does not exist, a ratio (and the plan's campaign and snapshot) where nothing was planned; then the
+    # columns added later, at the end (nullable: rows loaded before them have none); every output is
+    # partitioned by score_date, which therefore is REQUIRED.
+    allowed = {"promotion_scores": ["reason"], "delivery_reconciliation": ["ratio", "campaign_id", "plan_snapshot_id"]}
     for table in schemas.OUTPUTS.values():
         nullable = [f.name for f in table.fields if f.nullable]
         later = ADDED_LATER[table.name]
-        assert nullable == (["reason"] if table.name == "promotion_scores" else []) + later
+        assert nullable == allowed.get(table.name, []) + later
         assert table.names[len(table.names) - len(later):] == later
         assert table.key[0] == "score_date"
         assert table.field("score_date").type == "date"
     assert schemas.PROMOTION_SCORES.key == ("score_date", "track_id", "market", "surface")
     assert schemas.CAPACITY.key == ("score_date", "market", "surface")
     assert schemas.CAMPAIGN_DELIVERY.key == ("score_date", "campaign_id", "market", "surface")
+    assert schemas.DELIVERY_RECONCILIATION.key == ("score_date", "track_id", "market", "surface")
