@@ -91,10 +91,7 @@ def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,
         columns = [n for n in contract_table.names if n in f.schema_arrow.names]
         for batch in f.iter_batches(batch_size=batch_rows, columns=columns):
             table = contract.conform_batch(pa.Table.from_batches([batch]), contract_table, uri)
-            if source == "engagement":
-                reasons = contract.check_engagement(table, day, cfg.event_ts_slack_hours)
-            else:
-                reasons = contract.check_enrollments(table)
+            reasons = contract.check_batch(source, table, day, cfg.event_ts_slack_hours)
             rep.rows += table.num_rows
             broken = reasons.filter(pc.is_valid(reasons))
             if len(broken):

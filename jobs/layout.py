@@ -6,7 +6,8 @@ every path is built with `pipelines.storage.join`.
     OUT/snapshots/score_date=YYYY-MM-DD/<snapshot_id>/  <table>/*.parquet, _MANIFEST.json, report.html
     OUT/snapshots/LATEST                                "score_date=YYYY-MM-DD/<snapshot_id>"
     OUT/aggregates/dt=YYYY-MM-DD/                       _SUCCESS (names the build), _SUCCESS.json
-    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet
+    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/, totals/, and the lift facts: listeners/,
+                                                        exposures/ (one file per listener shard), market_listeners/
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
     OUT/_scratch/<snapshot_id>/                         a gs:// run's working files
@@ -25,7 +26,7 @@ import tempfile
 from pipelines import storage
 
 # ------------------------------------------------------------------ inputs ---
-INPUT_TABLES = ("enrollments", "engagement")
+INPUT_TABLES = ("enrollments", "engagement", "exposures")  # exposures is optional
 
 
 def input_partition(input_root: str, table: str, day: dt.date) -> str:
@@ -160,6 +161,9 @@ def is_build_dirname(name: str) -> bool:
 
 def aggregate_build(output_root: str, day: dt.date, snapshot_id: str) -> str:
     return storage.join(aggregates_day(output_root, day), build_dirname(snapshot_id))
+
+
+AGGREGATE_PARTS = ("tracks", "totals", "listeners", "exposures", "market_listeners")  # folders of a build
 
 
 # ------------------------------------------------------- other run outputs ---

@@ -15,7 +15,10 @@ does not know are kept in `extra` and written back unchanged.
 
 Format versions:
   1  the first format (no `format_version` key, no `options`);
-  2  adds `format_version` and `options` (the run options: solver method, ...).
+  2  adds `format_version` and `options` (the run options: solver method, ...);
+  3  adds `holdout` (the salt and share of the holdout assignment serving must
+     use), `inputs.exposures`, `inputs.exposure_days`, `inputs.lift_days`, and
+     the `campaign_lift` table (older snapshots have none).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ManifestError(OasisError):
@@ -175,6 +178,9 @@ class Inputs:
     built_days: list[str]
     stored_days: list[str]
     missing_window_days: list[str]
+    exposures: dict[str, str] = field(default_factory=dict)    # the exposure log files read
+    exposure_days: list[str] = field(default_factory=list)     # days with an exposure log (built or stored)
+    lift_days: list[str] = field(default_factory=list)         # days whose lift facts were read
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -207,6 +213,7 @@ class Manifest:
     beam_options: list[str] = field(default_factory=list)
     report: dict | None = None       # {"path", "bytes", "sha256"} or {"error"}
     seconds: dict[str, float] = field(default_factory=dict)
+    holdout: dict = field(default_factory=dict)       # {"salt", "share", "function"}: serving's assignment
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)          # keys this code does not know, kept as read
 
@@ -262,6 +269,7 @@ class Manifest:
             "beam_options": self.beam_options,
             "report": self.report,
             "seconds": self.seconds,
+            "holdout": self.holdout,
         })
         return doc
 
@@ -300,6 +308,7 @@ class Manifest:
             beam_options=_get(doc, "beam_options", list, where, []),
             report=report,
             seconds=_get(doc, "seconds", dict, where, {}),
+            holdout=_get(doc, "holdout", dict, where, {}),
             format_version=FORMAT_VERSION,
             extra={k: v for k, v in doc.items() if k not in known},
         )

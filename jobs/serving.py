@@ -4,6 +4,12 @@
     snap = load_latest("gs://bucket/oasis")      # or a local folder
     snap.tables["promotion_scores"]              # pyarrow.Table
     snap.fell_back_from                          # [(snapshot_id, why)] when LATEST was unusable
+    snap.in_holdout("user-1", "US", now)         # the holdout assignment, with the snapshot's salt and share
+
+`is_in_holdout(user_id, market, when, salt, share)` is the batch's own
+assignment function (`pipelines.holdout`): serving calls it with the salt and
+share of the manifest it serves (`LoadedSnapshot.in_holdout` does), so a
+holdout listener is never boosted and the batch's holdout gate agrees.
 
 `load_latest` starts at the snapshot `snapshots/LATEST` points to. A snapshot
 is used only when its `_MANIFEST.json` reads, every file the manifest lists is
@@ -34,6 +40,7 @@ from jobs.manifest import Manifest, ManifestError
 from jobs.snapshots import store
 from pipelines import storage
 from pipelines.errors import OasisError
+from pipelines.holdout import is_in_holdout  # noqa: F401 - serving's holdout assignment, the batch's own
 from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,14 @@ class LoadedSnapshot:
     fell_back_from: list[tuple[str, str]] = field(default_factory=list)  # (snapshot_id, reason), newest first
     folder: str = ""
     manifest: Manifest | None = None
+
+    def in_holdout(self, user_id: str, market: str, when: dt.date | dt.datetime) -> bool:
+        """Whether serving must hold this listener out (no boost; log a ghost
+        exposure instead), with the salt and share recorded in the manifest."""
+        h = (self.manifest.holdout if self.manifest else {}) or {}
+        if "salt" not in h or "share" not in h:
+            raise NoValidSnapshot(f"snapshot {self.snapshot_id} records no holdout salt and share")
+        return is_in_holdout(user_id, market, when, int(h["salt"]), float(h["share"]))
 
 
 def _candidates(output_root: str) -> list[tuple[dt.date, str]]:
@@ -79,6 +94,9 @@ def verify_and_read(folder: str, score_date: dt.date, snapshot_id: str) -> tuple
     tables = {}
     for name, contract in OUTPUTS.items():
         meta = manifest.tables.get(name)
+        if meta is None and name in store.ADDED_LATER:  # a snapshot from before the table existed
+            tables[name] = contract.empty()
+            continue
         if not meta or not meta.files:
             raise DamagedSnapshot(f"the manifest lists no files for table {name}")
         parts = []

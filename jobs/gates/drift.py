@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 PSI_BINS = 10  # equal-width score bins over [0, 1]
 PSI_PSEUDOCOUNT = 0.5  # per bin (Jeffreys): keeps log(q/p) finite for an empty bin
+# campaign_lift rows come and go with the campaigns (a month's flights end
+# together), so its row count is no sign of a broken run
+ROW_COUNT_EXEMPT = ("campaign_lift",)
 
 
 def drift_gates(tables: dict[str, pa.Table], previous: tuple[str, Manifest] | None, cfg: Config) -> list[GateResult]:
@@ -49,6 +52,8 @@ def row_count(tables: dict[str, pa.Table], prev_rows: dict | None, note: str, cf
         return result("row_count", True, f"not compared: {note}", None, limit)
     drops, parts, bad = {}, [], []
     for name, t in tables.items():
+        if name in ROW_COUNT_EXEMPT:
+            continue
         before, now = prev_rows.get(name), t.num_rows
         if not before:
             parts.append(f"{name} {now} (none before)")

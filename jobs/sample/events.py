@@ -10,12 +10,15 @@ import pyarrow as pa
 from jobs.sample.draws import (EPOCH, LUT_SIZE, US_PER_DAY, US_PER_HOUR, cdf, day_start_us, draw, hex_strings,
                                lut_index, mix, month_add, month_key, pow15)
 from jobs.sample.world import (BAD_SURFACES, CATALOGUE_PLAY_SHARE, DUPLICATE_SHARE, N_PROMO, PROMOTED_SHARE,
-                               SURFACE_DICT, SURFACE_SAVE_MULT32, Enrollments, World, active_for_day)
-from schemas import ALL_SURFACES, ENGAGEMENT
+                               SURFACE_DICT, SURFACE_SAVE_MULT32, Enrollments, World, active_for_day, holdout_users)
+from schemas import ALL_SURFACES, ENGAGEMENT, EXPOSURES
 
 
-def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float) -> tuple[pa.Table, dict]:
-    """One UTC day of `n` engagement rows (resent duplicates and bad rows included), in arrival order."""
+def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
+                   bad_row_share: float) -> tuple[pa.Table, dict, pa.Table]:
+    """One UTC day of `n` engagement rows (resent duplicates and bad rows included), in arrival order,
+    and serving's exposure log of that day: one row per promotion decision, `treated` for a promoted
+    play and `ghost` for a holdout listener's play that would have been promoted (it stays organic)."""
     rng = np.random.default_rng([w.seed, 1, d.toordinal()])
     n_dup = int(round(n * DUPLICATE_SHARE))
     n0 = n - n_dup
@@ -89,6 +92,17 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     boostable = on_promo & (pair_camp[cat_pair] >= 0) & (((pair_surf[cat_pair] >> s_cat) & 1) == 1)
     promoted_cat = boostable & (uniform(len(cat)) < PROMOTED_SHARE)
     campaign[cat[promoted_cat]] = pair_camp[cat_pair[promoted_cat]]
+    # the holdout (the default config's salt and share): serving never boosts a holdout listener, it
+    # logs a ghost exposure and the play stays organic
+    held = holdout_users(w, d)[user]
+    decided = cat[promoted_cat]
+    decided_campaign = campaign[decided].copy()
+    ghost = held[decided]
+    campaign[decided[ghost]] = -1
+    promoted_cat[promoted_cat] = ~ghost
+    exposed = dict(ts=ts[decided] - rng.integers(1_000_000, 120_000_000, len(decided)),  # decided just before
+                   user=user[decided], track=track[decided], market=market[decided].copy(),
+                   surface=surface[decided].copy(), campaign=decided_campaign, ghost=ghost)
 
     salt = np.uint64(mix(np.array([w.seed], dtype=np.uint64), 64)[0])
     ev = mix((np.uint64(day_days) << np.uint64(32)) | np.arange(n0, dtype=np.uint64), 64) ^ salt
@@ -130,6 +144,7 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
         "saved": pa.array(saved),
         "promoted": pa.array(campaign >= 0),
         "campaign_id": e.campaign_ids.take(pa.array(np.maximum(campaign, 0), mask=campaign < 0)),
+        "holdout": pa.array(held),
     }
     regular = pa.Table.from_arrays([cols[c] for c in ENGAGEMENT.names], schema=ENGAGEMENT.arrow())
     table = pa.concat_tables([regular, regular.take(pa.array(src))])
@@ -138,5 +153,22 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     months = np.isin(e.enr_month, [month_key(*month_add(d.year, d.month, k)) for k in (-1, 0)])
     enrolled_now[e.enr_pair[months]] = True
     stats = {"events": n, "duplicates": n_dup, "bad_rows": n_bad, "promoted": int(promoted_cat.sum()),
-             "enrolled_plays": int(enrolled_now[cat_pair].sum())}
-    return table, stats
+             "enrolled_plays": int(enrolled_now[cat_pair].sum()), "exposures": len(decided),
+             "ghost_exposures": int(exposed["ghost"].sum())}
+    return table, stats, _exposure_table(w, e, ev[decided], exposed)
+
+
+def _exposure_table(w: World, e: Enrollments, event_ids: np.ndarray, x: dict) -> pa.Table:
+    order = np.argsort(x["ts"], kind="stable")
+    xid = mix(event_ids[order] ^ np.uint64(0x5EED_E4B0_5E00_0001), 64)
+    cols = {
+        "exposure_id": hex_strings("x", xid, 16),
+        "event_ts": pa.array(x["ts"][order], type=pa.int64()).view(pa.timestamp("us", tz="UTC")),
+        "user_id": w.user_dict.take(pa.array(x["user"][order])),
+        "track_id": w.track_dict.take(pa.array(x["track"][order])),
+        "campaign_id": e.campaign_ids.take(pa.array(x["campaign"][order])),
+        "market": w.market_dict.take(pa.array(x["market"][order])),
+        "surface": SURFACE_DICT.take(pa.array(x["surface"][order])),
+        "arm": pa.array(np.where(x["ghost"][order], "ghost", "treated")),
+    }
+    return pa.Table.from_arrays([cols[c] for c in EXPOSURES.names], schema=EXPOSURES.arrow())

@@ -25,6 +25,12 @@ What is planted, so tests and analysts can check the pipeline against it:
   ``truth/tracks.parquet``;
 * promoted plays (with their campaign id) only for tracks whose campaign is
   active in that market on an enrolled promotion surface;
+* the promotion holdout of `pipelines.holdout` with the default config's salt
+  and share: every play carries its listener's `holdout` flag, a holdout
+  listener's would-be promoted play stays organic, and serving's exposure log
+  (`exposures/`) has a `treated` row per promoted play and a `ghost` row per
+  play held back (promotion here relabels plays that would have happened
+  anyway, so every campaign's true lift is 0; `jobs.simulate` plants lifts);
 * resent duplicate events (~0.5%, exact copies arriving a bit later) and
   contract-breaking rows at ``--bad-row-share``: unknown surface, negative
   ms_played, malformed market (lower case or alpha-3), event_ts days away from
@@ -34,6 +40,7 @@ Layout written under ``out``::
 
     enrollments/dt=YYYY-MM-DD/part-00000.parquet   (one per day: the full export)
     engagement/dt=YYYY-MM-DD/part-NNNNN.parquet    (<= 1M rows a file, 128k row groups)
+    exposures/dt=YYYY-MM-DD/part-00000.parquet
     truth/tracks.parquet
     LAST_DAY
 """
@@ -54,6 +61,8 @@ from jobs.sample.draws import EPOCH, retain_freed_memory
 from jobs.sample.events import events_for_day
 from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE, build_enrollments,
                                build_world, export_for_day, truth_table)
+
+EXPOSURE_DICTIONARY_COLUMNS = ["user_id", "track_id", "campaign_id", "market", "surface", "arm"]
 from pipelines.errors import UsageError
 
 
@@ -71,11 +80,12 @@ def _write(table: pa.Table, path: str, dictionary: list[str] | bool) -> None:
 def _clear(out: str) -> None:
     """Remove the files an earlier run wrote here (only our own layout), so no stale part survives."""
     for pattern in ("enrollments/dt=*/part-*.parquet", "engagement/dt=*/part-*.parquet",
-                    "enrollments/dt=*/part-*.parquet.tmp", "engagement/dt=*/part-*.parquet.tmp",
+                    "exposures/dt=*/part-*.parquet", "enrollments/dt=*/part-*.parquet.tmp",
+                    "engagement/dt=*/part-*.parquet.tmp", "exposures/dt=*/part-*.parquet.tmp",
                     "truth/tracks.parquet", "LAST_DAY"):
         for f in glob.glob(os.path.join(out, pattern)):
             os.remove(f)
-    for pattern in ("enrollments/dt=*", "engagement/dt=*"):
+    for pattern in ("enrollments/dt=*", "engagement/dt=*", "exposures/dt=*"):
         for folder in glob.glob(os.path.join(out, pattern)):
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
@@ -108,7 +118,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
     os.makedirs(os.path.join(out, "truth"), exist_ok=True)
     _write(truth_table(w), os.path.join(out, "truth", "tracks.parquet"), True)
 
-    totals = {"events": 0, "duplicates": 0, "bad_rows": 0, "promoted": 0, "enrolled_plays": 0}
+    totals = {"events": 0, "duplicates": 0, "bad_rows": 0, "promoted": 0, "enrolled_plays": 0, "exposures": 0,
+              "ghost_exposures": 0}
     enrollment_rows = 0
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -116,7 +127,7 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
             t_day = time.monotonic()
             d = first_day + dt.timedelta(days=i)
             export = export_for_day(e, d)
-            events, stats = events_for_day(w, e, d, events_per_day, bad_row_share)
+            events, stats, exposures = events_for_day(w, e, d, events_per_day, bad_row_share)
             for f in pending:            # at most one day being written while the next is generated
                 f.result()
             pending = []
@@ -131,6 +142,10 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                 part = events.slice(bounds[j], bounds[j + 1] - bounds[j])
                 pending.append(pool.submit(_write, part, os.path.join(folder, f"part-{j:05d}.parquet"),
                                            DICTIONARY_COLUMNS))
+            folder = os.path.join(out, "exposures", f"dt={d.isoformat()}")
+            os.makedirs(folder, exist_ok=True)
+            pending.append(pool.submit(_write, exposures, os.path.join(folder, "part-00000.parquet"),
+                                       EXPOSURE_DICTIONARY_COLUMNS))
             enrollment_rows += export.num_rows
             for k in totals:
                 totals[k] += stats[k]
@@ -163,6 +178,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
         "duplicate_events": totals["duplicates"],
         "bad_rows": totals["bad_rows"],
         "promoted_plays": totals["promoted"],
+        "exposures": totals["exposures"],
+        "ghost_exposures": totals["ghost_exposures"],
         "enrolled_play_share": round(totals["enrolled_plays"] / max(totals["events"], 1), 4),
         "seconds": round(time.monotonic() - started, 2),
     }

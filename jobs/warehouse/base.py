@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 
 from jobs.manifest import Manifest
 from pipelines.errors import OasisError
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, PROMOTION_SCORES
+from schemas import CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, PROMOTION_SCORES
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
 
-WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY)
+WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, CAMPAIGN_LIFT)
 
 
 class WarehouseError(OasisError):

@@ -14,9 +14,12 @@ from pipelines import storage
 from pipelines.config import Config
 from pipelines.beam.coders import Named
 from pipelines.beam.io import ReadInputBatches, ReadStoredAggregates, WriteParquetParts
+from pipelines.beam.lift import BuildLiftFacts, MeasureCampaignLift
 from pipelines.beam.transforms import (AGGREGATE_COLUMNS, AggregateDailySignals, CheckContract, LatestEnrollments,
                                       ScoreMarkets, concat_dead_letters)
-from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, SURFACE_TOTALS
+from schemas import DAILY_AGGREGATES, ENGAGEMENT, ENROLLMENTS, EXPOSURES, MARKET_LISTENERS, SURFACE_TOTALS
+
+LIFT_COLUMNS = ["event_ts", "holdout"]  # what the lift facts read beside the aggregation's columns
 
 
 @dataclass
@@ -28,6 +31,8 @@ class BuildDay:
     aggregate_dir: str  # OUT/aggregates/dt=D/build=<id>
     scratch_dir: str  # this run's working files for the day, deleted when the run ends
     shards: int  # aggregation shards: grows with the day (jobs.plan.shards_for)
+    exposure_files: list[str] = field(default_factory=list)  # the day's exposure log, if any
+    for_scores: bool = True  # its aggregates feed the scores (False: built for the lift lookback only)
 
 
 @dataclass
@@ -35,6 +40,10 @@ class StoredDay:
     day: dt.date
     track_files: list[str]
     totals_files: list[str]
+    listener_files: list[str] = field(default_factory=list)  # lift facts (empty: built before they existed)
+    exposure_fact_files: list[str] = field(default_factory=list)
+    market_files: list[str] = field(default_factory=list)
+    for_scores: bool = True
 
 
 @dataclass
@@ -52,6 +61,9 @@ class RunPlan:
     method: str  # allocation method (jobs.run.options.RunOptions)
     batch_rows: int  # rows per Arrow record batch
     missing_days: list[dt.date] = field(default_factory=list)
+    listener_shards: int = 16  # lift facts: a listener's shard is key % listener_shards on every day
+    exposure_input_days: list[dt.date] = field(default_factory=list)  # days with an exposure log
+    lift_days: list[dt.date] = field(default_factory=list)  # days with lift facts (built or stored)
 
     @property
     def score_date(self) -> dt.date:
@@ -69,13 +81,14 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     dead = [enroll.dead]
 
     track_parts, totals = [], []
+    lift = {"listeners": [], "exposures": [], "market_listeners": []}
     for bd in plan.build_days:
         tag = bd.day.isoformat()
         checked = (p
                    | f"ReadEngagement[{tag}]" >> ReadInputBatches(bd.engagement_files, ENGAGEMENT,
                                                                    "engagement", plan.batch_rows)
                    | f"CheckEngagement[{tag}]" >> CheckContract("engagement", bd.day, cfg.event_ts_slack_hours,
-                                                               keep=AGGREGATE_COLUMNS))
+                                                               keep=AGGREGATE_COLUMNS + LIFT_COLUMNS))
         dead.append(checked.dead)
         daily = checked.good | f"AggregateDailySignals[{tag}]" >> AggregateDailySignals(
             bd.day, bd.shards, bd.enrolled_tracks, bd.scratch_dir)
@@ -83,11 +96,32 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         _ = (daily["totals"]
              | f"NameTotals[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
              | f"WriteTotals[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "totals")))
-        track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
-        totals.append(daily["totals"])
+        if bd.for_scores:
+            track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
+            totals.append(daily["totals"])
+        exposures = None
+        if bd.exposure_files:
+            checked_x = (p
+                         | f"ReadExposures[{tag}]" >> ReadInputBatches(bd.exposure_files, EXPOSURES, "exposures",
+                                                                        plan.batch_rows)
+                         | f"CheckExposures[{tag}]" >> CheckContract("exposures", bd.day, cfg.event_ts_slack_hours))
+            dead.append(checked_x.dead)
+            exposures = checked_x.good
+        built = {"plays": checked.good, "exposures": exposures} | f"BuildLiftFacts[{tag}]" >> BuildLiftFacts(
+            bd.day, plan.listener_shards, bd.enrolled_tracks, storage.join(bd.scratch_dir, "lift"),
+            cfg.holdout_salt, cfg.holdout_share)
+        for kind, folder in (("listeners", "listeners"), ("exposures", "exposures")):
+            lift[kind].append(built[kind]
+                              | f"Write{kind.title()}[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, folder))
+                              | f"{kind.title()}Uris[{tag}]" >> beam.Keys())
+        _ = (built["market_listeners"]
+             | f"NameMarketListeners[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
+             | f"WriteMarketListeners[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "market_listeners")))
+        lift["market_listeners"].append(built["market_listeners"])
 
-    stored_tracks = [f for sd in plan.stored_days for f in sd.track_files]
-    stored_totals = [f for sd in plan.stored_days for f in sd.totals_files]
+    scoring_days = [sd for sd in plan.stored_days if sd.for_scores]
+    stored_tracks = [f for sd in scoring_days for f in sd.track_files]
+    stored_totals = [f for sd in scoring_days for f in sd.totals_files]
     track_parts.append(p | "ReadStoredAggregates" >> ReadStoredAggregates(stored_tracks, DAILY_AGGREGATES))
     totals.append(p | "ReadStoredTotals" >> ReadStoredAggregates(stored_totals, SURFACE_TOTALS))
 
@@ -97,9 +131,21 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
     scored = {"enrollments": latest, "aggregates": aggregates, "totals": all_totals} | "ScoreMarkets" >> ScoreMarkets(
         plan.as_of, cfg, plan.observed_days, plan.snapshot_id, plan.method)
 
+    lift["listeners"].append(p | "StoredListenerFacts" >> beam.Create(
+        [f for sd in plan.stored_days for f in sd.listener_files], reshuffle=False))
+    lift["exposures"].append(p | "StoredExposureFacts" >> beam.Create(
+        [f for sd in plan.stored_days for f in sd.exposure_fact_files], reshuffle=False))
+    lift["market_listeners"].append(p | "ReadStoredMarketListeners" >> ReadStoredAggregates(
+        [f for sd in plan.stored_days for f in sd.market_files], MARKET_LISTENERS))
+    measured = {"listeners": tuple(lift["listeners"]) | "FlattenListenerFacts" >> beam.Flatten(),
+                "exposures": tuple(lift["exposures"]) | "FlattenExposureFacts" >> beam.Flatten(),
+                "market_listeners": tuple(lift["market_listeners"]) | "FlattenMarketListeners" >> beam.Flatten(),
+                "enrollments": latest} | "MeasureCampaignLift" >> MeasureCampaignLift(
+        plan.as_of, cfg, plan.exposure_input_days, plan.lift_days, plan.snapshot_id)
+
     written = {}
     for name, pcoll in (("promotion_scores", scored["scores"]), ("campaign_delivery", scored["delivery"]),
-                        ("capacity", scored["capacity"])):
+                        ("capacity", scored["capacity"]), ("campaign_lift", measured)):
         written[name] = pcoll | f"Write[{name}]" >> WriteParquetParts(storage.join(plan.snapshot_dir, name))
 
     _ = (tuple(dead)
@@ -110,4 +156,4 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
          | "NameDeadLetters" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
          | "WriteDeadLetters" >> WriteParquetParts(plan.dead_letter_dir))
     return {"scores": scored["scores"], "delivery": scored["delivery"], "capacity": scored["capacity"],
-            "written": written, "latest_enrollments": latest}
+            "lift": measured, "written": written, "latest_enrollments": latest}
