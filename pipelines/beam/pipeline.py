@@ -99,15 +99,15 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         if bd.for_scores:
             track_parts.append(daily["tracks"] | f"DropPartName[{tag}]" >> beam.Values())
             totals.append(daily["totals"])
-        exposures = None
+        lift_inputs = {"plays": checked.good}
         if bd.exposure_files:
             checked_x = (p
                          | f"ReadExposures[{tag}]" >> ReadInputBatches(bd.exposure_files, EXPOSURES, "exposures",
                                                                         plan.batch_rows)
                          | f"CheckExposures[{tag}]" >> CheckContract("exposures", bd.day, cfg.event_ts_slack_hours))
             dead.append(checked_x.dead)
-            exposures = checked_x.good
-        built = {"plays": checked.good, "exposures": exposures} | f"BuildLiftFacts[{tag}]" >> BuildLiftFacts(
+            lift_inputs["exposures"] = checked_x.good
+        built = lift_inputs | f"BuildLiftFacts[{tag}]" >> BuildLiftFacts(
             bd.day, plan.listener_shards, bd.enrolled_tracks, storage.join(bd.scratch_dir, "lift"),
             cfg.holdout_salt, cfg.holdout_share)
         for kind, folder in (("listeners", "listeners"), ("exposures", "exposures")):

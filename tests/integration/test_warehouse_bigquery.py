@@ -9,7 +9,7 @@ import pytest
 from jobs.warehouse.base import WarehouseError
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from jobs.warehouse.bigquery import BigQueryWarehouse
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
+from schemas import CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, OUTPUTS, PROMOTION_SCORES, SNAPSHOTS
 
 pytestmark = pytest.mark.emulator
 
@@ -56,6 +56,9 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
             score_date, snapshot_id, variant),
         CAPACITY.name: _rows(CAPACITY, [dict(market=m, surface=s) for m, s in cells],
                              score_date, snapshot_id, variant),
+        CAMPAIGN_LIFT.name: _rows(CAMPAIGN_LIFT, [dict(campaign_id=f"c{k}", market=m, surface=s)
+                                                  for m, s in cells for k in range(2)], score_date, snapshot_id,
+                                  variant),
     }
     registry = {
         "snapshot_id": snapshot_id,
