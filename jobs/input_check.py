@@ -1,7 +1,7 @@
 """Check one day's input partitions against the contract without running the
 job (`oasis validate`; `jobs.cli.validate` prints the report).
 
-For the enrollments and engagement partitions of D: every file's schema
+For the enrollments, engagement and (optional) exposures partitions of D: every file's schema
 (`jobs.run.plan.check_file_schema`: the footer is read and compared with the contract),
 then every row against the contract (`pipelines.contract`, the same checks the
 run applies), reading the files in Arrow record batches. Prints the breaks per
@@ -26,9 +26,10 @@ from jobs.run.options import DEFAULT_BATCH_ROWS
 from jobs.run.plan import check_file_schema
 from pipelines import contract, storage
 from pipelines.config import Config
-from schemas import ENGAGEMENT, ENROLLMENTS
+from schemas import ENGAGEMENT, ENROLLMENTS, EXPOSURES
 
-SOURCES = (("enrollments", ENROLLMENTS), ("engagement", ENGAGEMENT))
+SOURCES = (("enrollments", ENROLLMENTS), ("engagement", ENGAGEMENT), ("exposures", EXPOSURES))
+OPTIONAL_SOURCES = ("exposures",)  # serving's exposure log: a day without one is valid
 
 
 @dataclass
@@ -45,6 +46,11 @@ class PartitionReport:
     source: str
     folder: str
     files: list[FileReport] = field(default_factory=list)
+    optional: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return not self.files and not self.optional
 
     @property
     def rows(self) -> int:
@@ -75,7 +81,7 @@ class Report:
 
     @property
     def valid(self) -> bool:
-        return all(p.files and not p.bad and not p.unreadable for p in self.partitions)
+        return all(not p.missing and not p.bad and not p.unreadable for p in self.partitions)
 
 
 def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,
@@ -112,7 +118,7 @@ def validate(input_root: str, day: dt.date, cfg: Config | None = None, progress=
     for source, table in SOURCES:
         folder = layout.input_partition(input_root, source, day)
         files = storage.list_files(folder, ".parquet")
-        rep = PartitionReport(source, folder)
+        rep = PartitionReport(source, folder, optional=source in OPTIONAL_SOURCES)
         for i, uri in enumerate(files, 1):
             started = time.monotonic()
             fr = check_file(uri, source, table, day, cfg, batch_rows)

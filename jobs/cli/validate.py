@@ -14,7 +14,8 @@ from pipelines.errors import OasisError
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="check one day's input partitions against the contract (no run)",
-                       description="Check IN/enrollments/dt=D and IN/engagement/dt=D: every file's schema, "
+                       description="Check IN/enrollments/dt=D, IN/engagement/dt=D and IN/exposures/dt=D "
+                                   "(optional: serving's exposure log): every file's schema, "
                                    "then every row against the input contract. Prints the breaks per file and "
                                    "per reason. Exit 0 when everything is valid, 1 otherwise.")
     p.add_argument("--date", type=a.date_arg, required=True, metavar="LOGS_DATE",
@@ -42,7 +43,8 @@ def render(report: Report) -> str:
     for p in report.partitions:
         lines.append("")
         if not p.files:
-            lines.append(f"{p.source}: MISSING partition: no *.parquet under {p.folder}")
+            lines.append(f"{p.source}: no partition (optional: the day has no exposure log)" if p.optional
+                         else f"{p.source}: MISSING partition: no *.parquet under {p.folder}")
             continue
         share = p.bad / p.rows if p.rows else 0.0
         lines.append(f"{p.source}: {len(p.files)} file(s), {p.rows:,} rows checked, {p.bad:,} break the "
@@ -65,7 +67,7 @@ def render(report: Report) -> str:
                          + (" (the run would fail)" if verdict == "above" else ""))
     lines.append("")
     problems = []
-    missing = [p.source for p in report.partitions if not p.files]
+    missing = [p.source for p in report.partitions if p.missing]
     unreadable = sum(len(p.unreadable) for p in report.partitions)
     bad = sum(p.bad for p in report.partitions)
     if missing:

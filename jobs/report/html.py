@@ -8,10 +8,11 @@ anywhere, from a local folder or a bucket download, and costs a few tens of
 milliseconds to draw.
 
 Contents: the key numbers of the run (rows read, dead-lettered, duplicates
-removed, eligible rows and why the others are not, validation results) and four
+removed, eligible rows and why the others are not, validation results) and five
 plots: the score distribution of eligible rows, capacity used per (market,
-surface), delivery against the floor per campaign (shortfalls highlighted) and
-the score drift against the previous snapshot. It is built from the published
+surface), delivery against the floor per campaign (shortfalls highlighted), the
+score drift against the previous snapshot and each campaign's lift against the
+holdout with its 95% interval beside its before/after figure. It is built from the published
 tables and the manifest only, so it never contains user ids; every piece of
 text in it, plots included, goes through `html.escape`.
 """
@@ -26,6 +27,8 @@ import pandas as pd
 
 from jobs import layout
 from jobs.manifest import Manifest
+from jobs.report.lift import COLUMNS as LIFT_COLUMNS
+from jobs.report.lift import plot_lift
 from jobs.report.plots import plot_capacity, plot_delivery, plot_drift, plot_scores
 from pipelines import storage
 
@@ -59,6 +62,8 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
     scores = _pandas(tables["promotion_scores"], SCORE_COLUMNS)
     delivery = _pandas(tables["campaign_delivery"], DELIVERY_COLUMNS)
     capacity = _pandas(tables["capacity"], CAPACITY_COLUMNS)
+    lift = (_pandas(tables["campaign_lift"], LIFT_COLUMNS) if "campaign_lift" in tables
+            else pd.DataFrame(columns=LIFT_COLUMNS))
     e = html.escape
     sid, score_date = manifest.snapshot_id, manifest.score_date.isoformat()
 
@@ -72,6 +77,7 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
         _section("capacity", "Capacity used per market and surface", *plot_capacity(capacity)),
         _section("delivery", "Delivery against the floor per campaign", *plot_delivery(delivery)),
         _section("drift", "Score drift against the previous snapshot", *plot_drift(scores, previous)),
+        _section("campaign-lift", "Campaign lift against the holdout", *plot_lift(lift)),
         _details(manifest, scores),
         _config(manifest),
     ]

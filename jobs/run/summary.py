@@ -41,6 +41,9 @@ def render(result: RunResult, warehouse: str) -> str:
             share = row.planned_total / row.capacity if row.capacity > 0 else 0.0
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
                          f"{row.capacity:>12,.1f}  {share:6.1%}")
+    lift = result.tables["campaign_lift"].to_pandas() if "campaign_lift" in result.tables else None
+    if lift is not None:
+        lines.append("  campaign lift:    " + lift_line(lift))
     lines.append(f"  validation:       {m.validation_text}")
     lines.append(f"  snapshot:         {result.snapshot_dir}")
     if report_line(result):
@@ -49,6 +52,21 @@ def render(result: RunResult, warehouse: str) -> str:
     lines.append(f"  warehouse:        {warehouse}")
     lines.append(f"  dead letters:     {m.dead_letters}")
     return "\n".join(lines)
+
+
+def lift_line(lift) -> str:
+    """campaign_lift at a glance: rows by method, intervals that exclude 0, and
+    how far the before/after figure sits from the holdout lift."""
+    if lift.empty:
+        return "no campaign row has enough data yet"
+    itt = int((lift["method"] == "intent_to_treat").sum())
+    excludes = int(((lift["lift_low"] > 0) | (lift["lift_high"] < 0)).sum())
+    gap = (lift["historical_lift"] - lift["lift"]).mean()
+    return (f"{len(lift):,} rows ({len(lift) - itt:,} from exposures, {itt:,} intent-to-treat); {excludes:,} with "
+            f"a 95% interval excluding 0; historical minus holdout lift {gap:+.3f} on average"
+            if gap == gap else
+            f"{len(lift):,} rows ({len(lift) - itt:,} from exposures, {itt:,} intent-to-treat); {excludes:,} with "
+            f"a 95% interval excluding 0")
 
 
 def report_line(result: RunResult) -> str | None:

@@ -100,7 +100,8 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
     ghost = held[decided]
     campaign[decided[ghost]] = -1
     promoted_cat[promoted_cat] = ~ghost
-    exposed = dict(ts=ts[decided] - rng.integers(1_000_000, 120_000_000, len(decided)),  # decided just before
+    lead = np.random.default_rng([w.seed, 6, d.toordinal()]).integers(1_000_000, 120_000_000, len(decided))
+    exposed = dict(ts=ts[decided] - lead,  # decided just before the play (own generator: plays as before)
                    user=user[decided], track=track[decided], market=market[decided].copy(),
                    surface=surface[decided].copy(), campaign=decided_campaign, ghost=ghost)
 

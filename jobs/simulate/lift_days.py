@@ -230,9 +230,11 @@ def _enrollments(w: LiftWorld, camp: dict) -> pa.Table:
         "surfaces": pa.array([[x] for x in w.params.surface], pa.list_(pa.string())),
         "start_date": pa.array([start] * n, pa.date32()),
         "end_date": pa.array([start + dt.timedelta(days=s.flight_days - 1)] * n, pa.date32()),
-        "commission_rate": np.full(n, 0.3), "release_date": pa.array([start - dt.timedelta(days=400)] * n, pa.date32()),
+        "commission_rate": np.full(n, 0.3),
+        "release_date": pa.array([start - dt.timedelta(days=400)] * n, pa.date32()),
         "status": ["active"] * n,
-        "updated_at": pa.array([day_us(start - dt.timedelta(days=5))] * n, pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "updated_at": pa.array([day_us(start - dt.timedelta(days=5))] * n, pa.int64()).cast(
+            pa.timestamp("us", "UTC")),
     }).cast(ENROLLMENTS.arrow())
 
 

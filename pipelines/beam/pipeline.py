@@ -110,13 +110,15 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         built = lift_inputs | f"BuildLiftFacts[{tag}]" >> BuildLiftFacts(
             bd.day, plan.listener_shards, bd.enrolled_tracks, storage.join(bd.scratch_dir, "lift"),
             cfg.holdout_salt, cfg.holdout_share)
-        for kind, folder in (("listeners", "listeners"), ("exposures", "exposures")):
+        for kind in ("listeners", "exposures"):  # facts files, one per listener shard; their URIs go on
+            folder = storage.join(bd.aggregate_dir, kind)
             lift[kind].append(built[kind]
-                              | f"Write{kind.title()}[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, folder))
+                              | f"Write{kind.title()}[{tag}]" >> WriteParquetParts(folder)
                               | f"{kind.title()}Uris[{tag}]" >> beam.Keys())
         _ = (built["market_listeners"]
              | f"NameMarketListeners[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)
-             | f"WriteMarketListeners[{tag}]" >> WriteParquetParts(storage.join(bd.aggregate_dir, "market_listeners")))
+             | f"WriteMarketListeners[{tag}]" >> WriteParquetParts(
+                 storage.join(bd.aggregate_dir, "market_listeners")))
         lift["market_listeners"].append(built["market_listeners"])
 
     scoring_days = [sd for sd in plan.stored_days if sd.for_scores]
