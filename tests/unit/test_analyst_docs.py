@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, PROMOTION_SCORES, SNAPSHOTS
+from schemas import CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, PROMOTION_SCORES, SNAPSHOTS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
 BQ_TYPE = {"string": "STRING", "bool": "BOOL", "int64": "INT64", "double": "FLOAT64", "date": "DATE",
@@ -24,7 +24,8 @@ def documented_columns(table: str) -> list[tuple[str, str]]:
     return [(c[0], c[1]) for c in cells]
 
 
-@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, SNAPSHOTS], ids=lambda t: t.name)
+@pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, CAMPAIGN_LIFT, SNAPSHOTS],
+                         ids=lambda t: t.name)
 def test_every_column_is_documented_with_its_type(table):
     want = [(f.name, BQ_TYPE[f.type] + (", null" if f.nullable else "")) for f in table.fields]
     assert documented_columns(table.name) == want
@@ -35,4 +36,5 @@ def test_example_queries_are_named_and_unqualified():
     names = [re.match(r"-- name: ([a-z0-9_]+)\n", b).group(1) for b in blocks]
     assert len(names) == len(set(names)) >= 3
     for b in blocks:
-        assert "`" not in b and not re.search(r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|snapshots)\b", b)
+        assert "`" not in b and not re.search(
+            r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|campaign_lift|snapshots)\b", b)
