@@ -41,7 +41,7 @@ $(EMU)/gcs/.installed:
 run: install
 	@if [ ! -f $(DATA)/world/.complete ]; then \
 	  $(BIN)/oasis sample --out $(DATA)/world --days $(SAMPLE_DAYS) --tracks $(SAMPLE_TRACKS) \
-	    --events-per-day $(SAMPLE_EVENTS) --seed 7 && touch $(DATA)/world/.complete; fi
+	    --events-per-day $(SAMPLE_EVENTS) --seed 7 --holdout && touch $(DATA)/world/.complete; fi
 	$(BIN)/oasis run --date $$(cat $(DATA)/world/LAST_DAY) --input $(DATA)/world --output $(DATA)/out
 
 test: install emulators

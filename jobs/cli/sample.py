@@ -28,12 +28,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bad-row-share", type=float, default=0.002,
                         help="share of contract-breaking engagement rows (default 0.002)")
     parser.add_argument("--markets", type=int, default=6, help=f"number of markets, 1-{len(MARKETS)} (default 6)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="the promotion holdout (the default config's salt and share): a holdout flag on every "
+                             "play, no promoted play for a holdout listener, and serving's exposure log "
+                             "(exposures/, treated and ghost); without it the logs predate the holdout")
 
 
 def main(args, _beam_args) -> int:
     summary = generate_world(args.out, days=args.days, tracks=args.tracks, events_per_day=args.events_per_day,
                              seed=args.seed, end_date=args.end_date, bad_row_share=args.bad_row_share,
-                             markets=args.markets, progress=True)
+                             markets=args.markets, progress=True, holdout=args.holdout)
     print(f"sample world {summary['first_day']}..{summary['last_day']} written to {summary['out']} "
           f"in {summary['seconds']}s")
     print(f"  markets {', '.join(summary['markets'])}; {summary['campaign_tracks']} campaign tracks "
@@ -42,7 +46,8 @@ def main(args, _beam_args) -> int:
           f"{summary['campaigns']} campaigns")
     print(f"  engagement {summary['engagement_rows']:,} rows ({summary['enrolled_play_share']:.0%} on enrolled "
           f"tracks, {summary['promoted_plays']:,} promoted, {summary['duplicate_events']:,} resent, "
-          f"{summary['bad_rows']:,} bad); enrollments {summary['enrollment_rows']:,} export rows")
+          f"{summary['bad_rows']:,} bad); enrollments {summary['enrollment_rows']:,} export rows"
+          + (f"; exposures {summary['exposures']:,} ({summary['ghost_exposures']:,} ghost)" if args.holdout else ""))
     print(f"  truth: {os.path.join(summary['out'], 'truth', 'tracks.parquet')}; last day in "
           f"{os.path.join(summary['out'], 'LAST_DAY')}")
     return 0

@@ -14,11 +14,13 @@ from jobs.sample.world import (BAD_SURFACES, CATALOGUE_PLAY_SHARE, DUPLICATE_SHA
 from schemas import ALL_SURFACES, ENGAGEMENT, EXPOSURES
 
 
-def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
-                   bad_row_share: float) -> tuple[pa.Table, dict, pa.Table]:
-    """One UTC day of `n` engagement rows (resent duplicates and bad rows included), in arrival order,
-    and serving's exposure log of that day: one row per promotion decision, `treated` for a promoted
-    play and `ghost` for a holdout listener's play that would have been promoted (it stays organic)."""
+def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float,
+                   holdout: bool = False) -> tuple[pa.Table, dict, pa.Table | None]:
+    """One UTC day of `n` engagement rows (resent duplicates and bad rows included), in arrival order.
+    With `holdout`: every row carries its listener's holdout flag, and serving's exposure log of that
+    day comes with it: one row per promotion decision, `treated` for a promoted play and `ghost` for a
+    holdout listener's play that would have been promoted (it stays organic). Without: the engagement
+    has no holdout column (as before the holdout existed) and there is no exposure log (None)."""
     rng = np.random.default_rng([w.seed, 1, d.toordinal()])
     n_dup = int(round(n * DUPLICATE_SHARE))
     n0 = n - n_dup
@@ -94,7 +96,7 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
     campaign[cat[promoted_cat]] = pair_camp[cat_pair[promoted_cat]]
     # the holdout (the default config's salt and share): serving never boosts a holdout listener, it
     # logs a ghost exposure and the play stays organic
-    held = holdout_users(w, d)[user]
+    held = holdout_users(w, d)[user] if holdout else np.zeros(n0, dtype=bool)
     decided = cat[promoted_cat]
     decided_campaign = campaign[decided].copy()
     ghost = held[decided]
@@ -147,7 +149,9 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
         "campaign_id": e.campaign_ids.take(pa.array(np.maximum(campaign, 0), mask=campaign < 0)),
         "holdout": pa.array(held),
     }
-    regular = pa.Table.from_arrays([cols[c] for c in ENGAGEMENT.names], schema=ENGAGEMENT.arrow())
+    names = [c for c in ENGAGEMENT.names if holdout or c != "holdout"]
+    regular = pa.Table.from_arrays([cols[c] for c in names], schema=pa.schema(
+        [ENGAGEMENT.arrow().field(c) for c in names]))
     table = pa.concat_tables([regular, regular.take(pa.array(src))])
 
     enrolled_now = np.zeros(len(w.pair_track), dtype=bool)
@@ -156,7 +160,7 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int,
     stats = {"events": n, "duplicates": n_dup, "bad_rows": n_bad, "promoted": int(promoted_cat.sum()),
              "enrolled_plays": int(enrolled_now[cat_pair].sum()), "exposures": len(decided),
              "ghost_exposures": int(exposed["ghost"].sum())}
-    return table, stats, _exposure_table(w, e, ev[decided], exposed)
+    return table, stats, _exposure_table(w, e, ev[decided], exposed) if holdout else None
 
 
 def _exposure_table(w: World, e: Enrollments, event_ids: np.ndarray, x: dict) -> pa.Table:

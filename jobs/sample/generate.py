@@ -25,12 +25,14 @@ What is planted, so tests and analysts can check the pipeline against it:
   ``truth/tracks.parquet``;
 * promoted plays (with their campaign id) only for tracks whose campaign is
   active in that market on an enrolled promotion surface;
-* the promotion holdout of `pipelines.holdout` with the default config's salt
-  and share: every play carries its listener's `holdout` flag, a holdout
-  listener's would-be promoted play stays organic, and serving's exposure log
-  (`exposures/`) has a `treated` row per promoted play and a `ghost` row per
-  play held back (promotion here relabels plays that would have happened
-  anyway, so every campaign's true lift is 0; `jobs.simulate` plants lifts);
+* with `holdout=True` (`oasis sample --holdout`), the promotion holdout of
+  `pipelines.holdout` with the default config's salt and share: every play
+  carries its listener's `holdout` flag, a holdout listener's would-be
+  promoted play stays organic, and serving's exposure log (`exposures/`) has a
+  `treated` row per promoted play and a `ghost` row per play held back
+  (promotion here relabels plays that would have happened anyway, so every
+  campaign's true lift is 0; `jobs.simulate` plants lifts). Without it the
+  engagement files have no holdout column, as before the holdout existed;
 * resent duplicate events (~0.5%, exact copies arriving a bit later) and
   contract-breaking rows at ``--bad-row-share``: unknown surface, negative
   ms_played, malformed market (lower case or alpha-3), event_ts days away from
@@ -40,7 +42,7 @@ Layout written under ``out``::
 
     enrollments/dt=YYYY-MM-DD/part-00000.parquet   (one per day: the full export)
     engagement/dt=YYYY-MM-DD/part-NNNNN.parquet    (<= 1M rows a file, 128k row groups)
-    exposures/dt=YYYY-MM-DD/part-00000.parquet
+    exposures/dt=YYYY-MM-DD/part-00000.parquet     (with holdout=True)
     truth/tracks.parquet
     LAST_DAY
 """
@@ -93,7 +95,7 @@ def _clear(out: str) -> None:
 
 def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, seed: int,
                    end_date: dt.date, bad_row_share: float = 0.002, markets: int = 6,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, holdout: bool = False) -> dict:
     """Write a synthetic world of `days` days ending on `end_date` under the local folder `out`."""
     if days < 1:
         raise SampleError("days must be >= 1")
@@ -127,7 +129,7 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
             t_day = time.monotonic()
             d = first_day + dt.timedelta(days=i)
             export = export_for_day(e, d)
-            events, stats, exposures = events_for_day(w, e, d, events_per_day, bad_row_share)
+            events, stats, exposures = events_for_day(w, e, d, events_per_day, bad_row_share, holdout)
             for f in pending:            # at most one day being written while the next is generated
                 f.result()
             pending = []
@@ -142,10 +144,11 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                 part = events.slice(bounds[j], bounds[j + 1] - bounds[j])
                 pending.append(pool.submit(_write, part, os.path.join(folder, f"part-{j:05d}.parquet"),
                                            DICTIONARY_COLUMNS))
-            folder = os.path.join(out, "exposures", f"dt={d.isoformat()}")
-            os.makedirs(folder, exist_ok=True)
-            pending.append(pool.submit(_write, exposures, os.path.join(folder, "part-00000.parquet"),
-                                       EXPOSURE_DICTIONARY_COLUMNS))
+            if exposures is not None:
+                folder = os.path.join(out, "exposures", f"dt={d.isoformat()}")
+                os.makedirs(folder, exist_ok=True)
+                pending.append(pool.submit(_write, exposures, os.path.join(folder, "part-00000.parquet"),
+                                           EXPOSURE_DICTIONARY_COLUMNS))
             enrollment_rows += export.num_rows
             for k in totals:
                 totals[k] += stats[k]

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import arrays, faults, holdout, storage
+from pipelines import arrays, holdout, storage
 from pipelines.beam.coders import Named
 from pipelines.beam.transforms import spill_options
 from pipelines.lift import facts, measure
@@ -163,7 +163,6 @@ class BuildShardFactsFn(beam.DoFn):
         self.dupes = counter(f"lift_duplicates_removed/{self.day.isoformat()}")
 
     def process(self, element):
-        faults.checkpoint("lift_facts")
         shard, refs = element
         refs = list(refs)
         plays, dropped = facts.dedupe(_read_refs(refs, PLAYS, PLAY_SCHEMA), "event_id")

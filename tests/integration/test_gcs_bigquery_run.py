@@ -53,6 +53,13 @@ ANALYSTS_DOC = ROOT / "docs" / "analysts.md"
 DAY = worlds.END
 SD = DAY + dt.timedelta(days=1)  # the score date of a run with --date DAY
 TABLES = (*OUTPUTS, SNAPSHOTS.name)
+MAY_BE_EMPTY = ("campaign_lift",)  # no flight has 10 days in the logs of this small world
+
+
+def at_date(rows: int, sid: str, day) -> dict:
+    """What a table holds for one score date in the warehouse: {day: (rows, (snapshot id,))}, or
+    nothing for a table without rows."""
+    return {day: (rows, (sid,))} if rows else {}
 KEYS = {t: ", ".join(OUTPUTS[t].key) for t in OUTPUTS} | {"snapshots": "snapshot_id"}
 
 
@@ -270,7 +277,7 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     scratch = {b.name.split("/")[2] for b in cloud.gcs().list_blobs(cloud.bucket, prefix="out/_scratch/")}
     assert scratch == {LIVE_RUN}
     for name, t in m["tables"].items():
-        assert t["rows"] > 0 and t["rows"] == sum(f["rows"] for f in t["files"])
+        assert (t["rows"] > 0 or name in MAY_BE_EMPTY) and t["rows"] == sum(f["rows"] for f in t["files"])
         for f in t["files"]:
             assert prefix + f["path"] in names
             data = storage.read_bytes(storage.join(folder, f["path"]))
@@ -278,8 +285,9 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     # BigQuery: the date's rows, the registry row and the views
     counts = cloud.counts()
     for name in OUTPUTS:
-        assert counts[name] == {SD: (m["tables"][name]["rows"], (sid,))}, name
-        assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
+        assert counts[name] == at_date(m["tables"][name]["rows"], sid, SD), name
+        if name not in MAY_BE_EMPTY:
+            assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
     (reg,) = cloud.table_rows("snapshots")
     assert reg["snapshot_id"] == sid and reg["manifest_uri"] == manifest_uri(cloud, m)
     assert reg["promotion_scores_rows"] == m["tables"]["promotion_scores"]["rows"]
@@ -301,6 +309,8 @@ def test_a_backfilled_older_date_leaves_latest_and_the_views_on_the_newest(cloud
     assert cloud.latest() == f"score_date={SD}/{a}"  # a backfill never moves LATEST back
     counts = cloud.counts()
     for name in OUTPUTS:
+        if name in MAY_BE_EMPTY and not counts[name]:
+            continue
         assert counts[name][DAY] == (backfill["tables"][name]["rows"], (b,)), name
         assert counts[name][SD][1] == (a,), name
         # created later, but of an older date: the views stay on the newest date
@@ -315,6 +325,8 @@ def test_force_replaces_the_date_without_duplicating_it(cloud, first, forced):
         assert c["tables"][name]["content_sha256"] == first[1]["tables"][name]["content_sha256"], name
         # same number of rows per score date; the date now holds only the new snapshot
         assert {d: n for d, (n, _) in after[name].items()} == {d: n for d, (n, _) in before[name].items()}
+        if name in MAY_BE_EMPTY and not after[name]:
+            continue
         assert after[name][SD] == (c["tables"][name]["rows"], (sid,))
         assert after[name][DAY] == before[name][DAY]
         assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]

@@ -45,7 +45,7 @@ FORBIDDEN_COLUMN_WORDS = ("user", "listener_id", "uid")
 @pytest.fixture(scope="module")
 def privacy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("privacy")
-    world = worlds.make_world(str(root / "world"), days=4, tracks=60, events_per_day=3000, markets=2)
+    world = worlds.make_world(str(root / "world"), days=4, tracks=60, events_per_day=3000, markets=2, holdout=True)
     creds = root / "fake-service-account-creds.json"
     creds.write_text(json.dumps({"type": "service_account", "private_key_id": "fake",
                                  "private_key": SECRETS["private_key"], "client_email": "x@example.invalid"}))

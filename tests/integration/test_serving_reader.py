@@ -64,7 +64,8 @@ def test_intact_latest_is_loaded_with_its_tables(out):
     assert snap.snapshot_id == new["snapshot_id"] and snap.fell_back_from == []
     assert snap.score_date == dt.date.fromisoformat(new["score_date"])
     for name, meta in new["tables"].items():
-        assert snap.tables[name].num_rows == meta["rows"] > 0
+        assert snap.tables[name].num_rows == meta["rows"]
+        assert meta["rows"] > 0 or name == "campaign_lift"  # no flight has 10 days in the logs of this world
     expected = pq.read_table(os.path.join(newer, "promotion_scores")).sort_by("track_id")
     got = snap.tables["promotion_scores"].sort_by("track_id")
     assert got.column("score").to_pylist() == expected.column("score").to_pylist()

@@ -66,7 +66,7 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         "created_at": created_at or T0,
         "code_version": "test",
         "run_fingerprint": f"fp-{snapshot_id}",
-        **{f"{name}_rows": t.num_rows for name, t in tables.items()},
+        **{f"{name}_rows": t.num_rows for name, t in tables.items() if f"{name}_rows" in SNAPSHOTS.names},
         "manifest_uri": f"gs://bucket/snapshots/score_date={score_date}/{snapshot_id}/_MANIFEST.json",
     }
     return tables, registry

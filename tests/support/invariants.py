@@ -28,7 +28,7 @@ from jobs.snapshots import store as publish
 from schemas import OUTPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TABLES = ("promotion_scores", "campaign_delivery", "capacity")
+TABLES = ("promotion_scores", "campaign_delivery", "capacity", "campaign_lift")
 
 
 def cli_args(*args: str) -> list[str]:
@@ -131,7 +131,7 @@ def warehouse_state(out: str, score_date: str) -> tuple[str | None, list[str]]:
     """(snapshot id whose content the warehouse holds for `score_date`, or None
     when it holds nothing for it; problems). The content must be exactly one
     published snapshot's: the same rows (content fingerprint of its manifest,
-    which also rules out duplicates) in all three tables."""
+    which also rules out duplicates) in every table."""
     path = os.path.join(out, "warehouse.duckdb")
     if not os.path.exists(path):
         return None, []
