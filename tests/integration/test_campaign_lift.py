@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main as cli
+from jobs.cli.explain import render_campaign
+from jobs.explain import explain, explain_campaign
 from jobs.serving import load_latest
 from jobs.simulate.lift_days import write_lift_world
 from jobs.simulate.lift_world import LiftWorldSpec
@@ -94,6 +96,22 @@ def test_the_table_against_the_planted_truth(lift_run):
     means = m.groupby("planted_lift").lift.mean()
     assert means[0.6] > means[0.3] > means[0.0]
     assert m.historical_lift.notna().all() and (m.first_exposure_date >= SPEC.flight_start).all()
+
+
+def test_explain_shows_a_campaigns_lift_with_its_interval(lift_run):
+    t = lift_run["table"]
+    row = t.loc[t.exposed_listeners_treated.idxmax()]
+    score_date = AS_OF + dt.timedelta(days=1)
+    doc = explain_campaign(lift_run["out"], score_date, row.campaign_id)
+    (got,) = doc["campaign_lift"]
+    assert (got["lift"], got["lift_low"], got["lift_high"]) == (row.lift, row.lift_low, row.lift_high)
+    text = render_campaign(doc)
+    assert (f"{row.market} {row.surface:<8} lift {100 * row.lift:+.1f}% ({100 * row.lift_low:+.1f}% to "
+            f"{100 * row.lift_high:+.1f}%), historical {100 * row.historical_lift:+.1f}%") in text
+    # the track's explanation carries its campaign's lift too
+    track_id = lift_run["truth"].set_index("campaign_id").track_id[row.campaign_id]
+    track = explain(lift_run["out"], score_date, track_id, row.market)
+    assert track["campaign_lift"] == doc["campaign_lift"]
 
 
 def test_holdout_listeners_have_no_promoted_play_and_the_gate_says_so(lift_run):

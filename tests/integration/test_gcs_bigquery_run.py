@@ -369,7 +369,9 @@ def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, t
     for name, sql in queries:
         answers[name] = got = bq.query(sql).to_pylist()
         want = duck.query(sql).to_pylist()
-        assert got, f"{name}: no rows on BigQuery"
+        # no campaign has 10 days of flight in this world: the campaign_lift queries are checked on rows
+        # in test_warehouse_bigquery.py::test_same_answers_as_duckdb
+        assert got or "campaign_lift" in sql, f"{name}: no rows on BigQuery"
         assert _same_rows(got, want), f"{name}:\nBigQuery {got[:3]}\nDuckDB   {want[:3]}"
     # the history spans both loaded dates; "today" is the forced snapshot
     assert {r["score_date"] for r in answers["score_history_of_a_track"]} == {DAY, SD}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import json
 import logging
 import os
 import shutil
@@ -148,3 +149,28 @@ def test_gcs_corrupt_file_falls_back(published, gcs_env):
     assert snap.snapshot_id == old["snapshot_id"]
     ((sid, reason),) = snap.fell_back_from
     assert sid == new["snapshot_id"] and rel in reason and "sha256" in reason
+
+
+def test_a_snapshot_from_before_campaign_lift_is_served_with_it_empty(out):
+    """A manifest written before the campaign_lift table existed (format 2, no
+    entry, no folder) is not damaged: the snapshot is served, the table reads
+    empty. A newer manifest that lists the table still needs its files."""
+    _, _, _, newer = _ids(out)
+    path = os.path.join(newer, "_MANIFEST.json")
+    doc = json.load(open(path))
+    doc["format_version"] = 2
+    listed = doc["tables"].pop("campaign_lift")
+    doc.pop("holdout", None)
+    shutil.rmtree(os.path.join(newer, "campaign_lift"))
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    snap = serving.load_latest(out)
+    assert snap.fell_back_from == [] and snap.tables["campaign_lift"].num_rows == 0
+    assert snap.tables["promotion_scores"].num_rows == doc["tables"]["promotion_scores"]["rows"]
+    with pytest.raises(serving.NoValidSnapshot, match="no holdout salt"):
+        snap.in_holdout("u1", "US", dt.date(2026, 11, 25))
+    # listed but gone: damaged, as any table
+    doc["tables"]["campaign_lift"] = listed
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    assert serving.load_latest(out).snapshot_id != snap.snapshot_id

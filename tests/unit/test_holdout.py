@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jobs.serving
+from jobs.gates import checks
 from jobs.sample.draws import ids
 from pipelines import holdout
 
@@ -87,3 +88,16 @@ def test_listener_key_is_not_the_id_or_a_common_digest_of_it():
             digests.add(int.from_bytes(d[:8], "big"))
             digests.add(int.from_bytes(d[:8], "little"))
     assert not digests & {int(k) for k in keys}
+
+
+def test_the_holdout_gate_reads_the_runs_counters():
+    """jobs.gates.checks.holdout: passes on zero counts, fails naming the day and
+    the kind of breach, and says so when no counters were given."""
+    clean = {"holdout_promoted/2026-10-01": 0, "holdout_flag_mismatch/2026-10-01": 0, "rows_read/engagement": 9}
+    ok = checks.holdout(clean)
+    assert ok.passed and ok.measured == 0
+    bad = checks.holdout({**clean, "holdout_promoted/2026-10-02": 3, "holdout_arm_mismatch/2026-10-01": 1})
+    assert not bad.passed and bad.measured == 4
+    assert "promoted plays of holdout listeners: 2026-10-02: 3" in bad.detail
+    assert "exposures whose arm disagrees with the assignment: 2026-10-01: 1" in bad.detail
+    assert checks.holdout(None).passed and "not checked" in checks.holdout(None).detail
