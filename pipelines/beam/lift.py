@@ -92,10 +92,13 @@ class SpillPlaysFn(beam.DoFn):
         self.promoted_holdout.inc(int((promoted & flagged).sum()))
         stem = storage.join(self.scratch_dir, "-".join(f"{i:05d}" for i in order))
         active = facts.active_listeners(table, keys)
+        cells = list(active)
+        sizes = np.array([len(active[c]) for c in cells], dtype=np.int64)
+        cell = np.repeat(np.arange(len(cells)), sizes)
         act = pa.table({
-            "market": pa.array([m for (m, _), k in active.items() for _ in range(len(k))], pa.string()),
-            "holdout": pa.array(np.concatenate([np.full(len(k), f) for (_, f), k in active.items()]), pa.bool_()),
-            "listener_key": pa.array(holdout.as_int64(np.concatenate(list(active.values()))), pa.int64())})
+            "market": pa.array([m for m, _ in cells], pa.string()).take(pa.array(cell)),
+            "holdout": pa.array(np.array([f for _, f in cells], dtype=bool)[cell]),
+            "listener_key": pa.array(holdout.as_int64(np.concatenate([active[c] for c in cells])), pa.int64())})
         act_keys = act.column("listener_key").to_numpy().view(np.uint64)
         yield from _spill(act, shard_of_keys(act_keys, self.shards), stem + "-active.arrow", ACTIVE, order)
         plays = facts.play_rows(table, keys, self.enrolled)

@@ -83,7 +83,7 @@ def listener_days(plays: pa.Table, day: dt.date) -> pa.Table:
     agg = t.group_by(LISTENER, use_threads=False).aggregate(
         [("n_stream", "sum"), ("n_saved", "sum"), ("n_holdout", "max")])
     out = pa.table({
-        "dt": pa.array([day] * agg.num_rows, pa.date32()),
+        "dt": pa.repeat(pa.scalar(day, pa.date32()), agg.num_rows),
         "track_id": agg.column("track_id"), "market": agg.column("market"),
         "listener_key": agg.column("listener_key"), "streams": agg.column("n_stream_sum"),
         "saves": agg.column("n_saved_sum"), "holdout": pc.greater(agg.column("n_holdout_max"), 0),
@@ -107,7 +107,7 @@ def exposure_days(exposures: pa.Table, plays: pa.Table, day: dt.date) -> pa.Tabl
     sums = after.group_by(UNIT, use_threads=False).aggregate([("n_stream", "sum"), ("n_saved", "sum")])
     joined = units.join(sums, keys=UNIT, join_type="left outer", use_threads=False)
     out = pa.table({
-        "dt": pa.array([day] * joined.num_rows, pa.date32()),
+        "dt": pa.repeat(pa.scalar(day, pa.date32()), joined.num_rows),
         **{k: joined.column(k) for k in UNIT[:-1]}, "arm": joined.column("arm"),
         "first_ts": joined.column("first_ts"), "exposures": joined.column("exposures"),
         "streams_after": pc.fill_null(joined.column("n_stream_sum"), 0),
