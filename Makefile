@@ -53,7 +53,7 @@ $(EMU)/gcs/.installed:
 # is refused with what differs, and never deleted (`make clean` starts afresh).
 run: install
 	$(BIN)/oasis sample --out $(DATA)/world --days $(SAMPLE_DAYS) --tracks $(SAMPLE_TRACKS) \
-	    --events-per-day $(SAMPLE_EVENTS) --seed 7
+	    --events-per-day $(SAMPLE_EVENTS) --seed 7 --holdout
 	$(BIN)/oasis run --date $$(cat $(DATA)/world/LAST_DAY) --input $(DATA)/world --output $(DATA)/out
 
 test: install emulators

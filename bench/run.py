@@ -1,5 +1,6 @@
 """`make bench`: the daily job against DuckDB's daily core on the same files,
-and the allocation alone, side by side from one run.
+the allocation alone, and the lift stage alone on the largest day, side by side
+from one run.
 
 Each measured command runs in its own process (os.wait4 gives its CPU time
 and peak memory); OASIS and DuckDB runs are interleaved and medians reported
@@ -40,11 +41,12 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
 
 def world(events: int) -> str:
     path = os.path.join(DATA, f"w{events // 1_000_000}m")
-    if not os.path.exists(os.path.join(path, "LAST_DAY")):
+    # a world generated before the sample had an exposure log is generated again
+    if not os.path.exists(os.path.join(path, "LAST_DAY")) or not os.path.isdir(os.path.join(path, "exposures")):
         print(f"generating a world with {events:,} events per day under {path}", flush=True)
         subprocess.run([sys.executable, "-m", "jobs.cli", "sample", "--out", path, "--days", "2",
                         "--tracks", "5000", "--markets", "20", "--events-per-day", str(events), "--seed", "1",
-                        "--end-date", END.isoformat()], check=True)
+                        "--end-date", END.isoformat(), "--holdout"], check=True)
     return path
 
 
@@ -85,6 +87,45 @@ def bench_daily(events: int, repeat: int) -> dict:
     row["ratio_wall_runs"] = [round(r["wall_s"] / b["wall_s"], 2) for r, b in pairs]
     row["ratio_wall"] = round(statistics.median(row["ratio_wall_runs"]), 2)
     return row
+
+
+def bench_lift(events: int, repeat: int) -> dict:
+    """The lift stage alone on the day of the `events` world (bench/lift.py):
+    read + contract check, with and without the lift stage on top, interleaved
+    `repeat` times; the lift's cost is the median difference, per event of the
+    day and per exposure."""
+    w = world(events)
+    scratch = os.path.join(DATA, "lift-scratch")
+    runs = {"read": [], "lift": []}
+    for _ in range(repeat):
+        for mode in ("read", "lift"):
+            m = measure([sys.executable, "-m", "bench.lift", w, END.isoformat(), scratch, "--mode", mode])
+            m["counts"] = json.loads(m.pop("stdout").strip().splitlines()[-1])
+            runs[mode].append(m)
+    counts = runs["lift"][0]["counts"]
+    row = {"events": counts["events"], "exposures": counts["exposures"], "repeat": repeat, **{
+        k: counts[k] for k in ("listener_fact_rows", "exposure_fact_rows", "lift_rows")}}
+    for key in ("cpu_s", "wall_s"):
+        diffs = [b[key] - a[key] for a, b in zip(runs["read"], runs["lift"])]
+        row[f"lift_{key}"] = round(statistics.median(diffs), 3)
+        row[f"lift_{key}_runs"] = [round(d, 2) for d in diffs]
+        row[f"read_{key}"] = round(statistics.median(m[key] for m in runs["read"]), 3)
+    row["peak_mb_read"] = round(max(m["peak_mb"] for m in runs["read"]), 1)
+    row["peak_mb_lift"] = round(max(m["peak_mb"] for m in runs["lift"]), 1)
+    row["cpu_us_per_event"] = round(row["lift_cpu_s"] / max(row["events"], 1) * 1e6, 3)
+    row["cpu_us_per_exposure"] = round(row["lift_cpu_s"] / max(row["exposures"], 1) * 1e6, 3)
+    return row
+
+
+def print_lift(rows):
+    print("\nThe lift stage alone (BuildLiftFacts + MeasureCampaignLift over read + check of the same day)")
+    print(f"{'events':>10} {'exposures':>10} | {'lift cpu s':>10} {'wall s':>7} | {'us/event':>8} "
+          f"{'us/exposure':>11} | {'peak MB read/lift':>17} | fact rows (listeners, exposures)")
+    for r in rows:
+        print(f"{r['events']:>10,} {r['exposures']:>10,} | {r['lift_cpu_s']:>10.2f} {r['lift_wall_s']:>7.2f} | "
+              f"{r['cpu_us_per_event']:>8.3f} {r['cpu_us_per_exposure']:>11.2f} | "
+              f"{r['peak_mb_read']:>7.0f} / {r['peak_mb_lift']:<7.0f} | {r['listener_fact_rows']:,}, "
+              f"{r['exposure_fact_rows']:,}  (runs: {', '.join(map(str, r['lift_cpu_s_runs']))} s CPU)")
 
 
 def machine() -> dict:
@@ -138,15 +179,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="events per day, comma-separated")
     ap.add_argument("--skip-allocation", action="store_true")
+    ap.add_argument("--skip-lift", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs per size (medians are reported)")
     args = ap.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     result = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(), "daily": [],
-              "allocation": []}
-    for events in (int(s) for s in args.sizes.split(",")):
+              "allocation": [], "lift": []}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for events in sizes:
         print(f"measuring the daily run on {events:,} events ...", flush=True)
         result["daily"].append(bench_daily(events, args.repeat))
         print_daily(result["daily"][-1:])
+    if not args.skip_lift:
+        print(f"measuring the lift stage on the {max(sizes):,}-event day ...", flush=True)
+        result["lift"].append(bench_lift(max(sizes), args.repeat))
+        print_lift(result["lift"])
     if not args.skip_allocation:
         from bench import allocation
 
@@ -158,6 +205,8 @@ def main(argv=None) -> int:
         print_marginal(result["marginal"])
     if result["allocation"]:
         print_allocation(result["allocation"])
+    if result["lift"]:
+        print_lift(result["lift"])
     path = os.path.join(RESULTS, "latest.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=2)

@@ -25,7 +25,12 @@ Per promotion surface the breakdown shows, with the snapshot's own numbers:
   certify the published plan as optimal (their dual bound equals the plan's
   objective). A snapshot older than the prices table has its LP solved
   exactly (`solve_exact`) for them instead;
-* planned promoted plays, boost probability and score.
+* planned promoted plays, boost probability and score;
+* the lift of the track's campaign in the market (`campaign_lift`): against
+  the holdout with its 95% interval, beside the before/after figure.
+
+`explain_campaign` gives a campaign's lift rows alone (`oasis explain
+--campaign C`).
 
 Every published number is printed as published (6 significant digits in the
 text, exact in `--json`); what explain derives (weighted rates, guardrail
@@ -204,8 +209,51 @@ def explain(output_root: str, score_date: dt.date, track_id: str, market: str, s
                                       "promoted_share_cap", "track_boost_cap", "artist_share_cap",
                                       "licensor_share_cap", "floor_fraction") if k in cfg},
         "surfaces": out_surfaces,
+        "campaign_lift": lift_rows(t.get("campaign_lift"), first["campaign_id"], market),
+        "lift_rule": lift_rule(cfg),
     }
     return _clean(doc)
+
+
+LIFT_FIELDS = ("surface", "method", "exposed_listeners_treated", "exposed_listeners_holdout", "lift", "lift_low",
+               "lift_high", "historical_lift", "lift_unadjusted", "incremental_streams", "incremental_streams_low",
+               "incremental_streams_high", "streams_per_listener_treated", "streams_per_listener_holdout",
+               "new_listeners_treated", "new_listeners_holdout", "saves_treated", "saves_holdout",
+               "intent_rate_treated", "intent_rate_holdout", "flight_days", "first_exposure_date")
+
+
+def lift_rows(lift: pd.DataFrame | None, campaign_id: str, market: str | None) -> list[dict]:
+    """The published campaign_lift rows of a campaign (in one market, or all)."""
+    if lift is None or lift.empty:
+        return []
+    mine = lift[(lift["campaign_id"] == campaign_id) & ((lift["market"] == market) if market else True)]
+    return [{"market": r["market"], **{k: r[k] for k in LIFT_FIELDS}}
+            for _, r in mine.sort_values(["market", "surface"]).iterrows()]
+
+
+def lift_rule(cfg: dict) -> str:
+    return (f"a campaign_lift row needs {cfg.get('lift_min_flight_days', 10)} days of flight, "
+            f"{cfg.get('lift_min_listeners', 100)} exposed listeners in each arm and "
+            f"{cfg.get('lift_min_holdout_streams', 20)} holdout streams")
+
+
+def explain_campaign(output_root: str, score_date: dt.date, campaign_id: str, market: str | None = None,
+                     snapshot_id: str | None = None) -> dict:
+    """A campaign's lift rows from a published snapshot (what `--campaign --json` prints)."""
+    folder, manifest, how = find_snapshot(output_root, score_date, snapshot_id)
+    market = market.strip().upper() if market else None
+    tables = read_tables(folder, manifest)
+    delivery = tables["campaign_delivery"]
+    known = set(delivery["campaign_id"]) | set(tables.get("campaign_lift", pd.DataFrame(
+        columns=["campaign_id"]))["campaign_id"])
+    if campaign_id not in known:
+        raise ExplainError(f"campaign {campaign_id} is not in snapshot {manifest.snapshot_id} "
+                           f"(score date {score_date})")
+    return _clean({"campaign_id": campaign_id, "market": market, "score_date": score_date.isoformat(),
+                   "snapshot_id": manifest.snapshot_id, "snapshot_dir": folder, "snapshot_chosen": how,
+                   "as_of": manifest.as_of.isoformat(), "holdout": manifest.holdout,
+                   "campaign_lift": lift_rows(tables.get("campaign_lift"), campaign_id, market),
+                   "lift_rule": lift_rule(manifest.config)})
 
 
 def _derived_weighted(shrunk: float, w: float, mu: float, k: float) -> float:

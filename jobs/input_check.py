@@ -1,7 +1,7 @@
 """Check one day's input partitions against the contract without running the
 job (`oasis validate`; `jobs.cli.validate` prints the report).
 
-For the enrollments and engagement partitions of D: every file's schema
+For the enrollments, engagement and (optional) exposures partitions of D: every file's schema
 (`jobs.run.plan.check_file_schema`: the footer is read and compared with the contract),
 then every row against the contract (`pipelines.contract`, the same checks the
 run applies), reading the files in Arrow record batches. The verdict is what a
@@ -30,9 +30,10 @@ from jobs.run.options import DEFAULT_BATCH_ROWS
 from jobs.run.plan import check_file_schema
 from pipelines import contract, storage
 from pipelines.config import Config
-from schemas import ENGAGEMENT, ENROLLMENTS
+from schemas import ENGAGEMENT, ENROLLMENTS, EXPOSURES
 
-SOURCES = (("enrollments", ENROLLMENTS), ("engagement", ENGAGEMENT))
+SOURCES = (("enrollments", ENROLLMENTS), ("engagement", ENGAGEMENT), ("exposures", EXPOSURES))
+OPTIONAL_SOURCES = ("exposures",)  # serving's exposure log: a day without one is valid
 
 
 @dataclass
@@ -49,6 +50,11 @@ class PartitionReport:
     source: str
     folder: str
     files: list[FileReport] = field(default_factory=list)
+    optional: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return not self.files and not self.optional
 
     @property
     def rows(self) -> int:
@@ -88,7 +94,7 @@ class Report:
     def failures(self) -> list[str]:
         """Why a run of this logs date would fail; empty when it would proceed."""
         out = []
-        missing = [p.source for p in self.partitions if not p.files]
+        missing = [p.source for p in self.partitions if p.missing]
         if missing:
             out.append(f"missing partition(s): {', '.join(missing)}")
         unreadable = sum(len(p.unreadable) for p in self.partitions)
@@ -127,10 +133,7 @@ def check_file(uri: str, source: str, contract_table, day: dt.date, cfg: Config,
         columns = [n for n in contract_table.names if n in f.schema_arrow.names]
         for batch in f.iter_batches(batch_size=batch_rows, columns=columns):
             table = contract.conform_batch(pa.Table.from_batches([batch]), contract_table, uri)
-            if source == "engagement":
-                reasons = contract.check_engagement(table, day, cfg.event_ts_slack_hours)
-            else:
-                reasons = contract.check_enrollments(table)
+            reasons = contract.check_batch(source, table, day, cfg.event_ts_slack_hours)
             rep.rows += table.num_rows
             broken = reasons.filter(pc.is_valid(reasons))
             if len(broken):
@@ -151,7 +154,7 @@ def validate(input_root: str, day: dt.date, cfg: Config | None = None, progress=
     for source, table in SOURCES:
         folder = layout.input_partition(input_root, source, day)
         files = storage.list_files(folder, ".parquet")
-        rep = PartitionReport(source, folder)
+        rep = PartitionReport(source, folder, optional=source in OPTIONAL_SOURCES)
         for i, uri in enumerate(files, 1):
             started = time.monotonic()
             fr = check_file(uri, source, table, day, cfg, batch_rows)

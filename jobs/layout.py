@@ -7,8 +7,9 @@ every path is built with `pipelines.storage.join`.
     OUT/snapshots/LATEST                                "score_date=YYYY-MM-DD/<snapshot_id>"
     OUT/snapshots/_pulled/<snapshot_id>.json            a rollback withdrew that snapshot (jobs.snapshots.pulls)
     OUT/aggregates/dt=YYYY-MM-DD/                       _SUCCESS (names the build), _SUCCESS.json
-    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/*.parquet, totals/*.parquet,
-                                                        event_ids/*.arrow (hashed ids seen: pipelines.dedupe)
+    OUT/aggregates/dt=YYYY-MM-DD/build=<snapshot_id>/   tracks/, totals/, event_ids/*.arrow (hashed ids seen:
+                                                        pipelines.dedupe), and the lift facts: listeners/,
+                                                        exposures/ (one file per listener shard), market_listeners/
     OUT/dead_letters/run=<snapshot_id>/                 contract-breaking input rows
     OUT/backtests/<backtest_id>/                        forecast_accuracy/*.parquet, _MANIFEST.json
     OUT/quarantine/score_date=YYYY-MM-DD/<snapshot_id>/ a would-be snapshot that failed a gate
@@ -41,7 +42,7 @@ import tempfile
 from pipelines import storage
 
 # ------------------------------------------------------------------ inputs ---
-INPUT_TABLES = ("enrollments", "engagement")
+INPUT_TABLES = ("enrollments", "engagement", "exposures")  # exposures is optional
 
 
 def input_partition(input_root: str, table: str, day: dt.date) -> str:
@@ -194,6 +195,8 @@ def is_build_dirname(name: str) -> bool:
 def aggregate_build(output_root: str, day: dt.date, snapshot_id: str) -> str:
     return storage.join(aggregates_day(output_root, day), build_dirname(snapshot_id))
 
+
+AGGREGATE_PARTS = ("tracks", "totals", "listeners", "exposures", "market_listeners")  # folders of a build
 
 EVENT_IDS = "event_ids"
 

@@ -29,6 +29,9 @@ Format versions:
      an older aggregate format because their raw partition is gone).
   6  adds `warn_only` to gate results (a failed warn-only gate does not block)
      and `inputs.previous` (the snapshot before: its plan and serving gain).
+  7  adds `holdout` (the salt and share of the holdout assignment serving must
+     use), `inputs.exposures`, `inputs.exposure_days`, `inputs.lift_days`, and
+     the `campaign_lift` table (older snapshots have none).
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from typing import Any
 from pipelines.config import Config
 from pipelines.errors import OasisError
 
-FORMAT_VERSION = 6
-TABLES_SINCE = {"prices": 3, "delivery_reconciliation": 6}   # a table a manifest lists from this version on
+FORMAT_VERSION = 7
+TABLES_SINCE = {"prices": 3, "delivery_reconciliation": 6, "campaign_lift": 7}   # listed from this version on
 
 
 class ManifestError(OasisError):
@@ -215,6 +218,9 @@ class Inputs:
     empty_days: list[str] = field(default_factory=list)  # of those, the days whose partition holds 0 rows
     legacy_aggregate_days: list[str] = field(default_factory=list)
     previous: dict = field(default_factory=dict)  # the snapshot before: snapshot_id, score_date, plan_reconciled
+    exposures: dict[str, str] = field(default_factory=dict)    # the exposure log files read
+    exposure_days: list[str] = field(default_factory=list)     # days with an exposure log (built or stored)
+    lift_days: list[str] = field(default_factory=list)         # days whose lift facts were read
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "inputs") -> "Inputs":
@@ -250,6 +256,7 @@ class Manifest:
     valid_until: dt.date | None = None   # None: score_date + the default serving_max_age_days
     aggregate_format_version: int = 1
     previous_snapshot: str = ""
+    holdout: dict = field(default_factory=dict)       # {"salt", "share", "function"}: serving's assignment
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)          # keys this code does not know, kept as read
 
@@ -320,6 +327,7 @@ class Manifest:
             "valid_until": self.valid_until.isoformat(),
             "aggregate_format_version": self.aggregate_format_version,
             "previous_snapshot": self.previous_snapshot,
+            "holdout": self.holdout,
         })
         return doc
 
@@ -361,6 +369,7 @@ class Manifest:
             valid_until=_date(doc, "valid_until", where) if "valid_until" in doc else None,
             aggregate_format_version=_get(doc, "aggregate_format_version", int, where, 1),
             previous_snapshot=_get(doc, "previous_snapshot", str, where, ""),
+            holdout=_get(doc, "holdout", dict, where, {}),
             format_version=version,
             extra={k: v for k, v in doc.items() if k not in known},
         )

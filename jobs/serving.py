@@ -4,6 +4,12 @@
     snap = load_latest("gs://bucket/oasis")      # or a local folder
     snap.tables["promotion_scores"]              # pyarrow.Table
     snap.fell_back_from                          # [(snapshot_id, why)] when LATEST was unusable
+    snap.in_holdout("user-1", "US", now)         # the holdout assignment, with the snapshot's salt and share
+
+`is_in_holdout(user_id, market, when, salt, share)` is the batch's own
+assignment function (`pipelines.holdout`): serving calls it with the salt and
+share of the manifest it serves (`LoadedSnapshot.in_holdout` does), so a
+holdout listener is never boosted and the batch's holdout gate agrees.
 
 Two limits protect serving from acting on a plan that no longer holds:
 
@@ -48,6 +54,7 @@ from jobs.manifest import Manifest, ManifestError
 from jobs.snapshots import pulls, store
 from pipelines import storage
 from pipelines.errors import OasisError
+from pipelines.holdout import is_in_holdout  # noqa: F401 - serving's holdout assignment, the batch's own
 from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,14 @@ class LoadedSnapshot:
     manifest: Manifest | None = None
     withheld_rows: int = 0       # promotion_scores rows past their flight end, not returned
 
+    def in_holdout(self, user_id: str, market: str, when: dt.date | dt.datetime) -> bool:
+        """Whether serving must hold this listener out (no boost; log a ghost
+        exposure instead), with the salt and share recorded in the manifest."""
+        h = (self.manifest.holdout if self.manifest else {}) or {}
+        if "salt" not in h or "share" not in h:
+            raise NoValidSnapshot(f"snapshot {self.snapshot_id} records no holdout salt and share")
+        return is_in_holdout(user_id, market, when, int(h["salt"]), float(h["share"]))
+
 
 def _candidates(output_root: str) -> list[tuple[dt.date, str]]:
     """(score date, snapshot id) of every snapshot folder, newest first. Folder
@@ -99,8 +114,10 @@ def verify_and_read(folder: str, score_date: dt.date, snapshot_id: str) -> tuple
     tables = {}
     for name in OUTPUTS:
         meta = manifest.tables.get(name)
-        if meta is None and not manifest.lists_table(name):
-            continue  # an older snapshot, from before the table existed
+        if meta is None and not manifest.lists_table(name):  # an older snapshot, from before the table existed
+            if name in store.ADDED_LATER:  # read as an empty table
+                tables[name] = OUTPUTS[name].empty()
+            continue
         if not meta or not meta.files:
             raise DamagedSnapshot(f"the manifest lists no files for table {name}")
         parts = []

@@ -90,6 +90,21 @@ class Config:
         "market or surface starts at 1 and moves as its plays come in")
     gain_min: float = _p(0.2, 0.01, 1.0, "lower clamp of the serving-gain estimate")
     gain_max: float = _p(5.0, 1.0, 100.0, "upper clamp of the serving-gain estimate")
+    # --- holdout and campaign lift (pipelines/holdout.py, pipelines/lift) ---
+    holdout_share: float = _p(0.05, 0.0, 0.5, "share of each (market, month)'s listeners held out of promotion")
+    holdout_salt: int = _p(
+        7_919_104_729, 0, 2**53, "salt of the holdout hash of (salt, user_id, market, month); serving uses the "
+        "same value (both are recorded in the manifest); changing it reshuffles the holdout", kind=int)
+    lift_window_days: int = _p(14, 1, 60, "attribution window: the exposure day (from the first exposure on) and "
+                               "the days after it, in all this many days", kind=int)
+    lift_pre_days: int = _p(28, 1, 90, "days before the first exposure (new listeners, the pre-period "
+                            "adjustment) and before the first selection (historical_lift)", kind=int)
+    lift_min_flight_days: int = _p(10, 1, 62, "a campaign_lift row appears once this many days of the flight "
+                                   "are in the logs", kind=int)
+    lift_min_listeners: int = _p(100, 2, 10**9, "a campaign_lift row needs this many exposed listeners in each "
+                                 "arm", kind=int)
+    lift_min_holdout_streams: int = _p(20, 1, 10**9, "a campaign_lift row needs this many streams in the "
+                                       "holdout arm (the ratio's denominator) and one in the treated arm", kind=int)
     # --- data quality ---------------------------------------------------
     max_bad_row_share: float = _p(0.01, 0.0, 1.0, "a run fails without publishing above this share of bad rows")
     event_ts_slack_hours: float = _p(6.0, 0.0, 48.0, "an event may start this long outside its partition day")

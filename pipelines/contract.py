@@ -1,7 +1,8 @@
 """The input contract (DESIGN §3) as vectorised checks over Arrow tables.
 
-`check_engagement` and `check_enrollments` split a batch into the rows that
-keep the contract and dead letters carrying the first rule each row breaks.
+`check_engagement`, `check_enrollments` and `check_exposures` split a batch
+into the rows that keep the contract and dead letters carrying the first rule
+each row breaks.
 Pure functions: the Beam transforms and `oasis validate` both call them.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import OasisError
-from schemas import (ALL_SURFACES, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES,
-                     schema_mismatches)
+from schemas import (ALL_SURFACES, ARMS, DEAD_LETTERS, ENGAGEMENT, ENROLLMENT_STATUSES, ENROLLMENTS, EXPOSURES,
+                     PROMOTION_SURFACES, schema_mismatches)
 
 MARKET_PATTERN = r"^[A-Z]{2}$"
 # A play lasts at most a day. The bound keeps every stored sum far from the
@@ -31,13 +32,17 @@ class InputFileError(OasisError):
 
 def conform_batch(table: pa.Table, contract, source_file: str) -> pa.Table:
     """Select the contract's columns and cast them to the contract's types, or
-    raise InputFileError naming the file."""
-    problems = schema_mismatches(contract.arrow(), table.schema)
+    raise InputFileError naming the file. An optional column the file does not
+    have (an older partition) reads as nulls."""
+    problems = schema_mismatches(contract.arrow(), table.schema, contract.optional_names)
     if problems:
         raise InputFileError(f"{source_file}: schema does not match the {contract.name} contract: "
                              + "; ".join(problems))
     cols = []
     for f in contract.arrow():
+        if f.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
         col = table.column(f.name)
         if col.type != f.type:
             col = col.cast(f.type)
@@ -104,6 +109,38 @@ def check_engagement(table: pa.Table, day: dt.date, slack_hours: float) -> tuple
                                               pc.is_null(table.column("campaign_id")))),
     ]
     return _reasons(rules, n)
+
+
+def _outside_day(ts, day: dt.date, slack_hours: float):
+    lo = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) - dt.timedelta(hours=slack_hours)
+    hi = lo + dt.timedelta(days=1, hours=2 * slack_hours)
+    return pc.or_(pc.less(ts, pa.scalar(lo, ts.type)), pc.greater_equal(ts, pa.scalar(hi, ts.type)))
+
+
+def check_exposures(table: pa.Table, day: dt.date, slack_hours: float) -> pa.Array:
+    """(reason per row, null when the row keeps the contract) for one day of
+    serving's exposure log: the same key, market and time rules as engagement,
+    a promotion surface, and an arm of `treated` or `ghost`."""
+    rules = _null_rules(table, EXPOSURES) + [
+        ("empty_exposure_id", _empty(table.column("exposure_id"))),
+        ("empty_user_id", _empty(table.column("user_id"))),
+        ("empty_track_id", _empty(table.column("track_id"))),
+        ("empty_campaign_id", _empty(table.column("campaign_id"))),
+        ("malformed_market", pc.invert(_matches(table.column("market"), MARKET_PATTERN))),
+        ("unknown_surface", pc.invert(pc.is_in(table.column("surface"), pa.array(PROMOTION_SURFACES)))),
+        ("unknown_arm", pc.invert(pc.is_in(table.column("arm"), pa.array(ARMS)))),
+        ("event_ts_outside_partition", _outside_day(table.column("event_ts"), day, slack_hours)),
+    ]
+    return _reasons(rules, table.num_rows)
+
+
+def check_batch(source: str, table: pa.Table, day: dt.date, slack_hours: float) -> pa.Array:
+    """The reasons of one batch of `source` (enrollments, engagement or exposures)."""
+    if source == "engagement":
+        return check_engagement(table, day, slack_hours)
+    if source == "exposures":
+        return check_exposures(table, day, slack_hours)
+    return check_enrollments(table)
 
 
 def check_enrollments(table: pa.Table) -> pa.Array:

@@ -26,14 +26,20 @@ _TYPES: dict[str, tuple[pa.DataType, str, str | None, type]] = {
 
 @dataclass(frozen=True)
 class Field:
+    """One column. `optional`: an input column added after the contract's first
+    version, so older partitions may not have it; a missing optional column
+    reads as nulls (it must therefore be nullable)."""
     name: str
     type: str
     nullable: bool = False
     doc: str = ""
+    optional: bool = False
 
     def __post_init__(self):
         if self.type not in _TYPES:
             raise ValueError(f"field {self.name}: unknown logical type {self.type!r}")
+        if self.optional and not self.nullable:
+            raise ValueError(f"field {self.name}: an optional column must be nullable (absent reads as null)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ class Table:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def optional_names(self) -> list[str]:
+        return [f.name for f in self.fields if f.optional]
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -109,18 +119,21 @@ class Table:
         return self.conform(table)
 
 
-def schema_mismatches(expected: pa.Schema, actual: pa.Schema) -> list[str]:
+def schema_mismatches(expected: pa.Schema, actual: pa.Schema, optional=()) -> list[str]:
     """Human-readable differences between an input file's schema and the contract.
 
     Extra columns are tolerated (producers may add fields); a missing column or a
-    column of another type is a mismatch. A timestamp in another unit or zone is
-    accepted because it converts losslessly enough for the contract.
+    column of another type is a mismatch, except that a column named in
+    `optional` (`Table.optional_names`) may be missing: older partitions predate
+    it. A timestamp in another unit or zone is accepted because it converts
+    losslessly enough for the contract.
     """
     problems = []
     for f in expected:
         idx = actual.get_field_index(f.name)
         if idx < 0:
-            problems.append(f"missing column {f.name!r}")
+            if f.name not in optional:
+                problems.append(f"missing column {f.name!r}")
             continue
         got = actual.field(idx).type
         if got == f.type:

@@ -10,6 +10,8 @@ from schemas.core import Table
 PROMOTION_SURFACES = ("radio", "autoplay", "mixes")
 ALL_SURFACES = PROMOTION_SURFACES + ("search", "playlist", "library", "other")
 ENROLLMENT_STATUSES = ("active", "paused", "cancelled")
+ARMS = ("treated", "ghost")  # exposures: the boost was applied / a holdout listener for whom it would have been
+LIFT_METHODS = ("exposures", "intent_to_treat")
 
 # ---------------------------------------------------------------- inputs ---
 ENROLLMENTS = Table(
@@ -48,9 +50,29 @@ ENGAGEMENT = Table(
         F("saved", "bool", doc="saved to the library from this play"),
         F("promoted", "bool", doc="this play came from a promotion boost"),
         F("campaign_id", "string", nullable=True, doc="set when promoted"),
+        F("holdout", "bool", nullable=True, optional=True,
+          doc="the listener was in the promotion holdout when the play happened; a missing column or null "
+              "means false"),
     ),
     doc="One UTC day of play events.",
     key=("event_id",),
+)
+
+EXPOSURES = Table(
+    "exposures",
+    (
+        F("exposure_id", "string", doc="unique; a repeated exposure_id counts once"),
+        F("event_ts", "timestamp", doc="when serving decided"),
+        F("user_id", "string", doc="pseudonymous listener id"),
+        F("track_id", "string", doc="the boosted (or would-be boosted) candidate"),
+        F("campaign_id", "string"),
+        F("market", "string", doc="ISO 3166-1 alpha-2, upper case"),
+        F("surface", "string", doc="radio, autoplay or mixes"),
+        F("arm", "string", doc="treated (the boost was applied) or ghost (a holdout listener for whom it "
+                               "would have been)"),
+    ),
+    doc="Optional: serving's log of promotion decisions, one UTC day.",
+    key=("exposure_id",),
 )
 
 # --------------------------------------------------------- intermediate ---
@@ -98,11 +120,60 @@ SURFACE_TOTALS = Table(
     key=("dt", "market", "surface"),
 )
 
+# Per-listener daily facts behind campaign_lift. The listener is a 64-bit hash
+# of the user id (pipelines.holdout.listener_keys), never the id itself; they
+# live under OUT/aggregates only (never in a snapshot or the warehouse).
+LISTENER_DAYS = Table(
+    "listener_days",
+    (
+        F("dt", "date"),
+        F("track_id", "string", doc="a track of that day's enrollment export"),
+        F("market", "string"),
+        F("listener_key", "int64", doc="hash of the user id"),
+        F("streams", "int64", doc="distinct plays of at least 30 s, any surface"),
+        F("saves", "int64", doc="distinct plays saved to the library"),
+        F("holdout", "bool", doc="the logged holdout flag (null read as false)"),
+    ),
+    doc="Per (track, market, listener, day): streams and saves of enrolled tracks.",
+    key=("dt", "track_id", "market", "listener_key"),
+)
+
+EXPOSURE_DAYS = Table(
+    "exposure_days",
+    (
+        F("dt", "date"),
+        F("campaign_id", "string"),
+        F("market", "string"),
+        F("surface", "string"),
+        F("track_id", "string"),
+        F("listener_key", "int64", doc="hash of the user id"),
+        F("arm", "string", doc="treated or ghost"),
+        F("first_ts", "timestamp", doc="the day's first exposure"),
+        F("exposures", "int64", doc="distinct exposures that day"),
+        F("streams_after", "int64", doc="streams of the track that day from first_ts on"),
+        F("saves_after", "int64", doc="saves of the track that day from first_ts on"),
+    ),
+    doc="Per (campaign, market, surface, track, listener, arm, day): exposures and what followed that day.",
+    key=("dt", "campaign_id", "market", "surface", "track_id", "listener_key", "arm"),
+)
+
+MARKET_LISTENERS = Table(
+    "market_listeners",
+    (
+        F("dt", "date"),
+        F("market", "string"),
+        F("holdout", "bool", doc="the logged holdout flag"),
+        F("listeners", "int64", doc="distinct listeners with at least one play that day"),
+    ),
+    doc="Per (market, holdout flag, day): active listeners, the intent-to-treat populations.",
+    key=("dt", "market", "holdout"),
+)
+
 DEAD_LETTERS = Table(
     "dead_letters",
     (
         F("dt", "date", doc="the input partition"),
-        F("source", "string", doc="enrollments or engagement"),
+        F("source", "string", doc="enrollments, engagement or exposures"),
         F("source_file", "string"),
         F("reason", "string", doc="the first contract rule the row breaks"),
         F("row_json", "string", doc="the raw input row"),
@@ -277,6 +348,51 @@ DELIVERY_RECONCILIATION = Table(
     key=("score_date", "track_id", "market", "surface"),
 )
 
+CAMPAIGN_LIFT = Table(
+    "campaign_lift",
+    (
+        F("score_date", "date"),
+        F("snapshot_id", "string"),
+        F("campaign_id", "string"),
+        F("market", "string"),
+        F("surface", "string", doc="the exposures' promotion surface; 'all' for intent_to_treat rows"),
+        F("exposed_listeners_treated", "int64",
+          doc="listeners with a treated exposure (intent_to_treat: the treated population)"),
+        F("exposed_listeners_holdout", "int64",
+          doc="listeners with a ghost exposure (intent_to_treat: the holdout population)"),
+        F("lift", "double", doc="streams per listener, treated over holdout, minus 1 (pre-period adjusted)"),
+        F("lift_low", "double", doc="95% interval, lower bound"),
+        F("lift_high", "double", doc="95% interval, upper bound"),
+        F("historical_lift", "double", nullable=True,
+          doc="before/after: streams per day after the first selection over the 28 days before, minus 1"),
+        F("method", "string", doc="exposures or intent_to_treat"),
+        F("licensor_id", "string", doc="extra"),
+        F("flight_start", "date", doc="extra"),
+        F("flight_end", "date", doc="extra"),
+        F("flight_days", "int64", doc="extra: days of the flight up to the last day of logs"),
+        F("first_exposure_date", "date", nullable=True, doc="extra: the first selection (null: intent_to_treat)"),
+        F("exposed_tracks", "int64", doc="extra: the campaign's tracks with exposures here"),
+        F("streams_per_listener_treated", "double", doc="extra"),
+        F("streams_per_listener_holdout", "double", doc="extra"),
+        F("incremental_streams", "double", doc="extra: treated listeners x (treated - holdout streams per listener)"),
+        F("incremental_streams_low", "double", doc="extra: 95% interval"),
+        F("incremental_streams_high", "double", doc="extra: 95% interval"),
+        F("lift_unadjusted", "double", doc="extra: the plain ratio of means minus 1"),
+        F("lift_unadjusted_low", "double", doc="extra: its 95% interval"),
+        F("lift_unadjusted_high", "double", doc="extra: its 95% interval"),
+        F("new_listeners_treated", "int64", nullable=True, doc="extra: no stream in the 28 days before exposure"),
+        F("new_listeners_holdout", "int64", nullable=True, doc="extra"),
+        F("saves_treated", "int64", doc="extra: listeners who saved a campaign track in their window"),
+        F("saves_holdout", "int64", doc="extra"),
+        F("intent_rate_treated", "double", doc="extra: saves / listeners"),
+        F("intent_rate_holdout", "double", doc="extra"),
+        F("streams_per_day_before", "double", nullable=True, doc="extra: historical baseline"),
+        F("streams_per_day_after", "double", nullable=True, doc="extra: historical comparison"),
+    ),
+    doc="Per (campaign, market, surface): causal lift against the randomised holdout.",
+    key=("score_date", "campaign_id", "market", "surface"),
+)
+
 SNAPSHOTS = Table(
     "snapshots",
     (
@@ -326,8 +442,9 @@ FORECAST_ACCURACY = Table(
     key=("origin_date", "market", "surface", "cohort", "method"),
 )
 
-INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT)}
-OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION)}
-ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, DAILY_AGGREGATES, SURFACE_TOTALS,
-                           DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES,
-                           DELIVERY_RECONCILIATION, SNAPSHOTS, FORECAST_ACCURACY)}
+INPUTS = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, EXPOSURES)}
+OUTPUTS = {t.name: t for t in (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION,
+                                CAMPAIGN_LIFT)}
+ALL = {t.name: t for t in (ENROLLMENTS, ENGAGEMENT, EXPOSURES, DAILY_AGGREGATES, SURFACE_TOTALS, LISTENER_DAYS,
+                           EXPOSURE_DAYS, MARKET_LISTENERS, DEAD_LETTERS, PROMOTION_SCORES, CAMPAIGN_DELIVERY,
+                           CAPACITY, PRICES, DELIVERY_RECONCILIATION, CAMPAIGN_LIFT, SNAPSHOTS, FORECAST_ACCURACY)}

@@ -8,22 +8,27 @@ import numpy as np
 
 from jobs import logs
 from jobs.cli import args as a
-from jobs.explain import PRICE_TOL, date_warnings, explain
+from jobs.explain import PRICE_TOL, date_warnings, explain, explain_campaign
+from pipelines.errors import UsageError
 from schemas import PROMOTION_SURFACES
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "explain", help="why a track got its score: eligibility, estimates, value, binding constraints",
+        "explain", help="why a track got its score (or a campaign's lift): eligibility, estimates, value, "
+                        "binding constraints, lift against the holdout",
         description="Explain one track's published promotion score in one market, per surface, from a published "
                     "snapshot: eligibility and reason, plays/skips/saves against the market baseline, the "
                     "shrinkage, the value, which constraints of its (market, surface) LP bind and their shadow "
-                    "prices, and the planned plays, boost probability and score.")
+                    "prices, the planned plays, boost probability and score, and its campaign's lift against the "
+                    "holdout. With --campaign: that campaign's lift rows alone.")
     p.add_argument("--date", type=a.date_arg, required=True, metavar="SCORE_DATE",
                    help="the SCORE date (YYYY-MM-DD): the day the scores are for, i.e. the day after the last "
                         "day of logs (`oasis run --date D` publishes score date D+1)")
-    p.add_argument("--track", required=True, help="track_id")
-    p.add_argument("--market", required=True, help="market (ISO 3166-1 alpha-2)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--track", help="track_id: why it got its score (needs --market)")
+    what.add_argument("--campaign", help="campaign_id: its lift against the holdout, per market and surface")
+    p.add_argument("--market", help="market (ISO 3166-1 alpha-2); optional with --campaign")
     p.add_argument("--surface", choices=list(PROMOTION_SURFACES), default=None,
                    help="one promotion surface (default: all three)")
     a.add_output(p, "output root of the runs")
@@ -38,9 +43,45 @@ def register(sub) -> None:
 def main(args, _beam_args) -> int:
     for w in ([] if args.snapshot else date_warnings(args.output, args.date)):  # before any error, too
         logs.warning_line(f"oasis explain: note: {w}")
+    if args.campaign:
+        doc = explain_campaign(args.output, args.date, args.campaign, args.market, args.snapshot)
+        print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_campaign(doc))
+        return 0
+    if not args.market:
+        raise UsageError("--track needs --market")
     doc = explain(args.output, args.date, args.track, args.market, args.surface, args.snapshot)
     print(json.dumps(doc, indent=2, sort_keys=False) if args.json else render_text(doc))
     return 0
+
+
+def _signed(v) -> str:
+    return "n/a" if v is None else f"{100 * float(v):+.1f}%"
+
+
+def lift_lines(rows: list[dict], rule: str, campaign_id: str, market: str | None) -> list[str]:
+    """One line per campaign_lift row: the lift against the holdout with its 95%
+    interval, the before/after figure beside it, and the arms behind them."""
+    where = f" in {market}" if market else ""
+    if not rows:
+        return [f"  lift       no campaign_lift row for {campaign_id}{where} yet ({rule})"]
+    out = [f"  lift       campaign {campaign_id}{where} against the holdout, 95% interval; historical = "
+           f"before/after, no counterfactual"]
+    for r in rows:
+        arms = ("treated / holdout listeners" if r["method"] == "exposures"
+                else "listeners a day, treated / holdout population (intent to treat, no exposure log)")
+        out.append(f"             {r['market']} {r['surface']:<8} lift {_signed(r['lift'])} "
+                   f"({_signed(r['lift_low'])} to {_signed(r['lift_high'])}), "
+                   f"historical {_signed(r['historical_lift'])}; "
+                   f"{num(r['exposed_listeners_treated'])} / {num(r['exposed_listeners_holdout'])} {arms}; "
+                   f"incremental streams {num(r['incremental_streams'])} ({num(r['incremental_streams_low'])} to "
+                   f"{num(r['incremental_streams_high'])})")
+    return out
+
+
+def render_campaign(doc: dict) -> str:
+    head = [f"Lift of campaign {doc['campaign_id']} for {doc['score_date']}",
+            f"  snapshot   {doc['snapshot_id']} ({doc['snapshot_chosen']}; logs up to {doc['as_of']})"]
+    return "\n".join(head + lift_lines(doc["campaign_lift"], doc["lift_rule"], doc["campaign_id"], doc["market"]))
 
 
 def num(v) -> str:
@@ -72,6 +113,7 @@ def render_text(doc: dict) -> str:
              f"kappa = {num(cfg.get('promoted_share_cap'))}, phi = {num(cfg.get('artist_share_cap'))}, "
              f"psi = {num(cfg.get('licensor_share_cap'))}, window {cfg.get('window_days')} days "
              f"(half-life {num(cfg.get('half_life_days'))})")
+    L += lift_lines(doc["campaign_lift"], doc["lift_rule"], doc["campaign_id"], doc["market"])
     for s in doc["surfaces"]:
         L.append("")
         L.append(f"== {s['surface']} " + "=" * (72 - len(s["surface"])))

@@ -34,13 +34,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="last day, YYYY-MM-DD (default 2026-11-24)")
     parser.add_argument("--bad-row-share", type=a.float_in(0.0, 0.5, hi_open=True), default=0.002,
                         help="share of contract-breaking engagement rows (default 0.002)")
-    parser.add_argument("--markets", type=a.int_in(1, len(MARKETS)), default=6, help=f"number of markets, 1-{len(MARKETS)} (default 6)")
+    parser.add_argument("--markets", type=a.int_in(1, len(MARKETS)), default=6,
+                        help=f"number of markets, 1-{len(MARKETS)} (default 6)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="the promotion holdout (the default config's salt and share): a holdout flag on every "
+                             "play, no promoted play for a holdout listener, and serving's exposure log "
+                             "(exposures/, treated and ghost); without it the logs predate the holdout")
 
 
 def main(args, _beam_args) -> int:
     summary = generate_world(args.out, days=args.days, tracks=args.tracks, events_per_day=args.events_per_day,
                              seed=args.seed, end_date=args.end_date, bad_row_share=args.bad_row_share,
-                             markets=args.markets, progress=True, overwrite=args.overwrite)
+                             markets=args.markets, progress=True, overwrite=args.overwrite, holdout=args.holdout)
     if summary.get("reused"):
         print(f"{args.out} already holds this sample world ({summary.get('first_day')}..{summary.get('last_day')}, "
               f"files intact); nothing to do (--overwrite writes it again)")
@@ -53,7 +58,8 @@ def main(args, _beam_args) -> int:
           f"{summary['campaigns']} campaigns")
     print(f"  engagement {summary['engagement_rows']:,} rows ({summary['enrolled_play_share']:.0%} on enrolled "
           f"tracks, {summary['promoted_plays']:,} promoted, {summary['duplicate_events']:,} resent, "
-          f"{summary['bad_rows']:,} bad); enrollments {summary['enrollment_rows']:,} export rows")
+          f"{summary['bad_rows']:,} bad); enrollments {summary['enrollment_rows']:,} export rows"
+          + (f"; exposures {summary['exposures']:,} ({summary['ghost_exposures']:,} ghost)" if args.holdout else ""))
     print(f"  truth: {os.path.join(summary['out'], 'truth', 'tracks.parquet')}; last day in "
           f"{os.path.join(summary['out'], 'LAST_DAY')}")
     return 0

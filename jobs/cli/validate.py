@@ -13,13 +13,14 @@ from pipelines.errors import OasisError
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="check one day's input partitions against the contract (no run)",
-                       description="Check IN/enrollments/dt=D and IN/engagement/dt=D (D is the LOGS date a run "
-                                   "would be given): every file's schema, then every row against the input "
-                                   "contract, and say what a run would do. Prints the breaks per file and per "
-                                   "reason. Exit 0 when a run would proceed (every row valid, or the breaking rows "
-                                   "would be dead-lettered within the max_bad_row_share ceiling); exit 1 when a "
-                                   "run would fail (a partition missing or without rows, a file unreadable or "
-                                   "with the wrong schema, breaking rows above the ceiling).")
+                       description="Check IN/enrollments/dt=D, IN/engagement/dt=D and IN/exposures/dt=D "
+                                   "(optional: serving's exposure log; D is the LOGS date a run would be given): "
+                                   "every file's schema, then every row against the input contract, and say what a "
+                                   "run would do. Prints the breaks per file and per reason. Exit 0 when a run "
+                                   "would proceed (every row valid, or the breaking rows would be dead-lettered "
+                                   "within the max_bad_row_share ceiling); exit 1 when a run would fail (a "
+                                   "partition missing or without rows, a file unreadable or with the wrong schema, "
+                                   "breaking rows above the ceiling).")
     p.add_argument("--date", type=a.date_arg, required=True, metavar="LOGS_DATE",
                    help="partition day (YYYY-MM-DD), the logs date a run would be given")
     a.add_input(p)
@@ -46,7 +47,8 @@ def render(report: Report) -> str:
     for p in report.partitions:
         lines.append("")
         if not p.files:
-            lines.append(f"{p.source}: MISSING partition: no *.parquet under {p.folder}")
+            lines.append(f"{p.source}: no partition (optional: the day has no exposure log)" if p.optional
+                         else f"{p.source}: MISSING partition: no *.parquet under {p.folder}")
             continue
         share = p.bad / p.rows if p.rows else 0.0
         lines.append(f"{p.source}: {len(p.files)} file(s), {p.rows:,} rows checked, {p.bad:,} break the "

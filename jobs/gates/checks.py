@@ -35,6 +35,11 @@ Gates (thresholds are `gate_*` parameters of `pipelines.config.Config`):
   delivery        no (market, surface) delivered more than gate_delivery_max_miss
                   off its plan for gate_delivery_days consecutive days
                   (`jobs.gates.delivery`; warn-only unless gate_delivery_blocks)
+  holdout         the days this run read from raw logs promote no holdout
+                  listener, their logged holdout flags agree with the
+                  assignment function (`pipelines.holdout`; a null flag is not
+                  checked: it predates the holdout), and every exposure's arm
+                  agrees with it (ghost exactly for holdout listeners)
 
 row_count and score_drift pass (and say why) when there is no previous
 snapshot to compare with, or when it cannot be read.
@@ -69,7 +74,11 @@ GATES = {
     "score_drift": "PSI of eligible scores against the previous snapshot <= gate_max_score_psi",
     "delivery": "realised / planned promoted plays within gate_delivery_max_miss, or not for gate_delivery_days "
                 "days in a row (warns by default)",
+    "holdout": "no promoted play of a holdout listener; logged flags and exposure arms agree with the assignment",
 }
+HOLDOUT_COUNTERS = {"holdout_promoted": "promoted plays of holdout listeners",
+                    "holdout_flag_mismatch": "logged holdout flags that disagree with the assignment",
+                    "holdout_arm_mismatch": "exposures whose arm disagrees with the assignment"}
 
 
 def result(name: str, passed: bool, detail: str, measured=None, threshold=None) -> GateResult:
@@ -87,6 +96,7 @@ def table_gates(tables: dict[str, pa.Table], cfg: Config, expected_keys: pa.Tabl
 
 
 def finite_values(tables: dict[str, pa.Table]) -> GateResult:
+    """A null (a nullable column's "not measured") is not a non-finite value."""
     bad, total = [], 0
     for name, t in tables.items():
         for col in t.column_names:
@@ -186,6 +196,21 @@ def eligible_share(scores: pa.Table, cfg: Config) -> GateResult:
     if lo > hi:
         detail += "; the config's minimum exceeds its maximum, so no share can pass"
     return result("eligible_share", ok, detail, share, {"min": lo, "max": hi})
+
+
+def holdout(metrics: dict[str, int] | None) -> GateResult:
+    """From the run's counters (per day read from raw logs, `pipelines.beam.lift`)."""
+    if metrics is None:
+        return result("holdout", True, "not checked: no run counters given", None, 0)
+    found = {}
+    for name, n in metrics.items():
+        kind, _, day = name.partition("/")
+        if kind in HOLDOUT_COUNTERS and n:
+            found.setdefault(kind, []).append(f"{day}: {n}")
+    total = sum(n for name, n in metrics.items() if name.partition("/")[0] in HOLDOUT_COUNTERS)
+    detail = "; ".join(f"{HOLDOUT_COUNTERS[k]}: {', '.join(v)}" for k, v in sorted(found.items()))
+    return result("holdout", total == 0, detail or "no holdout listener promoted; flags and arms agree with the "
+                  "assignment", total, 0)
 
 
 # ------------------------------------------------------- expected keys ------

@@ -37,8 +37,10 @@ PSI_BINS = 10  # equal-width score bins over [0, 1]
 NOT_COUNTED = frozenset({"delivery_reconciliation"})
 PSI_PSEUDOCOUNT = 0.5  # per bin (Jeffreys): keeps log(q/p) finite for an empty bin
 # Not compared by row_count: a prices row exists per eligible track, so the table shrinks with
-# eligibility, which the eligible_share gate judges (all campaigns cancelled: prices fell below half).
-FOLLOW_ELIGIBILITY = ("prices",)
+# eligibility, which the eligible_share gate judges (all campaigns cancelled: prices fell below half);
+# campaign_lift rows come and go with the campaigns (a month's flights end together), so its row count
+# is no sign of a broken run either.
+FOLLOW_ELIGIBILITY = ("prices", "campaign_lift")
 PSI_MIN_ROWS = 20  # fewer comparable rows than this say little: not compared (the detail says so)
 MATCH = ["track_id", "market", "surface", "campaign_id"]  # an unchanged enrollment
 

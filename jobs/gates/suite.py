@@ -12,7 +12,7 @@ from pipelines.config import Config
 def check_snapshot(tables: dict[str, pa.Table], cfg: Config | None = None, *,
                    previous: tuple[str, Manifest] | None = None,
                    expected_keys: pa.Table | None = None,
-                   skip=(), for_date=None) -> list[GateResult]:
+                   skip=(), for_date=None, metrics: dict[str, int] | None = None) -> list[GateResult]:
     """Every gate of `checks.GATES`, in that order, over the would-be snapshot's tables.
 
     previous: (folder, manifest) of the snapshot to compare with, or None.
@@ -22,11 +22,12 @@ def check_snapshot(tables: dict[str, pa.Table], cfg: Config | None = None, *,
         many days lie between it and the previous snapshot).
     skip: gate names an engineer has checked by hand; they are still measured
         and recorded, with skipped = true, but do not block the publish.
+    metrics: the run's counters (the holdout gate reads them); None leaves it unchecked.
     """
     cfg = cfg or Config()
     skip = set(skip)
     results = (checks.table_gates(tables, cfg, expected_keys) + drift.drift_gates(tables, previous, cfg, for_date)
-               + [delivery.delivery(tables["capacity"], cfg)])
+               + [delivery.delivery(tables["capacity"], cfg), checks.holdout(metrics)])
     assert [r.name for r in results] == list(checks.GATES), "every gate, once, in registry order"
     for r in results:
         r.skipped = r.name in skip

@@ -8,14 +8,16 @@ anywhere, from a local folder or a bucket download, and costs a few tens of
 milliseconds to draw.
 
 Contents: the key numbers of the run (rows read, dead-lettered, duplicates
-removed, eligible rows and why the others are not, validation results), five
+removed, eligible rows and why the others are not, validation results), six
 plots: the score distribution of eligible rows, capacity used per (market,
 surface), delivery against the floor per campaign (shortfalls highlighted),
 planned against delivered promoted plays per (market, surface) over the last
-28 reconciled days (`jobs.report.delivery`) and the score drift against the
-previous snapshot; and fair exposure per (market, surface): planned plays by
-artist size decile against eligible tracks, and the Gini coefficient
-(`jobs.report.exposure`). It is built from the published
+28 reconciled days (`jobs.report.delivery`), the score drift against the
+previous snapshot and each campaign's lift against the holdout with its 95%
+interval beside its before/after figure (`jobs.report.lift`); and fair
+exposure per (market, surface): planned plays by artist size decile against
+eligible tracks, and the Gini coefficient (`jobs.report.exposure`). It is
+built from the published
 tables and the manifest only, so it never contains user ids; every piece of
 text in it, plots included, goes through `html.escape`.
 """
@@ -32,6 +34,8 @@ from jobs import layout
 from jobs.manifest import Manifest
 from jobs.report import exposure
 from jobs.report.delivery import plot_planned_delivered
+from jobs.report.lift import COLUMNS as LIFT_COLUMNS
+from jobs.report.lift import plot_lift
 from jobs.report.plots import plot_capacity, plot_delivery, plot_drift, plot_scores
 from pipelines import storage
 
@@ -69,6 +73,8 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
     scores = _pandas(tables["promotion_scores"], SCORE_COLUMNS)
     delivery = _pandas(tables["campaign_delivery"], DELIVERY_COLUMNS)
     capacity = _pandas(tables["capacity"], CAPACITY_COLUMNS)
+    lift = (_pandas(tables["campaign_lift"], LIFT_COLUMNS) if "campaign_lift" in tables
+            else pd.DataFrame(columns=LIFT_COLUMNS))
     e = html.escape
     sid, score_date = manifest.snapshot_id, manifest.score_date.isoformat()
 
@@ -85,6 +91,7 @@ def render(manifest: Manifest, tables: dict, previous: tuple[str, Manifest] | No
                  *plot_planned_delivered(history, manifest.score_date)),
         _section("drift", "Score drift against the previous snapshot", *plot_drift(scores, previous)),
         _fair_exposure(_pandas(tables["promotion_scores"], exposure.SCORE_COLUMNS)),
+        _section("campaign-lift", "Campaign lift against the holdout", *plot_lift(lift)),
         _details(manifest, scores),
         _config(manifest),
     ]

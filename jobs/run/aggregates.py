@@ -2,9 +2,11 @@
 
 A day's aggregates are complete when `OUT/aggregates/dt=D/_SUCCESS` names a
 build folder (`build=<snapshot_id>`); `_SUCCESS.json`, written first, records
-the raw files that build was made from, so a run that reuses the build has the
-same run fingerprint as the run that built it, and the build's format version
-(`schemas.AGGREGATE_FORMAT_VERSION`; a build without one is format 1).
+the raw files that build was made from (engagement, and the exposure log when
+the day had one) and how its lift facts are sharded, so a run that reuses the
+build has the same run fingerprint as the run that built it, and the build's
+format version (`schemas.AGGREGATE_FORMAT_VERSION`; a build without one is
+format 1).
 """
 from __future__ import annotations
 
@@ -63,11 +65,25 @@ def stored_format(output_root: str, day: dt.date) -> int:
     return version if isinstance(version, int) and not isinstance(version, bool) else 1
 
 
-def mark_complete(output_root: str, day: dt.date, build_dir: str, sources: dict[str, str]) -> None:
+def exposures_built_from(output_root: str, day: dt.date) -> dict[str, str]:
+    """The exposure log files (-> fingerprint) the stored build of `day` read (empty: the day had none)."""
+    sources = _detail(output_root, day).get("exposure_sources")
+    return sources if isinstance(sources, dict) else {}
+
+
+def listener_shards(output_root: str, day: dt.date) -> int | None:
+    """How the stored build's lift facts are sharded; None when the build predates them."""
+    shards = _detail(output_root, day).get("listener_shards")
+    return shards if isinstance(shards, int) and not isinstance(shards, bool) else None
+
+
+def mark_complete(output_root: str, day: dt.date, build_dir: str, sources: dict[str, str],
+                  exposure_sources: dict[str, str] | None = None, listener_shards: int | None = None) -> None:
     """Make a build the day's aggregates: details first, then the marker."""
     root = layout.aggregates_day(output_root, day)
     build = build_dir.rstrip("/").rsplit("/", 1)[-1]
-    detail = {"build": build, "sources": sources, "format_version": AGGREGATE_FORMAT_VERSION,
+    detail = {"build": build, "sources": sources, "exposure_sources": exposure_sources or {},
+              "listener_shards": listener_shards, "format_version": AGGREGATE_FORMAT_VERSION,
               "built_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     storage.write_bytes(storage.join(root, layout.AGGREGATE_MARKER_DETAIL), json.dumps(detail, indent=2).encode())
     storage.write_bytes(storage.join(root, layout.AGGREGATE_MARKER), build.encode())

@@ -115,7 +115,7 @@ class DailyRun:
         self.prepare()
         done = self.reuse()
         if done is None:
-            metrics = self.run_pipeline()
+            metrics = self.metrics = self.run_pipeline()
             shares = self.check_bad_rows(metrics)
             self.keep_aggregates()
             entries, tables, gates = self.validate()
@@ -268,7 +268,9 @@ class DailyRun:
         runs may reuse them even if this snapshot is never published."""
         for bd in self.plan.build_days:
             aggregates.mark_complete(self.req.output_root, bd.day, bd.aggregate_dir,
-                                     {f: self.inputs["engagement"][f] for f in bd.engagement_files})
+                                     {f: self.inputs["engagement"][f] for f in bd.engagement_files},
+                                     {f: self.inputs["exposures"][f] for f in bd.exposure_files},
+                                     self.plan.listener_shards)
 
     def validate(self) -> tuple[dict[str, TableEntry], dict[str, pa.Table], list[GateResult]]:
         plan, req = self.plan, self.req
@@ -277,7 +279,7 @@ class DailyRun:
         self.previous = store.previous_snapshot(req.output_root, plan.score_date)
         expected = checks.expected_enrollment_keys(plan.enrollment_files, req.options.batch_rows)
         gates = suite.check_snapshot(tables, self.cfg, previous=self.previous, expected_keys=expected,
-                                     skip=req.options.skip_gates, for_date=plan.score_date)
+                                     skip=req.options.skip_gates, for_date=plan.score_date, metrics=self.metrics)
         for r in gates:
             if r.skipped:
                 self.progress(f"gate {r.name} skipped (--skip-gate): {'passed' if r.passed else 'FAILED'}, "
@@ -309,13 +311,18 @@ class DailyRun:
             config_sha256=self.cfg.sha256(), options=req.options.to_dict(),
             inputs=Inputs(
                 enrollments=self.inputs["enrollments"], engagement=self.inputs["engagement"],
+                exposures=self.inputs["exposures"],
                 aggregates=self.inputs["aggregates"], sources_by_day=self.sources,
                 built_days=[bd.day.isoformat() for bd in plan.build_days],
                 stored_days=[sd.day.isoformat() for sd in plan.stored_days],
                 missing_window_days=[d.isoformat() for d in plan.missing_days],
                 empty_days=[d.isoformat() for d in plan.empty_days],
                 legacy_aggregate_days=self.inputs.get("legacy_aggregate_days", []),
-                previous=previous_record(plan)),
+                previous=previous_record(plan),
+                exposure_days=[d.isoformat() for d in plan.exposure_input_days],
+                lift_days=[d.isoformat() for d in plan.lift_days]),
+            holdout={"salt": self.cfg.holdout_salt, "share": self.cfg.holdout_share,
+                     "function": "pipelines.holdout.is_in_holdout (jobs.serving re-exports it)"},
             tables=entries, validation=gates, metrics=metrics, bad_rows=shares,
             dead_letter_count=sum(v for k, v in metrics.items() if k.startswith("dead_lettered/")),
             dead_letters=plan.dead_letter_dir, beam_options=logs.redact_beam_args(req.beam_args)[0],

@@ -43,8 +43,13 @@ def source_fingerprints(plan: RunPlan, inputs: dict, output_root: str) -> dict[s
     by_day = {f"enrollments/{plan.as_of}": sorted(inputs["enrollments"].values())}
     for bd in plan.build_days:
         by_day[f"engagement/{bd.day}"] = sorted(inputs["engagement"][f] for f in bd.engagement_files)
+        if bd.exposure_files:
+            by_day[f"exposures/{bd.day}"] = sorted(inputs["exposures"][f] for f in bd.exposure_files)
     for sd in plan.stored_days:
         by_day[f"engagement/{sd.day}"] = sorted(aggregates.built_from(output_root, sd.day).values())
+        exposures = aggregates.exposures_built_from(output_root, sd.day)
+        if exposures:
+            by_day[f"exposures/{sd.day}"] = sorted(exposures.values())
     previous = inputs.get("previous_snapshot")
     if previous and previous["pulled_back_rows"]:   # the guardrail's hysteresis state is an input
         by_day[f"pulled_back/{previous['score_date']}"] = [previous["pulled_back_sha256"]]

@@ -21,11 +21,22 @@ from pipelines.beam.pipeline import BuildDay, PreviousSnapshot, RunPlan, StoredD
 from pipelines.config import Config
 from pipelines.contract import InputFileError
 from pipelines.scoring.signals import window_days
-from schemas import AGGREGATE_FORMAT_VERSION, ENGAGEMENT, ENROLLMENTS, schema_mismatches
+from schemas import AGGREGATE_FORMAT_VERSION, ENGAGEMENT, ENROLLMENTS, EXPOSURES, schema_mismatches
 
 PACING_LOOKBACK_DAYS = 31  # monthly flights: delivery to date needs up to a month
+MAX_FLIGHT_DAYS = 31  # monthly flights: the lift of a campaign looks back over its whole flight
 MIN_SHARDS = 16
 SHARD_INPUT_ROWS = 1_000_000  # raw events per aggregation shard, at most: a shard's memory stays bounded
+# Lift facts: a listener's shard is its key modulo this, the same on every day,
+# so the lift stage reads one shard's files of every day together. Changing it
+# makes the stored days' facts unusable (they are rebuilt from raw partitions).
+LISTENER_SHARDS = 16
+
+
+def lift_lookback_days(cfg: Config) -> int:
+    """Days of lift facts a run reads: the pre-period before a flight's first
+    selection, the flight, and the attribution windows after it."""
+    return cfg.lift_pre_days + MAX_FLIGHT_DAYS + cfg.lift_window_days
 
 
 class MissingInput(InputFileError):
@@ -44,7 +55,7 @@ def check_file_schema(uri: str, contract) -> int:
         schema, rows = footer.schema_arrow, footer.metadata.num_rows
     except Exception as e:
         raise InputFileError(f"{uri}: cannot be read as Parquet: {e}") from None
-    problems = schema_mismatches(contract.arrow(), schema)
+    problems = schema_mismatches(contract.arrow(), schema, contract.optional_names)
     if problems:
         raise InputFileError(f"{uri}: schema does not match the {contract.name} contract: "
                              + "; ".join(problems))
@@ -67,10 +78,11 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         raise MissingInput(f"no engagement partition for logs date {as_of}: {day_dir}/*.parquet not found"
                            + _hint(input_root, as_of))
 
-    needed = window_days(as_of, max(cfg.window_days, PACING_LOOKBACK_DAYS))
+    scoring = set(window_days(as_of, max(cfg.window_days, PACING_LOOKBACK_DAYS)))
+    needed = window_days(as_of, max(len(scoring), lift_lookback_days(cfg)))
     in_window = set(window_days(as_of, cfg.window_days))
-    build_days, stored_days, observed, missing, empty = [], [], [], [], []
-    inputs = {"enrollments": {}, "engagement": {}, "aggregates": {}}
+    build_days, stored_days, observed, missing, empty, exposure_days, lift_days = [], [], [], [], [], [], []
+    inputs = {"enrollments": {}, "engagement": {}, "aggregates": {}, "exposures": {}}
     enrolled_rows = 0
     scored_tracks = set()
     for f in enroll_files:
@@ -84,27 +96,27 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
 
     legacy = []
     for day in needed:
-        build = aggregates.stored_build(output_root, day) if (day != as_of and day not in rebuild) else None
-        files = None
-        if build and aggregates.stored_format(output_root, day) < AGGREGATE_FORMAT_VERSION:
+        files = (day_files if day == as_of
+                 else storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet"))
+        stored = (_stored_day(output_root, day, day in scoring, bool(files))
+                  if (day != as_of and day not in rebuild) else None)
+        if stored and aggregates.stored_format(output_root, day) < AGGREGATE_FORMAT_VERSION:
             # written by older code: rebuilt from the raw day when it is still there, else read as it is
-            files = storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet")
             if files:
-                build = None
+                stored = None
             else:
                 legacy.append(day)
-        if build:
-            base = storage.join(layout.aggregates_day(output_root, day), build)
-            tracks = storage.list_files(storage.join(base, "tracks"), ".parquet")
-            totals = storage.list_files(storage.join(base, "totals"), ".parquet")
-            stored_days.append(StoredDay(day, tracks, totals))
-            for f in tracks + totals:
+        if stored:
+            stored_days.append(stored)
+            for f in (stored.track_files + stored.totals_files if stored.for_scores else []):
                 inputs["aggregates"][f] = storage.fingerprint(f)
-            observed.append(day)
+            if stored.listener_files or stored.market_files:
+                lift_days.append(day)
+            if aggregates.exposures_built_from(output_root, day):
+                exposure_days.append(day)
+            if stored.for_scores:
+                observed.append(day)
             continue
-        if files is None:
-            files = (day_files if day == as_of
-                     else storage.list_files(layout.input_partition(input_root, "engagement", day), ".parquet"))
         if not files:
             if day in in_window:
                 missing.append(day)
@@ -121,11 +133,21 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
             continue
         for f in files:
             inputs["engagement"][f] = storage.fingerprint(f)
+        x_files = storage.list_files(layout.input_partition(input_root, "exposures", day), ".parquet")
+        for f in x_files:
+            check_file_schema(f, EXPOSURES)
+            inputs["exposures"][f] = storage.fingerprint(f)
+        if x_files:
+            exposure_days.append(day)
         build_dir = layout.aggregate_build(output_root, day, snapshot_id)
         build_days.append(BuildDay(day, files, build_dir,
                                    scratch_dir=storage.join(scratch, layout.day_dirname(day)),
-                                   shards=shards_for(rows), rows=rows, event_ids_dir=layout.event_ids_dir(build_dir)))
-        observed.append(day)
+                                   shards=shards_for(rows), rows=rows, event_ids_dir=layout.event_ids_dir(build_dir),
+                                   exposure_files=x_files, for_scores=day in scoring,
+                                   enrolled_tracks=_enrolled_tracks(input_root, day)))
+        lift_days.append(day)
+        if day in scoring:
+            observed.append(day)
     add_lookback(build_days, output_root, cfg.dedupe_lookback_days)
 
     plan = RunPlan(
@@ -136,6 +158,7 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
         scratch_dir=scratch, method=options.method, batch_rows=options.batch_rows, missing_days=sorted(missing),
         empty_days=sorted(empty), scored_tracks=sorted(scored_tracks),
         previous=previous_snapshot(output_root, as_of),
+        listener_shards=LISTENER_SHARDS, exposure_input_days=sorted(exposure_days), lift_days=sorted(lift_days),
     )
     check_missing_days(plan, cfg)
     guarded = guardrail_snapshot(output_root, as_of)
@@ -175,6 +198,38 @@ def previous_snapshot(output_root: str, as_of: dt.date) -> PreviousSnapshot | No
     return PreviousSnapshot(m.snapshot_id, m.score_date, plan_files=files.get("promotion_scores", []),
                             capacity_files=files["capacity"],
                             content={name: m.tables[name].content_sha256 for name in names if name in m.tables})
+
+
+def _stored_day(output_root: str, day: dt.date, for_scores: bool, raw_exists: bool) -> StoredDay | None:
+    """The stored aggregates of `day`, or None when it must be built from its raw
+    partition: no complete build, or (raw events at hand) a build whose lift
+    facts are missing or sharded otherwise than LISTENER_SHARDS."""
+    build = aggregates.stored_build(output_root, day)
+    if not build:
+        return None
+    if raw_exists and aggregates.listener_shards(output_root, day) != LISTENER_SHARDS:
+        return None
+    base = storage.join(layout.aggregates_day(output_root, day), build)
+    files = {part: storage.list_files(storage.join(base, part), ".parquet") for part in layout.AGGREGATE_PARTS}
+    lift_ok = aggregates.listener_shards(output_root, day) == LISTENER_SHARDS
+    return StoredDay(day, files["tracks"], files["totals"],
+                     listener_files=files["listeners"] if lift_ok else [],
+                     exposure_fact_files=files["exposures"] if lift_ok else [],
+                     market_files=files["market_listeners"] if lift_ok else [], for_scores=for_scores)
+
+
+def _enrolled_tracks(input_root: str, day: dt.date) -> list[str] | None:
+    """Tracks in that day's enrollment export: the day's lift facts keep only
+    these (its aggregates keep every track)."""
+    files = storage.list_files(layout.input_partition(input_root, "enrollments", day), ".parquet")
+    if not files:
+        return None
+    tracks = set()
+    for f in files:
+        check_file_schema(f, ENROLLMENTS)
+        col = pq.read_table(storage.open_input(f), columns=["track_id"]).column("track_id")
+        tracks.update(v for v in pc.unique(col).to_pylist() if v)
+    return sorted(tracks)
 
 
 def gap_days(missing: list[dt.date], observed: list[dt.date]) -> list[dt.date]:

@@ -45,6 +45,9 @@ def render(result: RunResult, warehouse: str) -> str:
                          if row.reconciled_planned > 0 else "nothing planned")
             lines.append(f"      {row.market} {row.surface:<9} {row.planned_total:>12,.1f} / "
                          f"{row.capacity:>12,.1f}  {share:6.1%}   gain {row.serving_gain:.3f}   {delivered}")
+    lift = result.tables["campaign_lift"].to_pandas() if "campaign_lift" in result.tables else None
+    if lift is not None:
+        lines.append("  campaign lift:    " + lift_line(lift))
     waits = {"publish lock": m.seconds.get("wait_publish_lock", 0.0), "warehouse": m.seconds.get("wait_warehouse", 0.0)}
     if any(v >= 0.5 for v in waits.values()):
         lines.append("  waited:           " + ", ".join(f"{v:.1f} s for the {k}" for k, v in waits.items() if v >= 0.5)
@@ -66,6 +69,21 @@ def render(result: RunResult, warehouse: str) -> str:
 def warning_lines(result: RunResult) -> list[str]:
     """What a person should look at (a warehouse to rebuild, ...), last, so it is seen."""
     return [f"WARNING: {w}" for w in result.warnings]
+
+
+def lift_line(lift) -> str:
+    """campaign_lift at a glance: rows by method, intervals that exclude 0, and
+    how far the before/after figure sits from the holdout lift."""
+    if lift.empty:
+        return "no campaign row has enough data yet"
+    itt = int((lift["method"] == "intent_to_treat").sum())
+    excludes = int(((lift["lift_low"] > 0) | (lift["lift_high"] < 0)).sum())
+    gap = (lift["historical_lift"] - lift["lift"]).mean()
+    return (f"{len(lift):,} rows ({len(lift) - itt:,} from exposures, {itt:,} intent-to-treat); {excludes:,} with "
+            f"a 95% interval excluding 0; historical minus holdout lift {gap:+.3f} on average"
+            if gap == gap else
+            f"{len(lift):,} rows ({len(lift) - itt:,} from exposures, {itt:,} intent-to-treat); {excludes:,} with "
+            f"a 95% interval excluding 0")
 
 
 def report_line(result: RunResult) -> str | None:

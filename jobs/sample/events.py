@@ -11,17 +11,24 @@ from jobs.sample.draws import (EPOCH, LUT_SIZE, US_PER_DAY, US_PER_HOUR, cdf, da
                                lut, lut_index, mix, month_add, month_key, pow15)
 from jobs.sample.supply import DayPlan, day_plan
 from jobs.sample.world import (BAD_SURFACES, DUPLICATE_SHARE, N_PROMO, SURFACE_DICT, SURFACE_SAVE_MULT32,
-                               Enrollments, World, active_for_day)
-from schemas import ALL_SURFACES, ENGAGEMENT
+                               Enrollments, World, active_for_day, holdout_users)
+from schemas import ALL_SURFACES, ENGAGEMENT, EXPOSURES
 
 
-def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float,
-                   plan: DayPlan | None = None) -> tuple[pa.Table, dict]:
+def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: float, holdout: bool = False,
+                   plan: DayPlan | None = None) -> tuple[pa.Table, dict, pa.Table | None]:
     """One UTC day of engagement rows (resent duplicates and bad rows included),
     in arrival order: about n organic plays on an average day, as the planted
     supply (`jobs.sample.supply`) has them on day d, plus the promoted plays
     of `plan` (default: the day's active campaigns boosting a quarter of an
-    enrolled track's plays on its enrolled surfaces)."""
+    enrolled track's plays on its enrolled surfaces).
+
+    With `holdout`: every row carries its listener's holdout flag, and
+    serving's exposure log of that day comes with it: one row per promotion
+    decision, `treated` for a promoted play and `ghost` for a holdout
+    listener's play that would have been promoted (it stays, organic).
+    Without: the engagement has no holdout column (as before the holdout
+    existed) and there is no exposure log (None)."""
     rng = np.random.default_rng([w.seed, 1, d.toordinal()])
     pair_camp, pair_surf = active_for_day(w, e, d)
     plan = plan if plan is not None else day_plan(w, n, d, pair_camp, pair_surf)
@@ -77,6 +84,18 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     surface = surface[order]
     campaign = campaign[order]
     del order
+    user = (w.user_offset[market] + (w.user_pool[market] * pow15(uniform(n0))).astype(np.int32)).astype(np.int32)
+    # the holdout (the default config's salt and share): serving never boosts a holdout listener, it
+    # logs a ghost exposure and the play stays, organic
+    held = holdout_users(w, d)[user] if holdout else np.zeros(n0, dtype=bool)
+    decided = np.flatnonzero(campaign >= 0)
+    decided_campaign = campaign[decided].copy()
+    ghost = held[decided]
+    campaign[decided[ghost]] = -1
+    lead = np.random.default_rng([w.seed, 6, d.toordinal()]).integers(1_000_000, 120_000_000, len(decided))
+    exposed = dict(ts=ts[decided] - lead,  # decided just before the play (own generator: plays as before)
+                   user=user[decided], track=track[decided], market=market[decided].copy(),
+                   surface=surface[decided].copy(), campaign=decided_campaign, ghost=ghost)
     cat = np.flatnonzero(track < w.n_cat)
     cat_pair = w.pair_of[track[cat] * markets + market[cat]]
     promoted = campaign >= 0
@@ -100,7 +119,6 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
                          np.where(uniform(n0) < 0.65, duration, 30_000.0 + u * (duration - 30_000.0)))
     ms_played = ms_played.astype(np.int64)
     del u
-    user = (w.user_offset[market] + (w.user_pool[market] * pow15(uniform(n0))).astype(np.int32)).astype(np.int32)
 
     salt = np.uint64(mix(np.array([w.seed], dtype=np.uint64), 64)[0])
     ev = mix((np.uint64(day_days) << np.uint64(32)) | np.arange(n0, dtype=np.uint64), 64) ^ salt
@@ -142,8 +160,11 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
         "saved": pa.array(saved),
         "promoted": pa.array(campaign >= 0),
         "campaign_id": e.campaign_ids.take(pa.array(np.maximum(campaign, 0), mask=campaign < 0)),
+        "holdout": pa.array(held),
     }
-    regular = pa.Table.from_arrays([cols[c] for c in ENGAGEMENT.names], schema=ENGAGEMENT.arrow())
+    names = [c for c in ENGAGEMENT.names if holdout or c != "holdout"]
+    regular = pa.Table.from_arrays([cols[c] for c in names], schema=pa.schema(
+        [ENGAGEMENT.arrow().field(c) for c in names]))
     table = pa.concat_tables([regular, regular.take(pa.array(src))])
 
     enrolled_now = np.zeros(len(w.pair_track), dtype=bool)
@@ -151,5 +172,22 @@ def events_for_day(w: World, e: Enrollments, d: dt.date, n: int, bad_row_share: 
     enrolled_now[e.enr_pair[months]] = True
     stats = {"events": n0 + n_dup, "duplicates": n_dup, "bad_rows": n_bad, "promoted": int(promoted.sum()),
              "enrolled_plays": int(enrolled_now[cat_pair].sum()),
-             "expected": plan.surface_totals(w.pair_market, markets)}
-    return table, stats
+             "expected": plan.surface_totals(w.pair_market, markets), "exposures": len(decided),
+             "ghost_exposures": int(exposed["ghost"].sum())}
+    return table, stats, _exposure_table(w, e, ev[decided], exposed) if holdout else None
+
+
+def _exposure_table(w: World, e: Enrollments, event_ids: np.ndarray, x: dict) -> pa.Table:
+    order = np.argsort(x["ts"], kind="stable")
+    xid = mix(event_ids[order] ^ np.uint64(0x5EED_E4B0_5E00_0001), 64)
+    cols = {
+        "exposure_id": hex_strings("x", xid, 16),
+        "event_ts": pa.array(x["ts"][order], type=pa.int64()).view(pa.timestamp("us", tz="UTC")),
+        "user_id": w.user_dict.take(pa.array(x["user"][order])),
+        "track_id": w.track_dict.take(pa.array(x["track"][order])),
+        "campaign_id": e.campaign_ids.take(pa.array(x["campaign"][order])),
+        "market": w.market_dict.take(pa.array(x["market"][order])),
+        "surface": SURFACE_DICT.take(pa.array(x["surface"][order])),
+        "arm": pa.array(np.where(x["ghost"][order], "ghost", "treated")),
+    }
+    return pa.Table.from_arrays([cols[c] for c in EXPOSURES.names], schema=EXPOSURES.arrow())

@@ -34,6 +34,14 @@ What is planted, so tests and analysts can check the pipeline against it:
   each month start inside the world (12% of the campaign tracks, half of them
   released in the three weeks before; never in an export before), so
   `--events-per-day` is the organic plays of an average day;
+* with `holdout=True` (`oasis sample --holdout`), the promotion holdout of
+  `pipelines.holdout` with the default config's salt and share: every play
+  carries its listener's `holdout` flag, a holdout listener's would-be
+  promoted play stays organic, and serving's exposure log (`exposures/`) has a
+  `treated` row per promoted play and a `ghost` row per play held back
+  (the campaign lift here is not planted as a known figure;
+  `jobs.simulate.lift_world` plants lifts). Without it the
+  engagement files have no holdout column, as before the holdout existed;
 * resent duplicate events (~0.5%, exact copies arriving a bit later) and
   contract-breaking rows at ``--bad-row-share``: unknown surface, negative
   ms_played, malformed market (lower case or alpha-3), event_ts days away from
@@ -43,6 +51,7 @@ Layout written under ``out``::
 
     enrollments/dt=YYYY-MM-DD/part-00000.parquet   (one per day: the full export)
     engagement/dt=YYYY-MM-DD/part-NNNNN.parquet    (<= 1M rows a file, 128k row groups)
+    exposures/dt=YYYY-MM-DD/part-00000.parquet     (with holdout=True)
     truth/tracks.parquet                           (per (track, market, surface): planted rates, decay, ...)
     truth/weekday.parquet                          (per (market, surface, weekday): the factor)
     truth/holidays.parquet                         (per (market, day): the lift)
@@ -68,6 +77,8 @@ from jobs.sample.supply import SupplyParams
 from jobs.sample.world import (DICTIONARY_COLUMNS, MARKETS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE, build_enrollments,
                                build_world, export_for_day, surface_days_table, truth_tables)
 from pipelines.errors import OasisError, UsageError
+
+EXPOSURE_DICTIONARY_COLUMNS = ["user_id", "track_id", "campaign_id", "market", "surface", "arm"]
 
 
 class SampleError(UsageError, ValueError):
@@ -186,13 +197,15 @@ def _differences(old: dict, new: dict) -> str:
 
 def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, seed: int,
                    end_date: dt.date, bad_row_share: float = 0.002, markets: int = 6,
-                   progress: bool = True, overwrite: bool = False, supply: SupplyParams = SupplyParams()) -> dict:
+                   progress: bool = True, overwrite: bool = False, supply: SupplyParams = SupplyParams(),
+                   holdout: bool = False) -> dict:
     """Write a synthetic world of `days` days ending on `end_date` under the local folder `out`.
 
     A folder already holding the same world, intact, is left as it is (the
     summary says `reused`); any other non-empty folder is refused unless
     `overwrite` (see `prepare_folder`: files sample did not write are never
-    deleted). `supply`: the planted supply model (weekday factors, decay, ...)."""
+    deleted). `supply`: the planted supply model (weekday factors, decay, ...);
+    `holdout`: the promotion holdout and serving's exposure log (above)."""
     if days < 1:
         raise SampleError("days must be >= 1")
     if not 10 <= tracks <= 100_000:
@@ -213,6 +226,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                  "end_date": end_date.isoformat(), "bad_row_share": bad_row_share, "markets": markets}
     if supply != SupplyParams():  # a planted supply model of a test's own
         arguments["supply"] = repr(supply)
+    if holdout:
+        arguments["holdout"] = True
     same = prepare_folder(out, arguments, overwrite)
     if same is not None:
         return same
@@ -227,7 +242,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
         _write(table, os.path.join(out, "truth", f"{name}.parquet"), True)
     expected = []
 
-    totals = {"events": 0, "duplicates": 0, "bad_rows": 0, "promoted": 0, "enrolled_plays": 0}
+    totals = {"events": 0, "duplicates": 0, "bad_rows": 0, "promoted": 0, "enrolled_plays": 0, "exposures": 0,
+              "ghost_exposures": 0}
     enrollment_rows = 0
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -235,7 +251,7 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
             t_day = time.monotonic()
             d = first_day + dt.timedelta(days=i)
             export = export_for_day(e, d)
-            events, stats = events_for_day(w, e, d, events_per_day, bad_row_share)
+            events, stats, exposures = events_for_day(w, e, d, events_per_day, bad_row_share, holdout)
             for f in pending:            # at most one day being written while the next is generated
                 f.result()
             pending = []
@@ -252,6 +268,12 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
                 part = events.slice(bounds[j], bounds[j + 1] - bounds[j])
                 pending.append(pool.submit(_write, part, os.path.join(folder, f"part-{j:05d}.parquet"),
                                            DICTIONARY_COLUMNS))
+            if exposures is not None:
+                record.add(f"exposures/dt={d.isoformat()}/part-00000.parquet")
+                folder = os.path.join(out, "exposures", f"dt={d.isoformat()}")
+                os.makedirs(folder, exist_ok=True)
+                pending.append(pool.submit(_write, exposures, os.path.join(folder, "part-00000.parquet"),
+                                           EXPOSURE_DICTIONARY_COLUMNS))
             enrollment_rows += export.num_rows
             expected.append(stats["expected"])
             for k in totals:
@@ -288,6 +310,8 @@ def generate_world(out: str, *, days: int, tracks: int, events_per_day: int, see
         "duplicate_events": totals["duplicates"],
         "bad_rows": totals["bad_rows"],
         "promoted_plays": totals["promoted"],
+        "exposures": totals["exposures"],
+        "ghost_exposures": totals["ghost_exposures"],
         "enrolled_play_share": round(totals["enrolled_plays"] / max(totals["events"], 1), 4),
         "seconds": round(time.monotonic() - started, 2),
     }

@@ -13,6 +13,8 @@ import pyarrow as pa
 from jobs.sample.draws import (EPOCH, US_PER_DAY, US_PER_HOUR, cdf, day_start_us, draw, hex_strings, ids, lut, mix,
                                month_add, month_key, near_month_end, zipf_weights)
 from jobs.sample.supply import Supply, SupplyParams, build_supply, finish_supply
+from pipelines import holdout
+from pipelines.config import Config
 from schemas import ALL_SURFACES, ENROLLMENT_STATUSES, ENROLLMENTS, PROMOTION_SURFACES
 
 MARKETS = (
@@ -342,6 +344,23 @@ def active_for_day(w: World, e: Enrollments, d: dt.date) -> tuple[np.ndarray, np
     pair_camp[e.enr_pair[active]] = e.enr_campaign[active]
     pair_surf[e.enr_pair[active]] = e.enr_surfaces[active]
     return pair_camp, pair_surf
+
+
+def holdout_users(w: World, d: dt.date) -> np.ndarray:
+    """Per listener of the pool: in the holdout in d's month, by `pipelines.holdout`
+    with the default config's salt and share (what `oasis run` checks against).
+    Computed once per month."""
+    month = holdout.month_number(d)
+    cache = w.__dict__.setdefault("_holdout", {})
+    if month not in cache:
+        if "_user_keys" not in w.__dict__:
+            w._user_keys = holdout.listener_keys(w.user_dict)
+            w._user_market = w.market_dict.take(pa.array(
+                np.repeat(np.arange(len(w.codes)), w.user_pool).astype(np.int32)))
+        cfg = Config()
+        cache[month] = holdout.in_holdout_keys(w._user_keys, w._user_market, np.full(len(w._user_keys), month),
+                                               cfg.holdout_salt, cfg.holdout_share)
+    return cache[month]
 
 
 def truth_tables(w: World) -> dict[str, pa.Table]:

@@ -40,6 +40,7 @@ Extension points (the campaign-lift issue: holdout listeners, exposures):
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ import pyarrow.compute as pc
 
 from jobs.sample.draws import EPOCH, hex_strings, mix
 from jobs.sample.events import events_for_day
+from jobs.sample.supply import day_plan
 from jobs.sample.world import Enrollments, World, active_for_day
 from jobs.simulate.truth import Truth
 from pipelines import contract
@@ -133,11 +135,14 @@ class ServedDay:
 
 
 def organic_events(w: World, e: Enrollments, day: dt.date, events_per_day: int, bad_row_share: float) -> pa.Table:
-    """The sample world's plays of `day` without any promotion: its promoted
-    plays are organic plays labelled promoted, so clearing the label gives the
-    plays without a boost. (A generator that adds promoted plays on top of the
-    organic ones instead must be asked for none here, not have them relabelled.)"""
-    table, _ = events_for_day(w, e, day, events_per_day, bad_row_share)
+    """The sample world's plays of `day` without any promotion: the sample
+    generator adds promoted plays on top of the organic ones, so it is asked
+    for the day's plan with none (`jobs.sample.supply.day_plan`); the labels are
+    cleared as well, so no play arrives promoted whatever the generator does."""
+    pair_camp, pair_surf = active_for_day(w, e, day)
+    plan = day_plan(w, events_per_day, day, pair_camp, pair_surf)
+    plan = dataclasses.replace(plan, promoted=np.zeros_like(plan.promoted))
+    table, _, _ = events_for_day(w, e, day, events_per_day, bad_row_share, plan=plan)
     i_promoted, i_campaign = table.schema.get_field_index("promoted"), table.schema.get_field_index("campaign_id")
     table = table.set_column(i_promoted, table.schema.field(i_promoted),
                              pa.array(np.zeros(table.num_rows, dtype=bool)))
@@ -223,8 +228,8 @@ def _incremental_rows(table: pa.Table, src: np.ndarray, campaign: np.ndarray, e:
     day_num = np.uint64((day - EPOCH).days)
     ids = hex_strings("s", mix((day_num << np.uint64(32)) | np.arange(k, dtype=np.uint64), 64), 16)
     ts = rows.column("event_ts").cast(pa.int64()).to_numpy() + rng.integers(5 * US, 120 * US, k)
-    cols = {name: rows.column(name) for name in ENGAGEMENT.names}
+    cols = {name: rows.column(name) for name in table.column_names}  # the day's columns (no holdout flag here)
     cols.update({"event_id": ids, "event_ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
                  "promoted": pa.array(np.ones(k, dtype=bool)),
                  "campaign_id": e.campaign_ids.take(pa.array(np.maximum(campaign, 0), mask=campaign < 0))})
-    return pa.Table.from_arrays([cols[c] for c in ENGAGEMENT.names], schema=table.schema)
+    return pa.Table.from_arrays([cols[c] for c in table.column_names], schema=table.schema)

@@ -26,6 +26,10 @@ from schemas import OUTPUTS
 
 log = logging.getLogger(__name__)
 
+# Output tables added after the first snapshots were published: a manifest that
+# does not list one is from before it existed, and reads as an empty table.
+ADDED_LATER = ("campaign_lift",)
+
 
 # ----------------------------------------------------------------- tables ---
 def content_sha256(table: pa.Table, key: list[str]) -> str:
@@ -113,9 +117,14 @@ def file_problems(folder: str, manifest: Manifest) -> list[str]:
 
 
 def read_snapshot_tables(folder: str, manifest: Manifest) -> dict[str, pa.Table]:
-    """The output tables of a published snapshot, from the files its manifest lists."""
-    return {name: read_table_files([layout.listed_file(folder, f.path) for f in t.files], name)
-            for name, t in manifest.tables.items() if name in OUTPUTS}
+    """The output tables of a published snapshot, from the files its manifest
+    lists (a table ADDED_LATER that an older manifest lacks reads empty)."""
+    tables = {name: read_table_files([layout.listed_file(folder, f.path) for f in t.files], name)
+              for name, t in manifest.tables.items() if name in OUTPUTS}
+    for name in ADDED_LATER:
+        if name not in manifest.tables:
+            tables[name] = OUTPUTS[name].empty()
+    return tables
 
 
 # --------------------------------------------------------------- manifest ---

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from jobs.manifest import Manifest
 from pipelines.errors import OasisError
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, PRICES, PROMOTION_SCORES
+from schemas import CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, DELIVERY_RECONCILIATION, PRICES, PROMOTION_SCORES
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
 _LITERAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")  # what may go into SQL as a quoted literal
 
-WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION)
+WAREHOUSE_TABLES = (PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION, CAMPAIGN_LIFT)
 # Days a table's rows lie before the snapshot's score date (its partition in a publish).
 PARTITION_LAG_DAYS = {DELIVERY_RECONCILIATION.name: 1}
 # Tables a snapshot written before they existed lacks: publishing it (a rollback) leaves them as they are.

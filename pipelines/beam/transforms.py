@@ -45,10 +45,7 @@ class CheckContractFn(beam.DoFn):
 
     def process(self, element):
         (file_index, batch_index, uri), table = element
-        if self.source == "engagement":
-            reasons = contract.check_engagement(table, self.day, self.slack_hours)
-        else:
-            reasons = contract.check_enrollments(table)
+        reasons = contract.check_batch(self.source, table, self.day, self.slack_hours)
         good, dead = contract.split_good_bad(table, reasons, day=self.day, source=self.source,
                                              source_file=uri, good_columns=self.keep)
         self.read_count.inc(table.num_rows)

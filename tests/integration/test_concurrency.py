@@ -61,7 +61,8 @@ def test_two_runs_of_the_same_date_at_once_leave_one_valid_publish(raced):
     try:
         for name in inv.TABLES:
             n, ids = con.execute(f"SELECT count(*), list(DISTINCT snapshot_id) FROM {name}_latest").fetchone()
-            assert n == new[serving][1]["tables"][name]["rows"] and ids == [serving], name
+            rows = new[serving][1]["tables"][name]["rows"]
+            assert n == rows and (ids or []) == ([serving] if rows else []), name  # campaign_lift may be empty
         total = con.execute("SELECT count(*) FROM promotion_scores").fetchone()[0]
         assert total == new[serving][1]["tables"]["promotion_scores"]["rows"]  # no duplicates
         reg = con.execute("SELECT snapshot_id FROM snapshots ORDER BY score_date DESC, created_at DESC").fetchall()

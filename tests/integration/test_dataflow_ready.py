@@ -220,7 +220,7 @@ def test_portable_runner_gives_the_same_snapshot_as_the_direct_runner(world, tmp
     direct, portable = _manifest(tmp_path / "direct"), _manifest(tmp_path / "portable")
     assert portable["beam_options"][0] == "--runner=PortableRunner"
     for name, t in direct["tables"].items():
-        assert t["rows"] > 0
+        assert t["rows"] > 0 or name == "campaign_lift"  # no flight has 10 days in the logs of this world
         assert (portable["tables"][name]["rows"], portable["tables"][name]["content_sha256"]) == (
             t["rows"], t["content_sha256"]), name
     assert portable["metrics"] == direct["metrics"] and direct["metrics"]["dead_lettered/engagement/" + DAY.isoformat()] > 0

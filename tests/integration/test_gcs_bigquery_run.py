@@ -55,6 +55,15 @@ ANALYSTS_DOC = ROOT / "docs" / "analysts.md"
 DAY = worlds.END
 SD = DAY + dt.timedelta(days=1)  # the score date of a run with --date DAY
 TABLES = (*OUTPUTS, SNAPSHOTS.name)
+MAY_BE_EMPTY = ("campaign_lift",)  # no flight has 10 days in the logs of this small world
+
+
+def at_date(rows: int, sid: str, day) -> dict:
+    """What a table holds for one score date in the warehouse: {day: (rows, (snapshot id,))}, or
+    nothing for a table without rows."""
+    return {day: (rows, (sid,))} if rows else {}
+
+
 KEYS = {t: ", ".join(OUTPUTS[t].key) for t in OUTPUTS} | {"snapshots": "snapshot_id"}
 
 
@@ -297,7 +306,7 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     scratch = {b.name.split("/")[2] for b in cloud.gcs().list_blobs(cloud.bucket, prefix="out/_scratch/")}
     assert scratch == {LIVE_RUN}
     for name, t in m["tables"].items():
-        assert t["rows"] > 0 and t["rows"] == sum(f["rows"] for f in t["files"])
+        assert (t["rows"] > 0 or name in MAY_BE_EMPTY) and t["rows"] == sum(f["rows"] for f in t["files"])
         for f in t["files"]:
             assert prefix + f["path"] in names
             data = storage.read_bytes(storage.join(folder, f["path"]))
@@ -305,8 +314,9 @@ def test_a_real_process_publishes_to_the_bucket_and_bigquery(cloud, first):
     # BigQuery: the date's rows, the registry row and the views
     counts = cloud.counts()
     for name in OUTPUTS:
-        assert counts[name] == {day_of(name, SD): (m["tables"][name]["rows"], (sid,))}, name
-        assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
+        assert counts[name] == at_date(m["tables"][name]["rows"], sid, day_of(name, SD)), name
+        if name not in MAY_BE_EMPTY:
+            assert cloud.sql(f"SELECT DISTINCT snapshot_id FROM {name}_latest") == [{"snapshot_id": sid}]
     (reg,) = cloud.table_rows("snapshots")
     assert reg["snapshot_id"] == sid and reg["manifest_uri"] == manifest_uri(cloud, m)
     assert reg["promotion_scores_rows"] == m["tables"]["promotion_scores"]["rows"]
@@ -328,6 +338,8 @@ def test_a_backfilled_older_date_leaves_latest_and_the_views_on_the_newest(cloud
     assert cloud.latest() == f"score_date={SD}/{a}"  # a backfill never moves LATEST back
     counts = cloud.counts()
     for name in OUTPUTS:
+        if name in MAY_BE_EMPTY and not counts[name]:
+            continue
         assert counts[name][day_of(name, DAY)] == (backfill["tables"][name]["rows"], (b,)), name
         assert counts[name][day_of(name, SD)][1] == (a,), name
         # created later, but of an older date: the views stay on the newest date
@@ -348,6 +360,8 @@ def test_force_replaces_the_date_without_duplicating_it(cloud, first, forced):
     for name in OUTPUTS:
         if name != "delivery_reconciliation":  # its rows are the plan's and the logs': B's plan added rows
             assert {d: n for d, (n, _) in after[name].items()} == {d: n for d, (n, _) in before[name].items()}
+        if name in MAY_BE_EMPTY and not after[name]:
+            continue
         # the date now holds only the new snapshot; the other date is untouched
         assert after[name][day_of(name, SD)] == (c["tables"][name]["rows"], (sid,))
         assert after[name][day_of(name, DAY)] == before[name][day_of(name, DAY)]
@@ -406,7 +420,9 @@ def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, b
     for name, sql in queries:
         answers[name] = got = bq.query(sql).to_pylist()
         want = duck.query(sql).to_pylist()
-        assert got, f"{name}: no rows on BigQuery"
+        # no campaign has 10 days of flight in this world: the campaign_lift queries are checked on rows
+        # in test_warehouse_bigquery.py::test_same_answers_as_duckdb
+        assert got or "campaign_lift" in sql, f"{name}: no rows on BigQuery"
         assert _same_rows(got, want), f"{name}:\nBigQuery {got[:3]}\nDuckDB   {want[:3]}"
     # the history spans both loaded dates; "today" is the forced snapshot
     assert {r["score_date"] for r in answers["score_history_of_a_track"]} == {DAY, SD}

@@ -1,7 +1,13 @@
 """Privacy: no listener id, nor anything derived from one listener's id, leaves
-the run except in the dead letters; no secret from the environment or the Beam
-options lands in the manifest, the outputs, the logs, the run records, the
-metrics or the lineage events.
+the run except in the dead letters and the lift facts; no secret from the
+environment or the Beam options lands in the manifest, the outputs, the logs,
+the run records, the metrics or the lineage events.
+
+The lift facts (OUT/aggregates/dt=D/build=ID/{listeners,exposures}/) must follow
+a listener across days, so they carry a 64-bit listener key
+(`pipelines.holdout.listener_keys`): never the id, nor an md5/sha digest of it,
+and nowhere else: no snapshot table, warehouse table, report or log holds a
+per-listener row.
 
 One real `oasis --log-level DEBUG run` on a sample world, with a fake
 GOOGLE_APPLICATION_CREDENTIALS file, fake secrets in the environment, and fake
@@ -24,8 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support import invariants as inv
+from pipelines import holdout
 from tests.support import worlds
+from tests.support import invariants as inv
 
 SECRETS = {
     "s3_secret": "FAKE-S3-SECRET-9c1f0e7d2b",
@@ -44,7 +51,7 @@ FORBIDDEN_COLUMN_WORDS = ("user", "listener_id", "uid")
 @pytest.fixture(scope="module")
 def privacy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("privacy")
-    world = worlds.make_world(str(root / "world"), days=4, tracks=60, events_per_day=3000, markets=2)
+    world = worlds.make_world(str(root / "world"), days=4, tracks=60, events_per_day=3000, markets=2, holdout=True)
     creds = root / "fake-service-account-creds.json"
     creds.write_text(json.dumps({"type": "service_account", "private_key_id": "fake",
                                  "private_key": SECRETS["private_key"], "client_email": "x@example.invalid"}))
@@ -72,7 +79,26 @@ def privacy_run(tmp_path_factory):
     for u in users:
         for h in (hashlib.md5, hashlib.sha1, hashlib.sha256):
             derived.add(h(u.encode()).hexdigest())
-    return dict(out=out, proc=proc, failed=failed, users=users, derived=derived, creds=str(creds), lineage=lineage)
+    keys = set(holdout.as_int64(holdout.listener_keys(pa.array(sorted(users)))).tolist())
+    return dict(out=out, proc=proc, failed=failed, users=users, derived=derived, keys=keys, creds=str(creds),
+                lineage=lineage)
+
+
+LIFT_FACTS = ("listeners", "exposures")  # the folders of a build that may hold listener keys
+
+
+def _in_lift_facts(out: str, path: str) -> bool:
+    parts = os.path.relpath(path, out).split(os.sep)
+    return parts[0] == "aggregates" and len(parts) >= 4 and parts[2].startswith("build=") and parts[3] in LIFT_FACTS
+
+
+def _keys_in(path: str) -> set[int]:
+    t = pq.read_table(path)
+    found = set()
+    for name in t.column_names:
+        if pa.types.is_integer(t.schema.field(name).type):
+            found |= set(t.column(name).to_pylist())
+    return found
 
 
 def _found(text: str, needles) -> list[str]:
@@ -117,15 +143,24 @@ def test_the_run_published(privacy_run):
 
 def test_no_listener_id_in_any_output_but_the_dead_letters(privacy_run):
     out, users, derived = privacy_run["out"], privacy_run["users"], privacy_run["derived"]
-    problems, scanned = [], 0
+    keys = privacy_run["keys"]
+    problems, scanned, facts_with_keys = [], 0, 0
     for dirpath, _, files in os.walk(out):
         if os.path.relpath(dirpath, out).split(os.sep)[0] == "dead_letters":
             continue
         for f in files:
-            problems += _leaks(os.path.join(dirpath, f), users, derived)
+            path = os.path.join(dirpath, f)
+            problems += _leaks(path, users, derived)
             scanned += 1
+            if path.endswith(".parquet"):
+                found = _keys_in(path) & keys
+                if _in_lift_facts(out, path):
+                    facts_with_keys += bool(found)
+                elif found:
+                    problems.append(f"{path}: {len(found)} listener keys outside the lift facts")
     assert scanned > 10
     assert not problems, "\n".join(problems)
+    assert facts_with_keys > 0  # the key detector does find the keys where they are kept
 
     # the detector does find listener ids where they are allowed (dead letters
     # keep the rejected rows whole), so the empty result above means something
@@ -134,7 +169,7 @@ def test_no_listener_id_in_any_output_but_the_dead_letters(privacy_run):
 
 
 def test_no_listener_id_in_the_warehouse(privacy_run):
-    out, users, derived = privacy_run["out"], privacy_run["users"], privacy_run["derived"]
+    out, users, derived, keys = privacy_run["out"], privacy_run["users"], privacy_run["derived"], privacy_run["keys"]
     con = duckdb.connect(os.path.join(out, "warehouse.duckdb"), read_only=True)
     try:
         relations = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
@@ -151,6 +186,9 @@ def test_no_listener_id_in_the_warehouse(privacy_run):
             hits = _found(text, users) + _found(text, derived)
             if hits:
                 problems.append(f"warehouse {name}: listener ids {hits[:3]}")
+            for col in t.column_names:
+                if pa.types.is_integer(t.schema.field(col).type) and set(t.column(col).to_pylist()) & keys:
+                    problems.append(f"warehouse {name}.{col}: listener keys")
         assert not problems, "\n".join(problems)
     finally:
         con.close()

@@ -27,6 +27,7 @@ from PIL import Image
 from jobs.cli import main as cli
 from jobs.manifest import Manifest
 from jobs.report import html as report
+from jobs.report import lift as report_lift
 from jobs.report import plots as report_plots
 from jobs.run import summary
 from jobs.snapshots import store as publish
@@ -331,6 +332,48 @@ def test_delivery_plot_highlights_shortfalls():
     assert f"style='fill:{report_plots.SHORT}' class='tick'>c-short</text>" in short_svg
     assert not _marks(met_svg, "short") and report_plots.SHORT not in met_svg
     assert "short of the floor" not in met_svg
+
+
+LIFT_ROWS = pd.DataFrame({
+    "campaign_id": ["c-big", "c-none", "c-small"], "market": "XX", "surface": ["radio", "mixes", "all"],
+    "method": ["exposures", "exposures", "intent_to_treat"], "exposed_listeners_treated": [9000, 4000, 2000],
+    "exposed_listeners_holdout": [1000, 450, 220], "lift": [0.31, -0.02, 0.12], "lift_low": [0.2, -0.15, -0.1],
+    "lift_high": [0.43, 0.12, 0.4], "historical_lift": [0.55, 0.2, None],
+    "incremental_streams": [2500.0, -30.0, 60.0]})
+
+
+def _with_lift(tables: dict) -> dict:
+    return {**tables, "campaign_lift": pa.Table.from_pandas(LIFT_ROWS)}
+
+
+def test_lift_plot_draws_each_row_with_its_interval_and_historical_figure():
+    html = report.render(_manifest(), _with_lift(_tiny_tables(0.0)), None)
+    svg = _plots(html)["campaign-lift"]
+    dots = _marks(svg, "lift")
+    assert len(dots) == 3                      # one per row, the most exposed listeners first
+    cx = [float(d["cx"]) for d in sorted(dots, key=lambda d: int(d["data-row"]))]
+    assert cx[0] > cx[2] > cx[1]               # 0.31 > 0.12 > -0.02, on one linear axis
+    lines = re.findall(r"<line class='interval' x1='([0-9.]+)' y1='[0-9.]+' x2='([0-9.]+)'", svg)
+    assert all(float(a) < c < float(b) for (a, b), c in zip(lines, cx))
+    assert svg.count("class='mark historical'") == 2       # none where the before/after is null
+    assert "3 campaign rows with a lift (1 intent-to-treat, no exposure log); 1 with an interval that excludes 0" \
+        in html
+    assert "<td>c-big</td><td>XX</td><td>radio</td><td>exposures</td>" in html and "+31.0%" in html
+    empty = report.render(_manifest(), _tiny_tables(0.0), None)
+    assert "id='plot-campaign-lift'" not in empty and "no campaign has enough data for a lift yet" in empty
+
+
+def test_lift_plot_renders_in_headless_chromium(tmp_path):
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("chromium not installed (CI installs it via .ci/run)")
+    html = report.render(_manifest(), _with_lift(_tiny_tables(0.0)), None)
+    probe = {p["id"]: p for p in _probe(binary, html, tmp_path, "probe-lift")}
+    assert probe["plot-campaign-lift"]["marks"] == 3 + 2      # dots and historical diamonds
+    (page := tmp_path / "lift.html").write_text(html, encoding="utf-8")
+    screen = _screenshot(binary, page, tmp_path / "lift.png", tmp_path / "profile-lift")
+    region = _region(screen, probe["plot-campaign-lift"])
+    assert _near(region, report_lift.LIFT) > 60 and _near(region, report_lift.HISTORICAL) > 20
 
 
 def test_report_failure_is_recorded_not_fatal(tmp_path, monkeypatch):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -9,7 +12,8 @@ import pytest
 from jobs.warehouse.base import WarehouseError, partition_date
 from jobs.warehouse.bigquery import BigQueryWarehouse
 from jobs.warehouse.duckdb import DuckDBWarehouse
-from schemas import CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, OUTPUTS, PRICES, PROMOTION_SCORES, SNAPSHOTS
+from schemas import (CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, DELIVERY_RECONCILIATION, OUTPUTS, PRICES,
+                     PROMOTION_SCORES, SNAPSHOTS)
 
 pytestmark = pytest.mark.emulator
 
@@ -63,6 +67,10 @@ def snapshot(score_date: dt.date, snapshot_id: str, variant: int = 0, tracks: in
         DELIVERY_RECONCILIATION.name: _rows(DELIVERY_RECONCILIATION, [
             dict(track_id=f"t{k}", market=m, surface=s) for m, s in cells for k in range(tracks)],
             score_date - dt.timedelta(days=1), snapshot_id, variant),
+        CAMPAIGN_LIFT.name: _rows(CAMPAIGN_LIFT, [dict(campaign_id=f"c{k}", market=m, surface=s, method="exposures",
+                                                       licensor_id=f"l{k}")
+                                                  for m, s in cells for k in range(2)], score_date, snapshot_id,
+                                  variant),
     }
     registry = {
         "snapshot_id": snapshot_id,
@@ -112,8 +120,9 @@ def test_publish_loads_every_table(bq_env):
     assert staging_tables(bq_env) == []
     names = {t.table_id for t in bq_env.client().list_tables(f"{bq_env.project}.{bq_env.dataset}")}
     assert names == {"promotion_scores", "campaign_delivery", "capacity", "prices", "delivery_reconciliation",
-                     "snapshots", "promotion_scores_latest", "campaign_delivery_latest", "capacity_latest",
-                     "prices_latest", "delivery_reconciliation_latest", "fair_exposure"}
+                     "campaign_lift", "snapshots", "promotion_scores_latest", "campaign_delivery_latest",
+                     "capacity_latest", "prices_latest", "delivery_reconciliation_latest", "campaign_lift_latest",
+                     "fair_exposure"}
 
 
 def test_republishing_a_date_replaces_it(bq_env):
@@ -388,6 +397,27 @@ def test_same_answers_as_duckdb(bq_env, tmp_path):
         assert bq.query(sql).to_pylist() == duck.query(sql).to_pylist(), sql
     latest = bq.query(queries[0]).to_pylist()
     assert latest and {r["snapshot_id"] for r in latest} == {"s3"}
+    # the analysts' campaign_lift queries (docs/analysts.md), on rows: the end-to-end run's world has no
+    # campaign with 10 days of flight, so they are checked here
+    lift_queries = [(n, q) for n, q in analyst_queries() if "campaign_lift" in q]
+    assert {n for n, _ in lift_queries} >= {"lift_by_campaign", "lift_by_licensor", "lift_by_artist_size"}
+    for name, sql in lift_queries:
+        got, want = bq.query(sql).to_pylist(), duck.query(sql).to_pylist()
+        assert got, f"{name}: no rows on BigQuery"
+        assert _same(got, want), f"{name}:\nBigQuery {got[:3]}\nDuckDB   {want[:3]}"
+
+
+def analyst_queries() -> list[tuple[str, str]]:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "analysts.md").read_text()
+    return [(name, sql) for sql, name in re.findall(r"```sql\n(-- name: ([A-Za-z0-9_]+)\n.*?)```", doc, re.S)]
+
+
+def _same(x: list[dict], y: list[dict]) -> bool:
+    """Equal rows, floats to 1e-9 (the two engines may round a sum differently in the last bit)."""
+    return len(x) == len(y) and all(
+        a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-9)
+                                     if isinstance(a[k], float) and isinstance(b[k], float) else a[k] == b[k]
+                                     for k in a) for a, b in zip(x, y))
 
 
 def test_a_rollback_moves_the_current_snapshot_and_removes_pulled_rows(bq_env, tmp_path):

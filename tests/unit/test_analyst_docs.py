@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import (CAMPAIGN_DELIVERY, CAPACITY, DELIVERY_RECONCILIATION, FORECAST_ACCURACY, PRICES,
+from schemas import (CAMPAIGN_DELIVERY, CAMPAIGN_LIFT, CAPACITY, DELIVERY_RECONCILIATION, FORECAST_ACCURACY, PRICES,
                      PROMOTION_SCORES, SNAPSHOTS)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
@@ -26,7 +26,7 @@ def documented_columns(table: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("table", [PROMOTION_SCORES, CAMPAIGN_DELIVERY, CAPACITY, PRICES, DELIVERY_RECONCILIATION,
-                                   SNAPSHOTS, FORECAST_ACCURACY],
+                                   CAMPAIGN_LIFT, SNAPSHOTS, FORECAST_ACCURACY],
                          ids=lambda t: t.name)
 def test_every_column_is_documented_with_its_type(table):
     want = [(f.name, BQ_TYPE[f.type] + (", null" if f.nullable else "")) for f in table.fields]
@@ -39,5 +39,5 @@ def test_example_queries_are_named_and_unqualified():
     assert len(names) == len(set(names)) >= 3
     for b in blocks:
         assert "`" not in b and not re.search(
-            r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|delivery_reconciliation|snapshots|"
-            r"forecast_accuracy)\b", b)
+            r"\b\w+\.\w*(promotion_scores|campaign_delivery|capacity|delivery_reconciliation|campaign_lift|"
+            r"snapshots|forecast_accuracy)\b", b)

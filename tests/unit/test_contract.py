@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract import (InputFileError, check_engagement, check_enrollments, conform_batch,
-                                latest_enrollments, split_good_bad)
-from schemas import DEAD_LETTERS, ENGAGEMENT, ENROLLMENTS
+from pipelines.contract import (InputFileError, check_batch, check_engagement, check_enrollments, check_exposures,
+                                conform_batch, latest_enrollments, split_good_bad)
+from schemas import DEAD_LETTERS, ENGAGEMENT, ENROLLMENTS, EXPOSURES
 
 UTC = dt.timezone.utc
 DAY = dt.date(2024, 5, 10)
@@ -20,7 +20,7 @@ SLACK = 6.0
 def event(**over):
     row = dict(event_id="e1", event_ts=dt.datetime(2024, 5, 10, 12, 0, tzinfo=UTC), user_id="u1",
                track_id="t1", market="US", surface="radio", ms_played=120_000, duration_ms=200_000,
-               skipped=False, saved=False, promoted=False, campaign_id=None)
+               skipped=False, saved=False, promoted=False, campaign_id=None, holdout=None)
     row.update(over)
     return row
 
@@ -214,6 +214,45 @@ def test_conform_batch_casts_compatible_types_and_drops_extra_columns():
     assert out.column_names == ENGAGEMENT.names
     assert [f.type for f in out.schema] == [f.type for f in ENGAGEMENT.arrow()]
     assert out.to_pylist() == [event()]
+
+
+def test_conform_batch_reads_a_missing_holdout_column_as_nulls():
+    """An engagement file written before the holdout existed has no `holdout`
+    column: it keeps the contract, and the flag reads as null (= false)."""
+    old = events([event(), event(event_id="e2")]).drop_columns(["holdout"])
+    out = conform_batch(old, ENGAGEMENT, "old.parquet")
+    assert out.column_names == ENGAGEMENT.names
+    assert out.column("holdout").to_pylist() == [None, None]
+    assert check_engagement(out, DAY, SLACK).to_pylist() == [None, None]
+
+
+def exposure(**over):
+    row = dict(exposure_id="x1", event_ts=dt.datetime(2024, 5, 10, 12, 0, tzinfo=UTC), user_id="u1",
+               track_id="t1", campaign_id="c1", market="US", surface="radio", arm="treated")
+    row.update(over)
+    return row
+
+
+@pytest.mark.parametrize("over, reason", [
+    (dict(), None),
+    (dict(arm="ghost"), None),
+    (dict(exposure_id=None), "null_exposure_id"),
+    (dict(campaign_id=None), "null_campaign_id"),
+    (dict(exposure_id=""), "empty_exposure_id"),
+    (dict(user_id=""), "empty_user_id"),
+    (dict(track_id=""), "empty_track_id"),
+    (dict(campaign_id=""), "empty_campaign_id"),
+    (dict(market="us"), "malformed_market"),
+    (dict(surface="search"), "unknown_surface"),    # exposures are decisions on promotion surfaces only
+    (dict(arm="control"), "unknown_arm"),
+    (dict(arm="Treated"), "unknown_arm"),
+    (dict(event_ts=dt.datetime(2024, 5, 12, 12, 0, tzinfo=UTC)), "event_ts_outside_partition"),
+])
+def test_exposure_rules(over, reason):
+    schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in EXPOSURES.arrow()])
+    t = pa.Table.from_pylist([exposure(exposure_id="ok"), exposure(**over)], schema=schema)
+    assert check_exposures(t, DAY, SLACK).to_pylist() == [None, reason]
+    assert check_batch("exposures", t, DAY, SLACK).to_pylist() == [None, reason]
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -123,15 +123,45 @@ ENGAGEMENT_CONTRACT = [
     ("saved", pa.bool_(), False),
     ("promoted", pa.bool_(), False),
     ("campaign_id", pa.string(), True),
+    ("holdout", pa.bool_(), True),
+]
+
+EXPOSURES_CONTRACT = [
+    ("exposure_id", pa.string(), False),
+    ("event_ts", pa.timestamp("us", tz="UTC"), False),
+    ("user_id", pa.string(), False),
+    ("track_id", pa.string(), False),
+    ("campaign_id", pa.string(), False),
+    ("market", pa.string(), False),
+    ("surface", pa.string(), False),
+    ("arm", pa.string(), False),
 ]
 
 
 @pytest.mark.parametrize("table, contract", [
     (schemas.ENROLLMENTS, ENROLLMENTS_CONTRACT),
     (schemas.ENGAGEMENT, ENGAGEMENT_CONTRACT),
+    (schemas.EXPOSURES, EXPOSURES_CONTRACT),
 ])
 def test_inputs_match_design_section_3(table, contract):
     assert [(f.name, f.type, f.nullable) for f in table.arrow()] == contract
+
+
+def test_only_the_holdout_flag_may_be_absent_from_an_input_file():
+    """DESIGN §3: `engagement.holdout` may be missing from older partitions
+    (it reads as null, i.e. false); every other input column is required."""
+    assert schemas.ENGAGEMENT.optional_names == ["holdout"]
+    assert schemas.ENROLLMENTS.optional_names == [] and schemas.EXPOSURES.optional_names == []
+    full = schemas.ENGAGEMENT.arrow()
+    older = pa.schema([f for f in full if f.name != "holdout"])
+    assert schemas.schema_mismatches(full, older, schemas.ENGAGEMENT.optional_names) == []
+    # without the optional list the same file is a mismatch (the old behaviour), and a
+    # required column stays required
+    assert schemas.schema_mismatches(full, older) == ["missing column 'holdout'"]
+    no_saved = pa.schema([f for f in full if f.name != "saved"])
+    assert schemas.schema_mismatches(full, no_saved, ["holdout"]) == ["missing column 'saved'"]
+    with pytest.raises(ValueError, match="must be nullable"):
+        schemas.Field("x", "bool", optional=True)
 
 
 def test_input_keys_and_vocabularies_match_design():
@@ -140,7 +170,9 @@ def test_input_keys_and_vocabularies_match_design():
     assert set(schemas.PROMOTION_SURFACES) == {"radio", "autoplay", "mixes"}
     assert set(schemas.ALL_SURFACES) == {"radio", "autoplay", "mixes", "search", "playlist", "library", "other"}
     assert set(schemas.ENROLLMENT_STATUSES) == {"active", "paused", "cancelled"}
-    assert set(schemas.INPUTS) == {"enrollments", "engagement"}
+    assert set(schemas.INPUTS) == {"enrollments", "engagement", "exposures"}
+    assert schemas.EXPOSURES.key == ("exposure_id",)
+    assert set(schemas.ARMS) == {"treated", "ghost"}
 
 
 # ------------------------------------------------------------ DESIGN §5 ---
@@ -161,6 +193,10 @@ DELIVERY_RECONCILIATION_CONTRACT = [
     "track_id", "market", "surface", "planned_promoted_plays", "boost_probability", "realised_promoted_plays",
     "ratio",
 ]
+CAMPAIGN_LIFT_CONTRACT = [
+    "campaign_id", "market", "surface", "exposed_listeners_treated", "exposed_listeners_holdout", "lift",
+    "lift_low", "lift_high", "historical_lift", "method",
+]
 
 
 @pytest.mark.parametrize("name, contract", [
@@ -168,6 +204,7 @@ DELIVERY_RECONCILIATION_CONTRACT = [
     ("campaign_delivery", CAMPAIGN_DELIVERY_CONTRACT),
     ("capacity", CAPACITY_CONTRACT),
     ("delivery_reconciliation", DELIVERY_RECONCILIATION_CONTRACT),
+    ("campaign_lift", CAMPAIGN_LIFT_CONTRACT),
 ])
 def test_outputs_carry_design_section_5_columns(name, contract):
     table = schemas.OUTPUTS[name]
@@ -195,15 +232,19 @@ ADDED_LATER = {
     "campaign_delivery": [],
     "prices": [],
     "delivery_reconciliation": [],
+    "campaign_lift": [],
 }
 
 
 def test_output_nullability_and_partitioning():
     # Only `reason` may be null (it is null when the row is eligible) among the first columns, and, where a
-    # value does not exist, a ratio (and the plan's campaign and snapshot) where nothing was planned; then the
-    # columns added later, at the end (nullable: rows loaded before them have none); every output is
-    # partitioned by score_date, which therefore is REQUIRED.
-    allowed = {"promotion_scores": ["reason"], "delivery_reconciliation": ["ratio", "campaign_id", "plan_snapshot_id"]}
+    # value does not exist, a ratio (and the plan's campaign and snapshot) where nothing was planned, and in
+    # campaign_lift what an intent-to-treat row or a missing pre-period cannot measure; then the columns
+    # added later, at the end (nullable: rows loaded before them have none); every output is partitioned by
+    # score_date, which therefore is REQUIRED.
+    allowed = {"promotion_scores": ["reason"], "delivery_reconciliation": ["ratio", "campaign_id", "plan_snapshot_id"],
+               "campaign_lift": ["historical_lift", "first_exposure_date", "new_listeners_treated",
+                                 "new_listeners_holdout", "streams_per_day_before", "streams_per_day_after"]}
     for table in schemas.OUTPUTS.values():
         nullable = [f.name for f in table.fields if f.nullable]
         later = ADDED_LATER[table.name]
@@ -215,3 +256,4 @@ def test_output_nullability_and_partitioning():
     assert schemas.CAPACITY.key == ("score_date", "market", "surface")
     assert schemas.CAMPAIGN_DELIVERY.key == ("score_date", "campaign_id", "market", "surface")
     assert schemas.DELIVERY_RECONCILIATION.key == ("score_date", "track_id", "market", "surface")
+    assert schemas.CAMPAIGN_LIFT.key == ("score_date", "campaign_id", "market", "surface")
