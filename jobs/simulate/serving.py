@@ -54,7 +54,7 @@ from jobs.sample.supply import day_plan
 from jobs.sample.world import Enrollments, World, active_for_day
 from jobs.simulate.truth import Truth
 from pipelines import contract
-from schemas import ENGAGEMENT, PROMOTION_SURFACES
+from schemas import PROMOTION_SURFACES
 
 N_PROMO = len(PROMOTION_SURFACES)
 US = 1_000_000
