@@ -42,7 +42,7 @@ from jobs.report.delivery import delivery_history
 from jobs.run import aggregates, fingerprint, preflight, scratch
 from jobs.run.options import RunOptions
 from jobs.run.plan import make_plan
-from jobs.run.publish import latest_covers, reserved
+from jobs.run.publish import latest_covers, latest_same_run, reserved
 from jobs.run.publish import publish as publish_snapshot
 from jobs.snapshots import pulls, repair, store
 from jobs.warehouse.backends import open_warehouse
@@ -206,6 +206,9 @@ class DailyRun:
         if found is None:
             return None
         folder, existing = found
+        serving_it = latest_same_run(req.output_root, req.score_date, self.fingerprint)
+        if serving_it is not None:  # the one LATEST serves, not a race's loser with the same content
+            folder, existing = serving_it
         logs.bind(snapshot_id=existing.snapshot_id)
         covered = latest_covers(req.output_root, req.score_date, self.fingerprint)
         if not req.move_latest or (covered and self.in_warehouse(existing)):

@@ -35,8 +35,8 @@ def publish_lock(output_root: str, progress=lambda message: None, holder: str = 
     wait is announced through `progress`, naming the process that holds it."""
     return store.publish_lock(
         output_root, holder=holder,
-        on_wait=lambda who, timeout_s: progress(f"waiting for the publish lock of {output_root} (up to "
-                                                f"{timeout_s:.0f} s): held by {who}"))
+        on_wait=lambda who, timeout_s: progress(f"waiting for the publish lock, held by {who} (the lock of "
+                                                f"{output_root}; waiting up to {timeout_s:.0f} s)"))
 
 
 @contextlib.contextmanager

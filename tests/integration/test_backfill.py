@@ -17,6 +17,8 @@ import duckdb
 import pytest
 
 from jobs.cli import main as cli
+from jobs.manifest import FORMAT_VERSION
+from schemas import AGGREGATE_FORMAT_VERSION
 from tests.support import worlds
 
 START, END = "2026-11-22", "2026-11-24"  # logs-up-to dates; the world holds 2026-11-19 .. 2026-11-24
@@ -97,7 +99,7 @@ def test_backfill_publishes_each_date_and_leaves_latest_on_the_newest(first):
     for prev, m in zip(ms, ms[1:]):
         held = worlds.table(worlds.snapshot_dirs(out)[ms.index(prev)], "promotion_scores")["pulled_back"].sum()
         assert (f"pulled_back/{prev['score_date']}" in m["inputs"]["sources_by_day"]) == bool(held)
-    assert m["aggregate_format_version"] == 2 and m["format_version"] == 3
+    assert m["aggregate_format_version"] == AGGREGATE_FORMAT_VERSION and m["format_version"] == FORMAT_VERSION
     # aggregates: each day built from raw once in the whole backfill
     assert [m["inputs"]["built_days"] for m in ms] == [
         ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"], ["2026-11-23"], ["2026-11-24"]]

@@ -46,6 +46,8 @@ NOT_RUN_PREFIXES = {
     "oasis run --date 2026-11-24 --input gs://BUCKET/oasis/in": "needs a Google Cloud project (Dataflow, a bucket, "
                                                                "BigQuery); tests/integration/test_dataflow_ready.py "
                                                                "builds the same job offline",
+    "oasis serving sync --output gs://B/oasis": "needs a Google Cloud bucket and a serving host's folder; the "
+                                               "local sync above is the same code",
 }
 
 

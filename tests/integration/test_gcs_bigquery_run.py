@@ -416,6 +416,8 @@ def test_analyst_queries_answer_the_same_on_bigquery_and_duckdb(cloud, forced, b
     duck.replace_range(FORECAST_ACCURACY, dt.date.fromisoformat(doc["start"]), dt.date.fromisoformat(doc["end"]),
                        accuracy)
     bq = BigQueryWarehouse.from_uri(cloud.warehouse)
+    (current,) = [r.snapshot_id for r in bq.registry()[0] if r.is_current]  # the one the cloud's LATEST serves
+    duck.set_current(current, [])
     answers = {}
     for name, sql in queries:
         answers[name] = got = bq.query(sql).to_pylist()

@@ -76,7 +76,7 @@ def test_a_damaged_latest_is_read_with_a_warning_and_repaired(two, out, damage):
     code, text, err = oasis("snapshots", "gc", "--keep", "0", "--output", out)
     assert code == 0 and "deleted 0 snapshot(s)" in text and no_traceback(err)
     with pytest.raises(serving.NoValidSnapshot):
-        serving.load_latest(out)
+        serving.load_latest(out, allow_stale=True)  # a world of past dates: only the damage may refuse it
     keep = os.path.join(out, "keep-me")
     shutil.copytree(out, keep, ignore=shutil.ignore_patterns("keep-me"))
 
@@ -107,7 +107,7 @@ def test_a_manifest_of_the_wrong_shape_is_skipped_with_a_warning(two, out, doc):
     assert code == 1 and "is DAMAGED, not fit to serve" in err and no_traceback(err)
     code, text, err = oasis("snapshots", "gc", "--keep", "0", "--grace-minutes", "0", "--output", out)
     assert code == 0 and "which has no manifest: keeping every snapshot" in text and os.path.exists(path)
-    loaded = serving.load_latest(out)
+    loaded = serving.load_latest(out, allow_stale=True)  # a world of past dates
     assert loaded.snapshot_id == two.s1["snapshot_id"] and "cannot be read" in loaded.fell_back_from[0][1]
 
 
@@ -177,14 +177,15 @@ def test_a_zero_row_enrollments_export_is_one_clear_line(two, tmp_path):
 
 def test_explain_json_into_a_closed_pipe_exits_quietly(two):
     """`oasis explain --json | head -0`: main printed a BrokenPipeError traceback.
-    Now the command stops quietly with the shell's code for a closed pipe (141)."""
+    Now the command stops quietly with exit 0: the reader went away and nothing
+    is wrong (a `set -o pipefail` script piping to `head` keeps going)."""
     t = pq.read_table(glob.glob(os.path.join(snap(two.out, two.s2), "promotion_scores", "*.parquet"))[0]).to_pylist()[0]
     proc = subprocess.Popen(inv.cli_args("explain", "--date", two.s2["score_date"], "--track", t["track_id"],
                                          "--market", t["market"], "--output", two.out, "--json"),
                             cwd=inv.ROOT, env=inv.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141 and err == "", err
+    assert proc.wait(timeout=120) == 0 and err == "", err
 
 
 def test_the_input_walker_does_not_follow_a_symlinked_folder(two, tmp_path):

@@ -201,7 +201,7 @@ def test_a_snapshot_from_before_campaign_lift_is_served_with_it_empty(out):
     shutil.rmtree(os.path.join(newer, "campaign_lift"))
     with open(path, "w") as f:
         json.dump(doc, f)
-    snap = serving.load_latest(out)
+    snap = serving.load_latest(out, today=TODAY)
     assert snap.fell_back_from == [] and snap.tables["campaign_lift"].num_rows == 0
     assert snap.tables["promotion_scores"].num_rows == doc["tables"]["promotion_scores"]["rows"]
     with pytest.raises(serving.NoValidSnapshot, match="no holdout salt"):
@@ -210,4 +210,4 @@ def test_a_snapshot_from_before_campaign_lift_is_served_with_it_empty(out):
     doc["tables"]["campaign_lift"] = listed
     with open(path, "w") as f:
         json.dump(doc, f)
-    assert serving.load_latest(out).snapshot_id != snap.snapshot_id
+    assert serving.load_latest(out, today=TODAY).snapshot_id != snap.snapshot_id

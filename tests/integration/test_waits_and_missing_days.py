@@ -92,7 +92,7 @@ def test_a_run_says_who_it_waits_for_and_records_how_long(world, lenient, tmp_pa
         db_holder.wait(timeout=30)
     assert result.status == "published"
     text = "\n".join(said)
-    assert f"held by pid {lock_holder.pid} held by the test" in text
+    assert f"held by pid {lock_holder.pid} on " in text and "(held by the test)" in text
     assert f"PID {db_holder.pid} (" in text and "has it open (an analyst's DuckDB session? close it)" in text
     assert "waited" in text and "for the publish lock" in text and "for the warehouse duckdb://" in text
     seconds = result.manifest.seconds

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from jobs.snapshots import store as publish
+from jobs.warehouse.base import partition_date
 from schemas import OUTPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -147,7 +148,9 @@ def warehouse_state(out: str, score_date: str) -> tuple[str | None, list[str]]:
         ids = {}
         tables = {}
         for name in TABLES:
-            t = _arrow(con, f'SELECT * FROM "{name}" WHERE score_date = ?', [dt.date.fromisoformat(score_date)])
+            # a lagging table holds a snapshot's rows under an earlier date (delivery_reconciliation: the day before)
+            day = partition_date(OUTPUTS[name], dt.date.fromisoformat(score_date))
+            t = _arrow(con, f'SELECT * FROM "{name}" WHERE score_date = ?', [day])
             tables[name] = t
             ids[name] = set(t.column("snapshot_id").to_pylist())
             key = ", ".join(f'"{k}"' for k in OUTPUTS[name].key)  # quoted: `constraint` is a keyword
