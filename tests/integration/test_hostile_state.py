@@ -6,32 +6,19 @@ previous main (its docstring says what happened there)."""
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import shutil
 import subprocess
-from contextlib import redirect_stderr, redirect_stdout
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import serving
-from jobs.cli import main as cli
 from tests.support import invariants as inv
 from tests.support import worlds
-from tests.support.lifecycle import LOGS2, agreement_problems, two_snapshots
-
-
-def oasis(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli.main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+from tests.support.lifecycle import LOGS2, agreement_problems, oasis, two_snapshots
 
 
 def no_traceback(*texts: str) -> bool:

@@ -12,31 +12,26 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import io
 import os
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 
 import luigi
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main as cli
 from jobs.luigi_tasks import DailyScores
 from jobs.warehouse.duckdb import DuckDBWarehouse
 from tests.support import invariants as inv
 from tests.support import worlds
-from tests.support.lifecycle import LOGS1, LOGS2, agreement_problems, current, two_snapshots, warehouse
-
-
-def oasis(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli.main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+from tests.support.lifecycle import (
+    LOGS1,
+    LOGS2,
+    agreement_problems,
+    current,
+    oasis,
+    two_snapshots,
+    warehouse,
+)
 
 
 def one_error_line(err: str, command: str) -> str:

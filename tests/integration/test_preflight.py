@@ -6,29 +6,16 @@ warehouse without credentials; and a held warehouse file or publish lock made
 the run wait in silence."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from jobs.cli import main as cli
 from jobs.snapshots import store
 from tests.support import invariants as inv
-from tests.support.lifecycle import two_snapshots
-
-
-def oasis(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli.main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+from tests.support.lifecycle import oasis, two_snapshots
 
 
 @pytest.fixture(scope="module")

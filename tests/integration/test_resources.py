@@ -11,32 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import os
 import shutil
 import subprocess
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
 from jobs import layout
-from jobs.cli import main as cli
 from jobs.snapshots import store
 from pipelines import storage
 from tests.support import invariants as inv
 from tests.support import worlds
-from tests.support.lifecycle import LOGS2, agreement_problems, two_snapshots
-
-
-def oasis(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli.main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+from tests.support.lifecycle import LOGS2, agreement_problems, oasis, two_snapshots
 
 
 def one_error_line(err: str, command: str = "oasis run") -> str:

@@ -7,12 +7,15 @@ S1: logs 2026-11-23, score date 2026-11-24; S2: logs 2026-11-24, score date
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
 import duckdb
 
+from jobs.cli import main as cli
 from tests.support import invariants as inv
 from tests.support import worlds
 
@@ -73,3 +76,14 @@ def agreement_problems(out: str) -> list[str]:
     problems += [] if flagged == [sid] else [f"registry marks {flagged} current, LATEST is {sid}"]
     problems += [] if current(out) == [sid] else [f"*_latest views show {current(out)}, LATEST is {sid}"]
     return problems
+
+
+def oasis(*args: str) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
