@@ -150,16 +150,26 @@ def test_the_docs_commands_run_on_the_sample_world(repo):
     assert "A RUN WOULD PROCEED" in validated or "VALID" in validated
 
 
+# Queries that run here but find no row in this walk's outputs, and where they are checked on rows.
+EMPTY_HERE = {
+    "delivery_by_campaign": "the walk publishes 2026-11-24 first, then backfills the days before it, so no "
+                            "day's plan was published before its logs were reconciled; test_gcs_bigquery_run's "
+                            "forced rerun reconciles a plan and runs every query there",
+    **{q: "no flight has 10 days of logs with a holdout in this short world; "
+          "test_warehouse_bigquery.py::test_same_answers_as_duckdb runs them on rows"
+       for q in ("lift_by_campaign", "lift_by_licensor", "lift_by_artist_size", "lift_history_of_a_campaign")},
+}
+
+
 def test_the_analysts_queries_return_rows_on_the_sample_world(repo):
     con = duckdb.connect(str(repo / "data" / "out" / "warehouse.duckdb"), read_only=True)
     try:
         blocks = sql_blocks(ROOT / "docs" / "analysts.md")
-        assert len(blocks) >= 5
-        for name, sql in blocks:
-            rows = con.sql(sql).fetchall()
-            assert rows, f"analysts.md query {name} returns no row on the sample world"
+        assert len(blocks) >= 5 and set(EMPTY_HERE) <= {name for name, _ in blocks}
+        empty = {name for name, sql in blocks if not con.sql(sql).fetchall()}
     finally:
         con.close()
+    assert empty <= set(EMPTY_HERE), f"analysts.md queries return no row on the sample world: {sorted(empty)}"
 
 
 def test_the_example_track_is_enrolled_in_us_in_the_sample_world(repo):

@@ -143,9 +143,10 @@ def test_a_normal_day_passes_every_gate_and_records_them(normal, base):
 
 # ----------------------------------------------------- gates from inputs ---
 def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_path, capsys):
-    # the campaign system's export loses 55% of its tracks on the second day
-    # (not more: with fewer tracks sharing the same capacity the scores really
-    # shift, and score_drift rightly fails too, as it does at 60% on this world)
+    # the campaign system's export loses 55% of its tracks on the second day. With
+    # fewer tracks sharing the same capacity the remaining scores really shift, and
+    # score_drift rightly fails too on this world: this test is about row_count, so
+    # the drift threshold is raised out of the way (drift has tests of its own)
     def lose_most(t: pa.Table) -> pa.Table:
         tracks = sorted(set(t.column("track_id").to_pylist()))
         keep = pa.array(tracks[: int(len(tracks) * 0.45)])
@@ -153,8 +154,9 @@ def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_pa
 
     w = _rewrite_enrollments(world, str(tmp_path / "w"), DAY, lose_most)
     out = _copy_output(base, tmp_path)
+    cfg = _config(tmp_path, "gate_max_score_psi = 100.0\n")
     capsys.readouterr()
-    assert run("--date", DAY.isoformat(), "--input", w, "--output", out) == 1
+    assert run("--date", DAY.isoformat(), "--input", w, "--output", out, "--config", cfg) == 1
     err = capsys.readouterr().err
     doc = _assert_failed_only(out, base, err, {"row_count"})
     rc = _by_name(doc["validation"])["row_count"]
@@ -162,7 +164,8 @@ def test_row_count_gate_quarantines_then_skip_gate_publishes(world, base, tmp_pa
     assert os.path.isdir(doc["dead_letters"])  # dead letters are kept where they were
 
     # an engineer checked it by hand: --skip-gate publishes, and the manifest says so
-    assert run("--date", DAY.isoformat(), "--input", w, "--output", out, "--skip-gate", "row_count") == 0
+    assert run("--date", DAY.isoformat(), "--input", w, "--output", out, "--config", cfg,
+               "--skip-gate", "row_count") == 0
     captured = capsys.readouterr()
     err = captured.err
     assert "gate row_count skipped" in err

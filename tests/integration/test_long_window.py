@@ -9,13 +9,14 @@ with the pipeline.
 * delivered_to_date counts the promoted plays from the flight start, which lies
   before the window, to the logs date, and nothing before the flight (catches a
   pacing that only sees the window, or that counts days before the flight);
-* the run plans exactly the look-back: the 31 days back from the logs date
-  are aggregated, the older days of the world are not read.
+* the run plans exactly its look-back: the days back from the logs date that
+  the lift reads (`jobs.run.plan.lift_lookback_days`, longer than the 31-day
+  pacing look-back), within the world, are aggregated.
 
-A day's events count for the tracks of that day's enrollment export only
-(`jobs.run.plan._enrolled_tracks`: the daily aggregates keep those tracks), so
-the oracle applies the same rule; a track that joins the program mid-window
-has signals only from the days it was enrolled (2 of the world's 50 tracks).
+The daily aggregates hold every track's plays (aggregate format 2), and the
+scores read those of the tracks in the logs date's enrollment export, so a
+track that joins the program mid-window has its whole window's signals: the
+oracle applies the same rule.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.run.plan import lift_lookback_days
 from pipelines.config import Config
 from tests.support import worlds
 
@@ -34,26 +36,25 @@ pytestmark = pytest.mark.timeout(600)  # the first test builds and runs the sess
 
 D = worlds.LONG_END
 CFG = Config()
-LIVE_REASONS = {None, "too_new", "too_few_plays", "listeners_dislike"}  # rows whose campaign is live there
+LIVE_REASONS = {None, "too_new", "too_few_plays", "listeners_dislike", "promoted_plays_disliked"}  # campaign live there
 
 
 def _raw(world: str, first: dt.date, last: dt.date, as_of: dt.date = D) -> pd.DataFrame:
     """Per (track, market, surface): events of the dt partitions first..last of the
-    tracks in that day's enrollment export, exact resent copies counted once per
+    tracks in the logs date's enrollment export, exact resent copies counted once per
     partition (what the pipeline dedupes)."""
     sql = f"""
         WITH ev AS (
             SELECT DISTINCT * FROM read_parquet('{world}/engagement/dt=*/*.parquet', hive_partitioning = true)
         ), enrolled AS (
-            SELECT DISTINCT CAST(dt AS DATE) AS day, track_id
-            FROM read_parquet('{world}/enrollments/dt=*/*.parquet', hive_partitioning = true)
+            SELECT DISTINCT track_id FROM read_parquet('{world}/enrollments/dt={as_of}/*.parquet')
         )
         SELECT ev.track_id, market, surface, count(*) AS plays,
                sum(skipped::INT) AS skips, sum(saved::INT) AS saves,
                sum(power(0.5, date_diff('day', CAST(dt AS DATE), DATE '{as_of}') / {CFG.half_life_days}))
                    AS weighted,
                sum(promoted::INT) AS promoted
-        FROM ev JOIN enrolled ON enrolled.day = CAST(ev.dt AS DATE) AND enrolled.track_id = ev.track_id
+        FROM ev JOIN enrolled ON enrolled.track_id = ev.track_id
         WHERE CAST(dt AS DATE) BETWEEN DATE '{first}' AND DATE '{last}'
           AND surface IN ('radio', 'autoplay', 'mixes')
         GROUP BY ALL
@@ -74,11 +75,14 @@ def test_the_world_is_longer_than_the_window_and_the_look_back(long_world, secon
     assert worlds.LONG_DAYS > max(CFG.window_days, 31)
     m = second["manifest"]
     assert m["dead_letter_count"] == 0  # every raw row keeps the contract: the oracle below needs no filter
-    # exactly the 31-day look-back was aggregated from raw; the older days were not read
-    assert m["inputs"]["built_days"] == [(D - dt.timedelta(days=i)).isoformat() for i in range(30, -1, -1)]
+    # exactly the look-back was aggregated from raw: the lift's, within the world (the scores' 31 days inside it)
+    back = min(lift_lookback_days(CFG), worlds.LONG_DAYS)
+    assert lift_lookback_days(CFG) > 31
+    want = [(D - dt.timedelta(days=i)).isoformat() for i in range(back - 1, -1, -1)]
+    assert m["inputs"]["built_days"] == want
     assert m["inputs"]["stored_days"] == [] and m["inputs"]["missing_window_days"] == []
     read_days = {f.split("/dt=")[1].split("/")[0] for f in m["inputs"]["engagement"]}
-    assert min(read_days) == (D - dt.timedelta(days=30)).isoformat() and len(read_days) == 31
+    assert sorted(read_days) == want
 
 
 def test_signals_count_exactly_the_window_days(long_world, second):
