@@ -47,7 +47,8 @@ def register(sub) -> None:
                    help="on: boost probabilities divide by the calibrated serving gain; off: by 1 (the config's "
                         "calibrate_serving_gain; default on)")
     p.add_argument("--step-day", type=a.positive_int, default=None,
-                   help="simulated day of the planted step change of the gain (default: a third in, at least 8)")
+                   help="simulated day of the planted step change of the gain, none if past --days (default: a third "
+                        "in, at least 8)")
     p.add_argument("--step-factor", type=a.non_negative_float, default=truth.step_factor,
                    help=f"what the step multiplies the gain by (default {truth.step_factor})")
     p.add_argument("--saturation", type=a.non_negative_float, default=truth.saturation,

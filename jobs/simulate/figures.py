@@ -7,7 +7,10 @@ drove day k), and day k's reconciliation is in the snapshot of day k+1.
   `gain_day` (7: six reconciled days) against the planted g of the day
   before, and the share within `gain_tolerance` of it; the same for
   serving_response (the estimate over the realised organic plays, without
-  the forecast's bias on the boosted rows);
+  the forecast's bias on the boosted rows); and that bias, forecast_over
+  (sum(b E) / sum(b O) on the boosted rows, decay-weighted as the estimate:
+  the applied estimate is about serving_response / forecast_over, which is
+  what makes delivery meet the plan);
 * delivery: per (market, surface), realised over planned promoted plays
   summed over days `delivery_from`.. (7..), and the median over (market,
   surface) of |ratio - 1|; also the median over every (market, surface, day);
@@ -50,7 +53,8 @@ class Figures:
     loop_days: list[dt.date]
     step: dict                   # market, surface, day (date), factor
     calibration: bool
-    gain: pd.DataFrame           # market, surface, planted, estimate, error
+    gain: pd.DataFrame           # market, surface, planted, estimate, applied, error, serving_response,
+    #                              response_error, forecast_over
     gain_within: float           # share of (market, surface) with |error| <= gain_tolerance
     response_within: float       # the same for serving_response
     gain_tolerance: float
@@ -151,13 +155,17 @@ def _gain(capacity: pd.DataFrame, planted: pd.DataFrame, loop_days: list[dt.date
     """The estimate published for day `gain_day` against the gain of the day before (what it measured)."""
     k = min(gain_day, len(loop_days))
     day = loop_days[k - 1]
-    est = capacity[capacity["score_date"] == day][KEY + ["serving_gain_estimate", "serving_gain", "serving_response"]]
+    est = capacity[capacity["score_date"] == day][KEY + ["serving_gain_estimate", "serving_gain", "serving_response",
+                                                         "gain_requested", "gain_requested_organic"]]
     truth_day = loop_days[max(k - 2, 0)]
     g = planted[planted["day"] == truth_day][KEY + ["gain"]]
     out = g.merge(est, on=KEY, how="left").rename(columns={"gain": "planted", "serving_gain_estimate": "estimate",
                                                           "serving_gain": "applied"})
     out["error"] = out["estimate"] / out["planted"] - 1.0
     out["response_error"] = out["serving_response"] / out["planted"] - 1.0
+    # the forecast's bias on the boosted rows behind the estimate: decay-weighted sum(b E) / sum(b O), O the
+    # realised organic plays; the applied estimate is about serving_response / forecast_over
+    out["forecast_over"] = out.pop("gain_requested") / out.pop("gain_requested_organic")
     return out.sort_values(KEY).reset_index(drop=True)
 
 
@@ -225,7 +233,7 @@ def render(f: Figures) -> str:
              f"{'on' if f.calibration else 'off'}; step x{f.step['factor']:g} of the gain in {f.step['market']} "
              f"{f.step['surface']} from {f.step['day']}",
              f"{'market':<6} {'surface':<9} {'planted g':>9} {'g-hat d' + str(f.gain_day):>9} {'error':>7} "
-             f"{'response':>9} {'error':>7}  {'planned':>10} {'realised':>10} "
+             f"{'response':>9} {'error':>7} {'E/O':>6}  {'planned':>10} {'realised':>10} "
              f"{'ratio d' + str(f.delivery_from) + '+':>10}  gate fired on"]
     fired = f.gate[f.gate["firing"]].groupby(KEY)["day"].apply(lambda s: ", ".join(d.strftime("%m-%d") for d in s))
     d = f.delivery.set_index(KEY)
@@ -233,7 +241,7 @@ def render(f: Figures) -> str:
         k = (r.market, r.surface)
         dr = d.loc[k] if k in d.index else None
         lines.append(f"{r.market:<6} {r.surface:<9} {r.planted:>9.3f} {r.estimate:>9.3f} {r.error:>+7.1%} "
-                     f"{r.serving_response:>9.3f} {r.response_error:>+7.1%}  "
+                     f"{r.serving_response:>9.3f} {r.response_error:>+7.1%} {r.forecast_over:>6.3f}  "
                      + (f"{dr.planned:>10,.0f} {dr.realised:>10,.0f} {dr.ratio:>10.3f}" if dr is not None
                         else f"{'':>10} {'':>10} {'':>10}")
                      + f"  {fired.get(k, '-')}")
@@ -241,7 +249,8 @@ def render(f: Figures) -> str:
     lines += [
         f"g-hat within {f.gain_tolerance:.0%} of g on day {f.gain_day}: {f.gain_within:.0%} of (market, surface) "
         f"(mean error {f.gain['error'].mean():+.1%}); serving_response (g-hat without the forecast's bias): "
-        f"{f.response_within:.0%} (mean error {f.gain['response_error'].mean():+.1%})",
+        f"{f.response_within:.0%} (mean error {f.gain['response_error'].mean():+.1%}); E / O on the boosted rows "
+        f"(E/O): mean {f.gain['forecast_over'].mean():.3f}",
         f"|realised / planned - 1| from day {f.delivery_from}: median over (market, surface) "
         f"{f.delivery_median:.2%}; over (market, surface, day) {f.delivery_daily_median:.2%}; smallest "
         f"(market, surface) planned {f.planned_per_day_min:,.0f} promoted plays a day",

@@ -41,7 +41,8 @@ class TruthParams:
     gain_low: float = 0.5
     gain_high: float = 1.5
     saturation: float = 0.9          # boost probability above which serving's response flattens
-    step_day: int | None = None      # loop day (1 = the first) of the gain's step change; None: a third in, >= 8
+    step_day: int | None = None      # loop day (1 = the first) of the gain's step change (may lie past the
+    #                                  last day: then no step is simulated); None: a third in, >= 8, inside
     step_factor: float = 0.6
     warm_up_share: float = 0.5       # promoted plays per organic play before the loop (rho: what a plan gives most)
     lifts: tuple[float, ...] = LIFTS
@@ -125,9 +126,11 @@ def plant(w: World, e: Enrollments, params: TruthParams, seed: int, loop_days: l
     gain = spread[rng.permutation(n)].reshape(n_m, n_s)
     can_step = np.flatnonzero(gain.ravel() * params.step_factor >= lo - 1e-12)
     flat = int(rng.choice(can_step)) if len(can_step) else int(np.argmax(gain))
-    step_index = params.step_day if params.step_day is not None else max(8, len(loop_days) // 3 + 1)
-    step_index = min(max(step_index, 1), max(len(loop_days), 1))
-    step_day = loop_days[step_index - 1] if loop_days else dt.date.max
+    if params.step_day is None:       # the default: a third in, at least 8, and inside the simulation
+        step_index = min(max(8, len(loop_days) // 3 + 1), max(len(loop_days), 1))
+    else:                             # as asked, even past the last day: the first N days of a longer world
+        step_index = max(params.step_day, 1)
+    step_day = loop_days[0] + dt.timedelta(days=step_index - 1) if loop_days else dt.date.max
     lift = rng.choice(np.array(params.lifts, dtype=float), len(e.campaign_ids))
     return Truth(markets=list(w.codes), gain=gain, step_market=flat // n_s, step_surface=flat % n_s,
                  step_day=step_day, step_factor=params.step_factor, saturation=params.saturation,

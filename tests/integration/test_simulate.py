@@ -30,10 +30,13 @@ from jobs.simulate.truth import TruthParams
 from jobs.snapshots import store
 from pipelines.config import Config
 
-START = dt.date(2026, 11, 19)      # warm-up 11-12..11-18; November's flights end on day 12 (11-30)
+START = dt.date(2026, 11, 19)      # warm-up 11-05..11-18; November's flights end on day 12 (11-30)
 # the last run publishes December's first scores: its flights change the eligible scores' distribution by a PSI
 # of about 0.26 (score_drift's bound is 0.25), so the runs skip that gate, as an engineer would after checking
-WORLD = dict(warm_up_days=7, start=START, markets=2, tracks=100, events_per_day=250_000, seed=3,
+# 14 warm-up days: the supply forecast fits the planted weekday factors (+-15%) from 14 observed days on; with 7
+# it had none on days 1-7, and BR mixes on its +8%/+15% weekdays delivered 1.19 and 1.18 of its plan on days 6-7,
+# two missed days, so the delivery gate rightly fired there too (measured on seed 3)
+WORLD = dict(warm_up_days=14, start=START, markets=2, tracks=100, events_per_day=250_000, seed=3,
              truth=TruthParams(step_day=8), skip_gates=("score_drift",))
 
 
@@ -66,7 +69,8 @@ def sim_on(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sim_off(tmp_path_factory):
-    """The same world's first 3 days with calibration off."""
+    """The same world's first 3 days with calibration off (its step, on day
+    8, lies past them: no step is simulated)."""
     out = str(tmp_path_factory.mktemp("simulate") / "off")
     simulate(SimulationRequest(out=out, days=3, calibration=False, **WORLD), progress=lambda message: None)
     return sim_figures.measure(out, gain_day=3, delivery_from=1)
@@ -77,7 +81,7 @@ def test_a_resumed_simulation_continues_where_it_stopped(sim_on):
     by_phase = {}
     for rec in result.days:
         by_phase.setdefault((rec.phase, rec.written), []).append(rec.day)
-    assert len(by_phase[("warm-up", False)]) == 7                       # written before the interruption
+    assert len(by_phase[("warm-up", False)]) == WORLD["warm_up_days"]   # written before the interruption
     assert by_phase[("loop", False)] == [START + dt.timedelta(days=i) for i in range(4)]
     assert by_phase[("loop", True)] == [START + dt.timedelta(days=i) for i in range(4, 12)]
     assert any("already written" in line for line in lines) and "final run" in lines[-1]
@@ -101,11 +105,26 @@ def test_resuming_with_other_arguments_is_refused(sim_on):
 
 
 def test_the_serving_gain_is_recovered_by_day_7(sim_on):
+    """serving_response, realised promoted plays over b times the boosted
+    rows' realised organic plays, is serving's own gain: within 5% of the
+    planted g by day 7. The applied gain is not g and must not be: it is
+    fitted so that delivery meets the plan, so it also takes in the
+    forecast's bias on the boosted rows (E over their realised organic
+    plays, forecast_over: 1.05-1.17 here; promotion displaces organic plays,
+    so a track boosted harder or longer than in its history plays fewer
+    than its forecast, and the forecast's per-track trend adds a few
+    percent on the sparse tracks), and it is g / forecast_over. Catches:
+    serving_response computed over E (its errors would be the applied
+    estimate's, 4-12% low), an applied estimate that leaves the forecast's
+    bias out (it would be serving_response: 5-16% above g / forecast_over),
+    and a simulator that serves at another gain than it planted."""
     f = sim_on[2]
     print("\n" + sim_figures.render(f))
     assert f.planned_per_day_min >= 200
-    assert f.gain_within >= 0.9, f.gain.to_string()
     assert f.response_within >= 0.9, f.gain.to_string()
+    assert (f.gain["forecast_over"] > 1).all(), f.gain.to_string()
+    absorbed = f.gain["estimate"] / (f.gain["planted"] / f.gain["forecast_over"]) - 1
+    assert (absorbed.abs() <= f.gain_tolerance).mean() >= 0.9, f.gain.assign(absorbed=absorbed).to_string()
     assert f.gain["applied"].tolist() == f.gain["estimate"].tolist()
 
 
@@ -114,8 +133,10 @@ def test_delivery_meets_the_plan_from_day_7_and_misses_it_without_calibration(si
     print(f"\ncalibration on, days 7-12: median |realised/planned - 1| = {on.delivery_median:.2%}")
     print(f"calibration off, days 1-3: median |realised/planned - 1| = {off.delivery_median:.2%}")
     print(off.delivery.merge(off.gain[["market", "surface", "planted", "estimate"]]).to_string())
+    # measured on seed 3: 2.96% on, 16.6% off (the planted |g - 1| has a median of 0.25; without calibration the
+    # forecast's bias on the boosted rows, E about 1.04-1.13 of their organic plays, takes a little of it back)
     assert on.delivery_median <= 0.05
-    assert off.delivery_median >= 0.15
+    assert off.delivery_median >= max(0.10, 3 * on.delivery_median)
     # the miss is the planted gain's: realised / planned ranks the (market, surface) as g does and is within
     # ~10% of g (the rest is displacement: a gain above 1 boosts harder, so fewer organic plays are left)
     miss = off.delivery.merge(off.gain[["market", "surface", "planted", "estimate", "applied"]])
