@@ -52,7 +52,8 @@ def _spill(table: pa.Table, shards: np.ndarray, uri: str, kind: str, order) -> l
     """Write `table`'s rows, one record batch per shard, to `uri`; the references."""
     by_shard, runs = arrays.key_runs(shards)
     table = table.take(pa.array(by_shard)).combine_chunks()
-    with storage.open_output(uri) as sink, pa.ipc.new_file(sink, table.schema, options=spill_options(uri)) as w:
+    with storage.open_output(uri, private=True) as sink, pa.ipc.new_file(sink, table.schema,
+                                                                   options=spill_options(uri)) as w:
         for _, start, end in runs:
             (batch,) = table.slice(start, end - start).to_batches()
             w.write_batch(batch)

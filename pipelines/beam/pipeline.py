@@ -176,7 +176,7 @@ def build(p: beam.Pipeline, plan: RunPlan) -> dict:
         for kind in ("listeners", "exposures"):  # facts files, one per listener shard; their URIs go on
             folder = storage.join(bd.aggregate_dir, kind)
             lift[kind].append(built[kind]
-                              | f"Write{kind.title()}[{tag}]" >> WriteParquetParts(folder)
+                              | f"Write{kind.title()}[{tag}]" >> WriteParquetParts(folder, private=True)
                               | f"{kind.title()}Uris[{tag}]" >> beam.Keys())
         _ = (built["market_listeners"]
              | f"NameMarketListeners[{tag}]" >> beam.Map(lambda t: ("part-00000", t)).with_output_types(Named)

@@ -41,6 +41,9 @@ EVENTS_PER_DAY = 6000  # the Makefile's world has 100,000; the catalogue, enroll
 NOT_RUN = {
     "make run": "the set-up itself: this test lays out the same world and runs the same `oasis run`",
     "make test": "the test suite itself",
+    ".venv/bin/oasis status --output data/out --max-age-hours 30 || page-the-on-call":
+        "page-the-on-call stands for the operator's paging command, and the sample world's LATEST is days old, so "
+        "status rightly says NOT OK; tests/integration/test_observe.py runs `oasis status` on fresh and late outputs",
 }
 NOT_RUN_PREFIXES = {
     "oasis run --date 2026-11-24 --input gs://BUCKET/oasis/in": "needs a Google Cloud project (Dataflow, a bucket, "
@@ -144,8 +147,8 @@ def test_the_docs_commands_run_on_the_sample_world(repo):
     (luigi_range,) = [out for c, out in ran.items() if "RangeDaily" in c]
     assert "This progress looks :)" in luigi_range
     published = {p.parent.parent.name for p in (repo / "data" / "out" / "snapshots").glob("*/*/_MANIFEST.json")}
-    # the Luigi range crossed the month change: score dates 2026-10-31 .. 2026-11-03, all published
-    assert {f"score_date=2026-{d}" for d in ("10-31", "11-01", "11-02", "11-03")} <= published
+    # the Luigi range: score dates 2026-11-19 .. 2026-11-21, all published
+    assert {f"score_date=2026-{d}" for d in ("11-19", "11-20", "11-21")} <= published
     (validated,) = [out for c, out in ran.items() if c == "oasis validate --date 2026-11-24 --input data/world"]
     assert "A RUN WOULD PROCEED" in validated or "VALID" in validated
 
@@ -161,12 +164,19 @@ EMPTY_HERE = {
 }
 
 
+# Queries of tables this walk does not write, and where they are run.
+NOT_HERE = {
+    "forecast_accuracy_by_cohort": "forecast_accuracy is written by `oasis backtest`, which the walk does not run; "
+                                   "test_gcs_bigquery_run runs every query after a backtest, on BigQuery and DuckDB",
+}
+
+
 def test_the_analysts_queries_return_rows_on_the_sample_world(repo):
     con = duckdb.connect(str(repo / "data" / "out" / "warehouse.duckdb"), read_only=True)
     try:
         blocks = sql_blocks(ROOT / "docs" / "analysts.md")
-        assert len(blocks) >= 5 and set(EMPTY_HERE) <= {name for name, _ in blocks}
-        empty = {name for name, sql in blocks if not con.sql(sql).fetchall()}
+        assert len(blocks) >= 5 and set(EMPTY_HERE) | set(NOT_HERE) <= {name for name, _ in blocks}
+        empty = {name for name, sql in blocks if name not in NOT_HERE and not con.sql(sql).fetchall()}
     finally:
         con.close()
     assert empty <= set(EMPTY_HERE), f"analysts.md queries return no row on the sample world: {sorted(empty)}"

@@ -191,7 +191,9 @@ def check_complete_matches_manifest(complete: dict, m: dict, snap: str, out: str
     assert len(gates) >= 10
     for table, meta in m["tables"].items():
         o = outputs[("file", os.path.join(snap, table))]
-        assert o["outputFacets"]["outputStatistics"]["rowCount"] == meta["rows"] > 0
+        assert o["outputFacets"]["outputStatistics"]["rowCount"] == meta["rows"]
+        # a first run has no plan to reconcile and no flight with 10 days of logs: those tables may be empty
+        assert meta["rows"] > 0 or table in ("delivery_reconciliation", "campaign_lift"), table
         assert o["outputFacets"]["outputStatistics"]["size"] == sum(f["bytes"] for f in meta["files"])
         assert o["facets"]["version"]["datasetVersion"] == f"sha256:{meta['content_sha256']}"
         assert {a["assertion"]: a["success"] for a in o["facets"]["dataQualityAssertions"]["assertions"]} == gates

@@ -49,8 +49,8 @@ def test_a_day_drops_what_the_day_before_saw_in_the_same_pipeline(tmp_path):
         for day, rows, shards, back in ((D1, day1, 4, ()), (D2, day2, 3, (D1,)), (D3, day3, 4, (D2,))):
             look = dedupe.LookBack(ids[day], shards, tuple(ids[b] for b in back))
             out[day] = (p | f"Create{day}" >> beam.Create(batches(rows))
-                        | f"Aggregate{day}" >> AggregateDailySignals(day, shards, None, str(tmp_path / f"s{day}"),
-                                                                     look, after=[out[b]["totals"] for b in back]))
+                        | f"Aggregate{day}" >> AggregateDailySignals(day, shards, str(tmp_path / f"s{day}"), look,
+                                                                     after=[out[b]["totals"] for b in back]))
         everything = (out[D1]["tracks"], out[D2]["tracks"], out[D3]["tracks"]) | beam.Flatten()
         assert_that(everything | beam.FlatMap(plays), equal_to([
             (D1, "t0", 3), (D1, "t1", 3),          # e2 e4 e6 | e1 e3 e5
