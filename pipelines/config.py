@@ -1,5 +1,5 @@
 """Every tunable parameter of the scoring and allocation, with its default,
-its bounds and what it means: the one config file of DESIGN §4.
+its bounds and what it means: the one config file of docs/design.md §4.
 
 A run's config is these defaults overridden by a TOML file (`--config FILE`).
 Unknown keys and out-of-range values are errors that name the key; the
@@ -63,8 +63,10 @@ class Config:
     promoted_guardrail_delta: float = _p(
         0.05, 0.0, 1.0, "a track is pulled back when the skip rate of its promoted plays is confidently above "
         "that of its organic plays + this")
-    min_track_age_days: int = _p(30, 0, 3650, "tracks released fewer days before the score date are ineligible", kind=int)
-    min_window_plays: int = _p(20, 0, 10**9, "plays on promotion surfaces in the window needed to be eligible", kind=int)
+    min_track_age_days: int = _p(30, 0, 3650, "tracks released fewer days before the score date are ineligible",
+                                 kind=int)
+    min_window_plays: int = _p(20, 0, 10**9, "plays on promotion surfaces in the window needed to be eligible",
+                               kind=int)
     # --- allocation -----------------------------------------------------
     promoted_share_cap: float = _p(
         0.05, 0.0, 1.0, "kappa: capacity K = kappa * forecast total plays S (promotion is scarce: on the `make run` "

@@ -1,4 +1,4 @@
-"""The input contract (DESIGN §3) as vectorised checks over Arrow tables.
+"""The input contract (docs/design.md §3) as vectorised checks over Arrow tables.
 
 `check_engagement`, `check_enrollments` and `check_exposures` split a batch
 into the rows that keep the contract and dead letters carrying the first rule

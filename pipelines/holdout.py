@@ -1,5 +1,5 @@
 """The promotion holdout: which listeners are held out, and the hashed listener
-key the lift facts carry instead of a user id (DESIGN §3).
+key the lift facts carry instead of a user id (docs/design.md §3).
 
 A listener is in the holdout of (market, month) when a hash of (salt, user_id,
 market, month) falls below the configured share (`holdout_salt` and

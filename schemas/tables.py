@@ -1,4 +1,4 @@
-"""Every table of the product, declared once (DESIGN §3 inputs, §5 outputs).
+"""Every table of the product, declared once (docs/design.md §3 inputs, §5 outputs).
 
 The contract columns come first in each output table; a few extra columns
 (marked "extra" in their doc) carry what `oasis explain` and analysts need to
@@ -305,7 +305,7 @@ CAPACITY = Table(
     key=("score_date", "market", "surface"),
 )
 
-# Constraint families of the prices table, in the order of DESIGN §4's LP.
+# Constraint families of the prices table, in the order of docs/design.md §4's LP.
 PRICE_CONSTRAINTS = ("capacity", "artist_cap", "licensor_cap", "campaign_floor", "track_cap")
 
 PRICES = Table(

@@ -1,5 +1,5 @@
 """`oasis backtest`: rolling-origin, one-day-ahead accuracy of the supply
-forecasts (DESIGN §4) over a range of origins, against the decayed mean and
+forecasts (docs/design.md §4) over a range of origins, against the decayed mean and
 the same-weekday-last-week forecast.
 
 For every origin D in [start, end] (a logs date), the enrolled tracks of D's

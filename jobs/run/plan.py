@@ -168,7 +168,8 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
                                       for f in manifest.table_files("promotion_scores")]
         held = [read_pulled_back(f) for f in plan.previous_scores_files]
         keys = sorted("\x1f".join(k) for t in held for k in zip(*(t.column(c).to_pylist() for c in t.column_names)))
-        inputs["previous_snapshot"] = {"snapshot_id": manifest.snapshot_id, "score_date": manifest.score_date.isoformat(),
+        inputs["previous_snapshot"] = {"snapshot_id": manifest.snapshot_id,
+                                       "score_date": manifest.score_date.isoformat(),
                                        "pulled_back_rows": len(keys),
                                        "pulled_back_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()}
     inputs["legacy_aggregate_days"] = [d.isoformat() for d in sorted(legacy)]
@@ -188,7 +189,7 @@ def guardrail_snapshot(output_root: str, score_date: dt.date):
 def previous_snapshot(output_root: str, as_of: dt.date) -> PreviousSnapshot | None:
     """The newest snapshot published before the score date as_of + 1: its
     capacity carries the serving gain's running sums, and when it is of as_of
-    its plan is what the day's logs are reconciled with (DESIGN §5)."""
+    its plan is what the day's logs are reconciled with (docs/design.md §5)."""
     found = store.previous_snapshot(output_root, as_of + dt.timedelta(days=1))
     if found is None:
         return None

@@ -20,7 +20,7 @@ HIGHS_TOL = 1e-9        # primal/dual feasibility tolerance of HiGHS (scaled uni
 
 def highs_lp(value, upper, artist, licensor, campaign, A, L, C, capacity, artist_caps, licensor_caps,
               floors, penalty, what: str):
-    """The LP of DESIGN §4 over the given tracks with one cap per group (all in solver units),
+    """The LP of docs/design.md §4 over the given tracks with one cap per group (all in solver units),
     solved by HiGHS. Returns (x, row prices >= 0 laid out [capacity | A | L | C]).
     Raises AllocationError naming `what` unless HiGHS reports success."""
     m = value.shape[0]

@@ -1,4 +1,4 @@
-"""The prices of a solved allocation LP as rows (the `prices` table of DESIGN §5),
+"""The prices of a solved allocation LP as rows (the `prices` table of docs/design.md §5),
 and what serving and `oasis explain` derive from such rows: each track's reduced
 cost and the dual bound that certifies a plan.
 

@@ -1,4 +1,4 @@
-"""The allocation LP of DESIGN §4, solved per (market, surface): pure functions, no Beam.
+"""The allocation LP of docs/design.md §4, solved per (market, surface): pure functions, no Beam.
 
     maximize    Σ_t v_t·x_t − p·Σ_c u_c
     subject to  Σ_t x_t ≤ K                          (capacity)

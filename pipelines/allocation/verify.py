@@ -1,5 +1,5 @@
-"""Rebuild each (market, surface) LP of DESIGN §4 from the published columns
-alone (DESIGN §5), so anyone can check a published plan against the exact
+"""Rebuild each (market, surface) LP of docs/design.md §4 from the published columns
+alone (docs/design.md §5), so anyone can check a published plan against the exact
 optimum. Used by tests, `oasis explain` and the benchmark."""
 from __future__ import annotations
 

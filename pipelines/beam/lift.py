@@ -1,4 +1,4 @@
-"""Beam composites of the campaign lift (DESIGN §5 campaign_lift), on Arrow
+"""Beam composites of the campaign lift (docs/design.md §5 campaign_lift), on Arrow
 batches like the aggregation:
 
   BuildLiftFacts       one day's checked plays and exposures -> that day's

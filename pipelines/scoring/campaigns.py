@@ -1,4 +1,4 @@
-"""Enrollments and campaigns of DESIGN §4: which enrollment row speaks for a
+"""Enrollments and campaigns of docs/design.md §4: which enrollment row speaks for a
 track, the candidates of a market, and each campaign's fair-delivery floor with
 its pacing multiplier."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Delivery against the plan, and the serving gain (DESIGN §4, §5): pure
+"""Delivery against the plan, and the serving gain (docs/design.md §4, §5): pure
 functions over one market's frames, called by `score_market`.
 
 Serving reads `boost_probability b = min(1, x / (E * g_hat))` for a score date

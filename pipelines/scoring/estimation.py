@@ -1,4 +1,4 @@
-"""Listener estimates of DESIGN §4: empirical-Bayes (beta-binomial) shrinkage of
+"""Listener estimates of docs/design.md §4: empirical-Bayes (beta-binomial) shrinkage of
 skip and save rates, and the listener guardrail with its hysteresis.
 
 The prior. A track's true rate q ~ Beta(mean m, strength k). Its mean m and

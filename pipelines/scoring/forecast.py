@@ -1,4 +1,4 @@
-"""One-day-ahead supply forecasts of DESIGN §4: the surface total S of each
+"""One-day-ahead supply forecasts of docs/design.md §4: the surface total S of each
 (market, surface) and each enrolled track's organic plays E, with 80%
 intervals, from the decay-weighted window of daily aggregates.
 
@@ -50,7 +50,7 @@ from scipy import special
 
 from pipelines.scoring import negbin
 
-LEVEL = 0.8               # central prediction-interval level (DESIGN §5: 80%)
+LEVEL = 0.8               # central prediction-interval level (docs/design.md §5: 80%)
 BISQUARE_C = 6.0          # Tukey constant, in robust sigmas, of the surface fit
 AGE_EDGES = (7, 30, 180)  # release-age buckets of the trend prior (days since release on D+1)
 MIN_PRIOR_SD = 1e-3       # floor of the trend prior's sd (log-plays per day)

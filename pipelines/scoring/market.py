@@ -1,4 +1,4 @@
-"""Scoring of one market (DESIGN §4), pure functions over numpy arrays.
+"""Scoring of one market (docs/design.md §4), pure functions over numpy arrays.
 
 One call of `score_market` handles one market: it picks the enrollment row per
 track (`campaigns`), computes decayed signals (`signals`), empirical-Bayes

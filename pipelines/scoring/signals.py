@@ -1,4 +1,4 @@
-"""Signals of DESIGN §4 over the trailing window: day weights (exponential
+"""Signals of docs/design.md §4 over the trailing window: day weights (exponential
 decay), day numbers, and per (surface, track) sums of the daily aggregates, raw
 and decay-weighted, plus the surface totals behind the baselines."""
 from __future__ import annotations

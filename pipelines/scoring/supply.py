@@ -1,4 +1,4 @@
-"""Supply forecasts of one market (DESIGN §4): each enrolled track's organic
+"""Supply forecasts of one market (docs/design.md §4): each enrolled track's organic
 plays E per promotion surface and each surface's total plays S for the score
 date, from the window's daily aggregates. `score_market` and `oasis backtest`
 both call `forecast_supply`, so the backtest measures exactly what is

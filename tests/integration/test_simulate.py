@@ -1,6 +1,6 @@
 """The closed loop (`oasis simulate`) on a small world: every published plan
 drives the next day's plays, and what the runs measure recovers what the
-simulator planted (DESIGN §4, §5; `jobs.simulate.figures` says what each
+simulator planted (docs/design.md §4, §5; `jobs.simulate.figures` says what each
 figure is). The full-size check (6 markets x 3 surfaces, 31 days) is `make
 simulate`.
 

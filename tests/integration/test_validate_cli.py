@@ -46,7 +46,7 @@ def validate(*args) -> int:
 
 
 def _expected_breaks(path: str) -> int:
-    """Rows of one engagement file that break DESIGN §3, counted here with pandas."""
+    """Rows of one engagement file that break docs/design.md §3, counted here with pandas."""
     e = pq.read_table(path).to_pandas()
     day = pd.Timestamp(DAY, tz="UTC")
     lo, hi = day - pd.Timedelta(hours=6), day + pd.Timedelta(hours=30)

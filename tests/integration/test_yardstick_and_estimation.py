@@ -136,7 +136,7 @@ def test_dual_method_given_on_the_command_line_publishes_a_certified_optimum(tig
 
 def _publish_random(problem: allocation.Problem, method: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The published columns of one (market, surface) solved by the production
-    solver, in the shape of DESIGN §5."""
+    solver, in the shape of docs/design.md §5."""
     sol = solve(problem, method=method)
     n = len(problem.value)
     scores = pd.DataFrame({

@@ -2,7 +2,7 @@
 crash-safety, concurrency and privacy tests. Each check returns a list of
 problems (empty: the guarantee holds), so a test can say exactly what broke.
 
-The guarantees (DESIGN §5, README "Outputs"):
+The guarantees (docs/design.md §5, README "Outputs"):
 
 * LATEST points to a published snapshot whose files all match its manifest;
 * `jobs.snapshots.store.list_manifests` lists only complete snapshots, and every

@@ -1,10 +1,10 @@
 """An optimality oracle for a published allocation that shares no code with the
-allocation modules: it reads the published columns itself (DESIGN §5), checks
+allocation modules: it reads the published columns itself (docs/design.md §5), checks
 the plan's primal feasibility in numpy, and proves optimality by a dual
 certificate built from the published capacity shadow price.
 
 The certificate. For one (market, surface), with the published capacity price
-y0 held fixed, the rest of the dual of DESIGN §4's LP
+y0 held fixed, the rest of the dual of docs/design.md §4's LP
 
     minimise   K·y0 + Σ_a φK·y_a + Σ_l ψK·y_l − Σ_c F_c·z_c + Σ_t ub_t·w_t
     subject to y0 + y_a(t) + y_l(t) − z_c(t) + w_t >= v_t   (every track t)

@@ -1,4 +1,4 @@
-"""The allocation LP (DESIGN §4): pipelines/allocation/.
+"""The allocation LP (docs/design.md §4): pipelines/allocation/.
 
 Optimality is checked without trusting the solver: every solution must come with a dual
 certificate (dual feasibility + strong duality), and small instances are cross-checked

@@ -21,7 +21,7 @@ from pipelines.allocation.solve import METHODS, solve, solve_auto
 from tests.unit.test_allocation import assert_certificate, group_sums, make, problems
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-TARGET = 0.005                       # DESIGN §4: within 0.5% of the exact optimum
+TARGET = 0.005                       # docs/design.md §4: within 0.5% of the exact optimum
 
 
 def rel_gap(optimum: float, got: float) -> float:

@@ -1,4 +1,4 @@
-"""The one config of DESIGN §4: defaults, strict validation, TOML round trip."""
+"""The one config of docs/design.md §4: defaults, strict validation, TOML round trip."""
 import dataclasses
 import math
 import tomllib
@@ -13,13 +13,13 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def test_defaults_are_valid_and_documented():
     cfg = Config()
     assert Config.from_mapping({}) == cfg
-    # DESIGN §4 names these parameters; each must have a default and a doc.
+    # docs/design.md §4 names these parameters; each must have a default and a doc.
     for key in ("window_days", "half_life_days", "skip_penalty", "guardrail_delta", "promoted_share_cap",
                 "track_boost_cap", "artist_share_cap", "licensor_share_cap", "floor_fraction",
                 "shortfall_penalty_factor", "max_bad_row_share"):
         assert key in FIELDS
         assert FIELDS[key].metadata["doc"]
-    # The defaults DESIGN §3/§4 states in prose.
+    # The defaults docs/design.md §3/§4 states in prose.
     assert cfg.window_days == 28
     assert cfg.half_life_days == 14
     assert cfg.min_track_age_days == 30

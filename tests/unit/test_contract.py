@@ -1,4 +1,4 @@
-"""The input contract of DESIGN §3 as checks over Arrow batches."""
+"""The input contract of docs/design.md §3 as checks over Arrow batches."""
 import datetime as dt
 import json
 import random

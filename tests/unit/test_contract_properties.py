@@ -1,7 +1,7 @@
 """Property tests: contract-breaking engagement rows never reach the aggregates
 (and so never the scores), and every one of them is dead-lettered with a reason.
 
-Random mixes of good rows and rows breaking one or several rules of DESIGN §3
+Random mixes of good rows and rows breaking one or several rules of docs/design.md §3
 go through the same pure functions the Beam pipeline runs, in the same order:
 `check_engagement` -> `split_good_bad` -> `SpillShardsFn` -> `AggregateShardFn`.
 An independent per-row oracle of the contract (written here from the design,
@@ -49,7 +49,7 @@ GOOD_MARKETS = ["US", "GB", "SE"]
 
 # ----------------------------------------------------------------- oracle ---
 def broken_rules(row: dict) -> set[str]:
-    """Every rule of DESIGN §3 the row breaks (empty: the row keeps the contract)."""
+    """Every rule of docs/design.md §3 the row breaks (empty: the row keeps the contract)."""
     broken = {f"null_{k}" for k in NOT_NULL if row[k] is None}
     for k in ("event_id", "user_id", "track_id"):
         if row[k] == "":

@@ -60,7 +60,7 @@ def _frame(rows, table):
 
 
 def test_score_market_gives_a_new_enrollee_the_supply_of_its_twin():
-    """DESIGN §4: a track's history counts from its first play. Two tracks with
+    """docs/design.md §4: a track's history counts from its first play. Two tracks with
     the same 100 radio plays a day; the aggregates of the second hold only its
     last 7 days (it entered the enrollment export a week before its flight, as
     format-1 aggregates kept it). Their supply forecasts are within 1%; the

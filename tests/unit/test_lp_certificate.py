@@ -1,5 +1,5 @@
 """The independent optimality oracle (tests/support/lp_oracle.py) on problems
-published in the shape of DESIGN §5: it certifies what every method publishes,
+published in the shape of docs/design.md §5: it certifies what every method publishes,
 and it refuses a plan short of the optimum, an infeasible plan and a wrong
 capacity shadow price, so the end-to-end tests that rely on it can fail."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The table declarations: their three derived forms agree with each other, and
-the inputs/outputs match the contract text of DESIGN §3 and §5."""
+the inputs/outputs match the contract text of docs/design.md §3 and §5."""
 import datetime as dt
 import typing
 
@@ -93,8 +93,8 @@ def test_unknown_logical_type_is_rejected():
         schemas.Field("x", "decimal")
 
 
-# ------------------------------------------------------------ DESIGN §3 ---
-# Written by hand from the tables in DESIGN §3: (name, arrow type, nullable).
+# ------------------------------------------------------------ docs/design.md §3 ---
+# Written by hand from the tables in docs/design.md §3: (name, arrow type, nullable).
 ENROLLMENTS_CONTRACT = [
     ("campaign_id", pa.string(), False),
     ("track_id", pa.string(), False),
@@ -148,7 +148,7 @@ def test_inputs_match_design_section_3(table, contract):
 
 
 def test_only_the_holdout_flag_may_be_absent_from_an_input_file():
-    """DESIGN §3: `engagement.holdout` may be missing from older partitions
+    """docs/design.md §3: `engagement.holdout` may be missing from older partitions
     (it reads as null, i.e. false); every other input column is required."""
     assert schemas.ENGAGEMENT.optional_names == ["holdout"]
     assert schemas.ENROLLMENTS.optional_names == [] and schemas.EXPOSURES.optional_names == []
@@ -175,7 +175,7 @@ def test_input_keys_and_vocabularies_match_design():
     assert set(schemas.ARMS) == {"treated", "ghost"}
 
 
-# ------------------------------------------------------------ DESIGN §5 ---
+# ------------------------------------------------------------ docs/design.md §5 ---
 PROMOTION_SCORES_CONTRACT = [
     "score_date", "snapshot_id", "track_id", "market", "surface", "campaign_id", "artist_id",
     "licensor_id", "eligible", "reason", "plays", "skip_rate", "save_rate", "value",

@@ -1,4 +1,4 @@
-"""Scoring math of DESIGN §4: estimators, pacing and one market's scores."""
+"""Scoring math of docs/design.md §4: estimators, pacing and one market's scores."""
 import datetime as dt
 
 import numpy as np
@@ -323,7 +323,7 @@ def test_one_row_per_track_even_with_two_campaigns():
 
 def test_campaign_floor_is_met_even_for_a_track_of_negative_value():
     """A live campaign whose only track has a negative value still gets its floor:
-    the shortfall penalty outweighs the value (DESIGN §4)."""
+    the shortfall penalty outweighs the value (docs/design.md §4)."""
     enrolled = [enroll_row("meh"), enroll_row("good")]
     aggs = daily("meh", plays=20, skips=6, saves=0) + daily("good", plays=20, skips=3, saves=2)
     result = run_market(enrolled, aggs)
