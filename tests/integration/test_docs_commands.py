@@ -142,8 +142,8 @@ def test_the_docs_commands_run_on_the_sample_world(repo):
             ran[command] = out
     assert len(ran) >= 12
     # what some of them must show
-    explained = [out for c, out in ran.items() if c.startswith("oasis explain") and "trk-103caaada7bc" in c]
-    assert explained and all("Why track trk-103caaada7bc in US" in out for out in explained)
+    explained = [out for c, out in ran.items() if c.startswith("oasis explain") and "trk-781be3a4ebd1" in c]
+    assert explained and all("Why track trk-781be3a4ebd1 in US" in out for out in explained)
     (luigi_range,) = [out for c, out in ran.items() if "RangeDaily" in c]
     assert "This progress looks :)" in luigi_range
     published = {p.parent.parent.name for p in (repo / "data" / "out" / "snapshots").glob("*/*/_MANIFEST.json")}
@@ -187,14 +187,14 @@ def test_the_example_track_is_enrolled_in_us_in_the_sample_world(repo):
     this world's catalogue and enrollments)."""
     con = duckdb.connect(str(repo / "data" / "out" / "warehouse.duckdb"), read_only=True)
     try:
-        n = con.execute("SELECT count(*) FROM promotion_scores WHERE track_id = 'trk-103caaada7bc' AND market = 'US' "
+        n = con.execute("SELECT count(*) FROM promotion_scores WHERE track_id = 'trk-781be3a4ebd1' AND market = 'US' "
                         "AND score_date = DATE '2026-11-25'").fetchone()[0]
     finally:
         con.close()
     assert n == 3
     for doc in DOCS:
         for track in re.findall(r"trk-[0-9a-f]{12}", doc.read_text()):
-            assert track == "trk-103caaada7bc", f"{doc.name} names {track}, which this test does not check"
+            assert track == "trk-781be3a4ebd1", f"{doc.name} names {track}, which this test does not check"
 
 
 def test_make_run_asks_sample_for_its_world_every_time():
