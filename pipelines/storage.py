@@ -275,17 +275,28 @@ def write_bytes(uri: str, data: bytes) -> None:
         _blob(uri).upload_from_string(data)
         return
     with translated(uri):
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+        tmp = _written_beside(uri, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, uri)
         except BaseException:
             _unlink_quietly(tmp)
             raise
+
+
+def _written_beside(uri: str, data: bytes) -> str:
+    """`data` in a fresh temporary file next to the local path `uri`, on disk
+    (fsync); its name. Nothing is left behind when the write fails."""
+    os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
 
 
 def _unlink_quietly(path: str) -> None:
@@ -309,13 +320,8 @@ def create_only(uri: str, data: bytes) -> None:
             raise AlreadyExists(uri) from None
         return
     with translated(uri):
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+        tmp = _written_beside(uri, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, uri)  # atomic, and fails when the target exists
         except FileExistsError:
             raise AlreadyExists(uri) from None

@@ -144,7 +144,8 @@ def make_plan(as_of: dt.date, input_root: str, output_root: str, cfg: Config, op
                                    scratch_dir=storage.join(scratch, layout.day_dirname(day)),
                                    shards=shards_for(rows), rows=rows, event_ids_dir=layout.event_ids_dir(build_dir),
                                    exposure_files=x_files, for_scores=day in scoring,
-                                   enrolled_tracks=_enrolled_tracks(input_root, day)))
+                                   enrolled_tracks=(sorted(scored_tracks) if day == as_of
+                                                    else _enrolled_tracks(input_root, day))))
         lift_days.append(day)
         if day in scoring:
             observed.append(day)
