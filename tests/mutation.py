@@ -35,13 +35,15 @@ GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
                  "not end_to_end"),
     "scoring": (["pipelines/scoring/signals.py", "pipelines/scoring/estimation.py",
                  "pipelines/scoring/campaigns.py", "pipelines/scoring/market.py"],
-                ["tests/unit/test_scoring.py", "tests/unit/test_guardrail.py"], None),
+                ["tests/unit/test_scoring.py", "tests/unit/test_guardrail.py", "tests/unit/test_estimation.py",
+                 "tests/unit/test_forecast.py", "tests/unit/test_delivery.py"], None),
     "allocation": (["pipelines/allocation/problem.py", "pipelines/allocation/exact.py",
                     "pipelines/allocation/dual.py", "pipelines/allocation/solve.py",
                     "pipelines/allocation/verify.py"],
                    ["tests/unit/test_allocation.py", "tests/unit/test_allocation_dual.py",
-                    "tests/unit/test_lp_certificate.py"], None),
-    "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"], ["tests/unit/test_gate_checks.py"], None),
+                    "tests/unit/test_lp_certificate.py", "tests/unit/test_prices.py"], None),
+    "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"],
+              ["tests/unit/test_gate_checks.py", "tests/unit/test_drift_gate.py"], None),
 }
 TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "gates": 0.80}
 

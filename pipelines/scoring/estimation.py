@@ -115,9 +115,9 @@ def prob_above(successes, trials, prior_mean, strength, threshold) -> np.ndarray
 
 
 def priors(tot: dict, sig: dict, cfg: Config) -> dict:
-    """Per promotion surface (arrays in surface order): base plays, the
-    baseline skip and save rates (all tracks), and the Beta priors of the
-    enrolled tracks' rates: mean (m_*) and strength (k_*)."""
+    """Per promotion surface (arrays in surface order): the baseline skip and
+    save rates of all tracks (mu_*; 0 on a surface without plays), and the Beta
+    priors of the enrolled tracks' rates: mean (m_*) and strength (k_*)."""
     rows = []
     for s in range(len(PROMOTION_SURFACES)):
         base_plays = float(tot["w_plays"][s])
@@ -128,7 +128,7 @@ def priors(tot: dict, sig: dict, cfg: Config) -> dict:
                                         cfg.max_prior_strength, mu_skip)
         m_save, k_save = fit_beta_prior(sig["w_saves"][s], w_plays, n_eff, cfg.min_prior_strength,
                                         cfg.max_prior_strength, mu_save)
-        rows.append(dict(base_plays=base_plays, mu_skip=mu_skip, mu_save=mu_save, m_skip=m_skip, k_skip=k_skip,
+        rows.append(dict(mu_skip=mu_skip, mu_save=mu_save, m_skip=m_skip, k_skip=k_skip,
                          m_save=m_save, k_save=k_save))
     return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
 

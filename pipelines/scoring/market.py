@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from pipelines.config import Config
 from pipelines.scoring import delivery
 from pipelines.scoring.campaigns import Candidates, campaign_floors, candidates, delivery_frame
 from pipelines.scoring.estimation import guardrail, priors, shrunk_rates
-from pipelines.scoring.signals import dates, daynum, surface_totals, track_signals
+from pipelines.scoring.signals import dates, daynum, decay_weights, surface_totals, track_signals
 from pipelines.scoring.supply import forecast_supply, window_numbers
 from schemas import PROMOTION_SURFACES
 
@@ -85,9 +86,7 @@ def score_market(market: str, enrolled: pd.DataFrame, aggregates: pd.DataFrame, 
     observed_nums = np.intersect1d(np.array([daynum(d) for d in observed_days], dtype=np.int64),
                                    window_numbers(as_of_num, cfg.window_days))
 
-    def weight_of(day_numbers: np.ndarray) -> np.ndarray:
-        return np.power(0.5, (as_of_num - day_numbers) / cfg.half_life_days)
-
+    weight_of = partial(decay_weights, as_of_num=as_of_num, half_life_days=cfg.half_life_days)
     tracks = candidates(enrolled, score_date)
     shape = (len(PROMOTION_SURFACES), len(tracks.track_id))
     sig, delivered = track_signals(tracks.track_id, tracks.start, aggregates, observed_nums, weight_of,

@@ -1,4 +1,4 @@
-"""Signals of docs/design.md §4 over the trailing window: day weights (exponential
+"""Signals of docs/design.md §4 over the trailing window: decay weights (exponential
 decay), day numbers, and per (surface, track) sums of the daily aggregates, raw
 and decay-weighted, plus the surface totals behind the baselines."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pipelines.arrays import group_sum, int_group_sum, lookup
 from schemas import PROMOTION_SURFACES
 
 
-def day_weights(days: list[dt.date], as_of: dt.date, half_life_days: float) -> pd.Series:
-    """Exponential decay weight of each day's signals, 1 for `as_of`."""
-    age = np.array([(as_of - d).days for d in days], dtype=float)
-    return pd.Series(np.power(0.5, age / half_life_days), index=pd.Index(days, name="dt"))
+def decay_weights(day_numbers: np.ndarray, as_of_num: int, half_life_days: float) -> np.ndarray:
+    """Exponential decay weight of each day's signals (days as `daynum`s), 1 on
+    `as_of_num`, halving every `half_life_days`."""
+    return np.power(0.5, (as_of_num - np.asarray(day_numbers)) / half_life_days)
 
 
 def window_days(as_of: dt.date, window: int) -> list[dt.date]:

@@ -221,3 +221,20 @@ def test_days_without_promoted_skips_leave_the_promoted_test_alone():
     assert legacy["w_known_plays"][0, 0] == pytest.approx((60 * W28[10:]).sum())        # known: 18 days
     assert legacy["w_promoted_skips"][0, 0] == pytest.approx((9 * W28[10:]).sum())
     assert legacy["promoted_skips"][0, 0] == 9 * 18
+
+
+def test_baselines_are_weighted_skips_and_saves_over_weighted_plays():
+    """priors' mu_*: a surface's decay-weighted skips (saves) over its
+    weighted plays, also when those plays weigh less than one (a single old
+    play); 0 on a surface without plays. Every key is one value per surface."""
+    tot = {"w_plays": np.array([0.5, 0.0, 200.0]), "w_skips": np.array([0.25, 0.0, 50.0]),
+           "w_saves": np.array([0.125, 0.0, 20.0])}
+    sig = signals.track_signals(np.array(["t"], dtype=object), np.array([0]), pd.DataFrame(
+        {"dt": np.array([DAY0]).astype("datetime64[D]"), "track_id": "t", "market": "SE", "surface": "radio",
+         "plays": [10], "listeners": [10], "skips": [2], "saves": [1], "promoted_plays": [0], "ms_played": [0],
+         "promoted_skips": [0], "promoted_saves": [0]}), np.array([DAY0]), lambda d: np.ones(len(d)), DAY0)[0]
+    prior = estimation.priors(tot, sig, Config())
+    np.testing.assert_allclose(prior["mu_skip"], [0.5, 0.0, 0.25])
+    np.testing.assert_allclose(prior["mu_save"], [0.25, 0.0, 0.1])
+    assert set(prior) == {"mu_skip", "mu_save", "m_skip", "k_skip", "m_save", "k_save"}
+    assert all(v.shape == (3,) and v.dtype == float for v in prior.values())

@@ -227,3 +227,32 @@ def test_daily_matrix_places_each_row_on_its_day():
     m = signals.daily_matrix(np.array(["a", "b"], dtype=object), aggs, days)
     assert m["plays"].shape == (3, 2, 5) and m["plays"].sum() == 12        # the unknown track z is left out
     assert m["plays"][0, 0, 0] == 5 and m["organic"][0, 0, 0] == 4 and m["plays"][2, 1, 4] == 7
+
+
+def test_daily_matrix_edges():
+    """One track, one day, one row; an empty window with rows; a day after the
+    window; an unknown surface: each read or left out, never misplaced."""
+    day = np.array([19_000])
+    one = pd.DataFrame({"dt": day.astype("datetime64[D]"), "track_id": ["a"], "market": "SE", "surface": ["radio"],
+                        "plays": [5], "promoted_plays": [2]})
+    m = signals.daily_matrix(np.array(["a"], dtype=object), one, day)
+    assert m["plays"].tolist() == [[[5.0]], [[0.0]], [[0.0]]] and m["organic"][0, 0, 0] == 3.0
+    empty = signals.daily_matrix(np.array(["a"], dtype=object), one, np.array([], dtype=np.int64))
+    assert empty["plays"].shape == empty["organic"].shape == (3, 1, 0)
+    none = signals.daily_matrix(np.array(["a"], dtype=object), one.iloc[:0], day)
+    assert none["plays"].tolist() == none["organic"].tolist() == [[[0.0]], [[0.0]], [[0.0]]]
+    later = one.assign(dt=np.array([19_001]).astype("datetime64[D]"), surface=["tv"])
+    assert signals.daily_matrix(np.array(["a"], dtype=object), pd.concat([one, later]), day)["plays"].sum() == 5
+
+
+def test_surface_daily_edges():
+    """Totals on their (surface, day); rows of an unknown surface, before or
+    after the window are left out; one window day; no window day."""
+    days = np.arange(19_000, 19_003)
+    totals = pd.DataFrame({"dt": np.array([19_000, 19_002, 19_003, 18_999, 19_001]).astype("datetime64[D]"),
+                           "market": "SE", "surface": ["radio", "mixes", "radio", "radio", "tv"],
+                           "plays": [10, 20, 40, 80, 160]})
+    out = signals.surface_daily(totals, days)
+    assert out.tolist() == [[10.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 20.0]]
+    assert signals.surface_daily(totals.iloc[:1], days[:1]).tolist() == [[10.0], [0.0], [0.0]]
+    assert signals.surface_daily(totals, days[:0]).shape == (3, 0)

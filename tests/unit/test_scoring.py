@@ -24,28 +24,43 @@ WINDOW = signals.window_days(AS_OF, CFG.window_days)
 finite = dict(allow_nan=False, allow_infinity=False)
 
 
-# ------------------------------------------------------------- day_weights ---
+# ----------------------------------------------------------- decay_weights ---
 def test_window_days_are_the_trailing_window_ending_on_as_of():
-    assert len(WINDOW) == 28
-    assert WINDOW[-1] == AS_OF
-    assert WINDOW[0] == AS_OF - dt.timedelta(days=27)
-    assert all((b - a).days == 1 for a, b in zip(WINDOW, WINDOW[1:]))
+    days = signals.window_days(AS_OF, 28)  # called here: a module constant is computed before a mutant runs
+    assert len(days) == 28
+    assert days[-1] == AS_OF
+    assert days[0] == AS_OF - dt.timedelta(days=27)
+    assert all((b - a).days == 1 for a, b in zip(days, days[1:]))
+    assert signals.window_days(AS_OF, 1) == [AS_OF]
 
 
 @given(half_life=st.integers(1, 60), start=st.integers(0, 200))
-def test_day_weights_halve_every_half_life(half_life, start):
-    days = [AS_OF - dt.timedelta(days=start + k * half_life) for k in range(4)]
-    w = signals.day_weights(days, AS_OF, float(half_life))
+def test_decay_weights_halve_every_half_life(half_life, start):
+    as_of = signals.daynum(AS_OF)
+    days = np.array([as_of - start - k * half_life for k in range(4)])
+    w = signals.decay_weights(days, as_of, float(half_life))
     for k in range(3):
-        assert w.iloc[k + 1] == pytest.approx(w.iloc[k] / 2, rel=1e-12)
+        assert w[k + 1] == pytest.approx(w[k] / 2, rel=1e-12)
 
 
-def test_day_weights_are_one_on_as_of_and_decreasing_with_age():
-    w = signals.day_weights(WINDOW, AS_OF, 14.0)
-    assert w[AS_OF] == 1.0
-    assert w[AS_OF - dt.timedelta(days=14)] == pytest.approx(0.5)
-    assert list(w.index) == WINDOW
-    assert np.all(np.diff(w.to_numpy()) > 0)  # WINDOW runs oldest first
+def test_decay_weights_are_one_on_as_of_and_decreasing_with_age():
+    as_of = signals.daynum(AS_OF)
+    days = np.array([signals.daynum(d) for d in WINDOW])
+    w = signals.decay_weights(days, as_of, 14.0)
+    assert w[-1] == 1.0
+    assert w[-15] == pytest.approx(0.5)
+    assert np.all(np.diff(w) > 0)  # WINDOW runs oldest first
+
+
+def test_weighted_plays_decay_with_the_half_life():
+    """score_market's weighted_plays: one play a day on radio over the window
+    sums to sum over ages a of 0.5 ** (a / half_life) (catches a wrong base,
+    sign or half-life in the weights score_market uses)."""
+    cfg = Config(half_life_days=7.0)
+    scores = run_market([enroll_row("a")], daily("a", surfaces=["radio"], plays=1), cfg=cfg).scores
+    radio = scores[(scores["surface"] == "radio")].iloc[0]
+    assert radio["weighted_plays"] == pytest.approx(sum(0.5 ** (a / 7.0) for a in range(28)), rel=1e-12)
+    assert radio["plays"] == 28
 
 
 # -------------------------------------------------------------- estimation ---
@@ -511,6 +526,19 @@ def test_enrolled_on_reads_lists_and_arrays():
     assert on.shape == (len(PROMOTION_SURFACES), 4)
     got = {(PROMOTION_SURFACES[s], t) for s, t in zip(*np.nonzero(on))}
     assert got == {("radio", 0), ("mixes", 0), ("autoplay", 1), ("radio", 3)}
+    # only empty lists: nothing to infer a type from, still strings to match (not an Arrow type error)
+    empty = np.empty(2, dtype=object)
+    empty[0], empty[1] = [], []
+    assert not campaigns.enrolled_on(empty).any() and campaigns.enrolled_on(empty).shape == (3, 2)
+
+
+def test_campaign_floors_of_no_track_are_empty():
+    none = np.zeros((len(PROMOTION_SURFACES), 0))
+    camp = campaigns.campaign_floors(np.zeros(0, dtype=np.int64), none.astype(bool), none.astype(bool), none, none,
+                                     np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 10, CFG)
+    assert len(camp["floor"]) == 0 and camp["offsets"].tolist() == [0, 0, 0, 0]
+    assert campaigns.delivery_frame("SE", camp, np.array([], dtype=object), np.array([], dtype=object)).columns.tolist() \
+        == list(campaigns.DELIVERY_COLUMNS)
 
 
 def test_first_reason_takes_the_first_broken_rule():
@@ -555,6 +583,10 @@ def test_campaign_floors_group_live_rows_by_surface_then_campaign():
     assert camp["max_boost"].tolist() == [5.0, 0.0, 1.0, 8.0]
     assert camp["eligible_tracks"].tolist() == [2, 0, 1, 1]
     assert camp["delivered_to_date"].tolist() == [20.0, 10.0, 10.0, 10.0]
+    # pacing by hand (floor_fraction 0.2): base 1.0 over a 31-day flight, 20 delivered, 21 days left;
+    # no base; ahead of pace (clipped to pacing_min); base 1.6 over 40 days, 10 delivered, 31 days left
+    assert (CFG.floor_fraction, CFG.pacing_min, CFG.pacing_max) == (0.2, 0.5, 2.0)
+    np.testing.assert_allclose(camp["pacing_multiplier"], [(31 - 20) / 21, 1.0, 0.5, (1.6 * 40 - 10) / 31 / 1.6])
     np.testing.assert_array_equal(camp["floor"], np.minimum(
         CFG.floor_fraction * camp["max_boost"] * camp["pacing_multiplier"], camp["max_boost"]))
     # each row's campaign in its surface's problem; past the surface's campaigns: the floor-less group
@@ -611,3 +643,134 @@ def test_a_campaign_has_floors_only_on_its_enrolled_surfaces():
     d = _forecast_market(WINDOW).delivery
     assert sorted(d.loc[d["campaign_id"] == "c-radio_only", "surface"]) == ["radio"]
     assert sorted(d.loc[d["campaign_id"] == "c-t", "surface"]) == sorted(PROMOTION_SURFACES)
+
+
+def test_rows_pulled_back_yesterday_stay_pulled_back_inside_the_band():
+    """The guardrail's hysteresis through score_market: three tracks with the
+    same skip rate, inside the band (not confidently above baseline + delta,
+    still above baseline + the reinstate delta). Fresh, all are eligible; with
+    yesterday's pulled-back rows (a on radio and mixes, the first track and the
+    first surface among them; a track and a surface this market does not know),
+    exactly a's radio and mixes rows stay pulled back. Catches a hysteresis
+    input that is ignored, rows mapped to the wrong track or surface (an
+    off-by-one at code 0) and unknown keys marking a real row."""
+    enrolled = [enroll_row(t) for t in ("a", "b", "c")]
+    aggs = [r for t in ("a", "b", "c") for r in daily(t, plays=30, skips=9, saves=1)]
+    fresh = run_market(enrolled, aggs).scores
+    assert fresh["eligible"].all()
+    assert (fresh["dislike_probability"] < CFG.guardrail_confidence).all()
+    before = pd.DataFrame({"track_id": ["a", "a", "ghost", "c"], "surface": ["radio", "mixes", "radio", "tv"]})
+    scores = market_scoring.score_market(
+        "SE", frame(enrolled, ENROLLMENTS), frame(aggs, DAILY_AGGREGATES),
+        frame(totals_for(aggs, WINDOW), SURFACE_TOTALS), WINDOW, AS_OF, CFG, "exact", before).scores
+    held = scores.loc[~scores["eligible"], ["track_id", "surface"]].apply(tuple, axis=1)
+    assert set(held) == {("a", "radio"), ("a", "mixes")}
+    assert set(scores.loc[~scores["eligible"], "reason"]) == {"listeners_dislike"}
+    assert scores.loc[~scores["eligible"], "pulled_back"].all()
+    assert (scores.loc[~scores["eligible"], "planned_promoted_plays"] == 0).all()
+    assert not scores.loc[scores["eligible"], "pulled_back"].any()
+
+
+def _market_with_a_radio_only_track():
+    """Two tracks on every surface, one with few plays (a low forecast), and a
+    radio-only track, so autoplay and mixes have an ineligible row."""
+    enrolled = [enroll_row("a"), enroll_row("b"), enroll_row("r", surfaces=["radio"])]
+    aggs = (daily("a", plays=30, skips=5, saves=3) + daily("b", plays=1, skips=0, saves=0)
+            + daily("r", surfaces=["radio"], plays=12, skips=2, saves=1))
+    return enrolled, aggs
+
+
+def test_score_market_returns_every_column_of_its_tables():
+    """Each frame score_market returns has exactly its table's columns but the
+    two the run adds (score_date, snapshot_id); prices carry their market and
+    surface. Catches a column dropped or misnamed on the way out."""
+    import schemas
+    from pipelines.scoring.delivery import RECONCILIATION_COLUMNS
+
+    r = run_market(*_market_with_a_radio_only_track())
+    for table, got in ((schemas.PROMOTION_SCORES, r.scores), (schemas.CAPACITY, r.capacity),
+                       (schemas.PRICES, r.prices), (schemas.CAMPAIGN_DELIVERY, r.delivery)):
+        want = [f.name for f in table.arrow() if f.name not in ("score_date", "snapshot_id")]
+        assert sorted(got.columns) == sorted(want), table
+    assert sorted(r.reconciliation.columns) == sorted(RECONCILIATION_COLUMNS)
+    assert len(r.prices) and set(r.prices["market"]) == {"SE"}
+    assert set(r.prices["surface"]) == set(PROMOTION_SURFACES)
+    assert (r.capacity["surface"].tolist() == list(PROMOTION_SURFACES)) and set(r.capacity["market"]) == {"SE"}
+    # dates come back as dates (the enrollments' flight)
+    assert set(r.scores["flight_end"]) == set(r.delivery["flight_end"]) == {dt.date(2024, 5, 31)}
+    assert set(r.delivery["flight_start"]) == {dt.date(2024, 5, 1)}
+    assert all(type(d) is dt.date for d in r.scores["flight_end"])
+
+
+def test_shortfall_penalty_scales_with_the_largest_eligible_value():
+    """capacity.shortfall_penalty = factor * (max |value| of the surface's
+    eligible rows + 1e-6): 1e-6 * factor where no row is eligible."""
+    enrolled, aggs = _market_with_a_radio_only_track()
+    enrolled = [dict(e, status="paused") if e["track_id"] != "r" else e for e in enrolled]
+    r = run_market(enrolled, aggs)
+    for _, row in r.capacity.iterrows():
+        mine = r.scores[(r.scores["surface"] == row["surface"]) & r.scores["eligible"]]
+        vmax = float(mine["value"].abs().max()) if len(mine) else 0.0
+        assert row["shortfall_penalty"] == pytest.approx(CFG.shortfall_penalty_factor * (vmax + 1e-6), rel=1e-12)
+    assert r.capacity.set_index("surface").loc["mixes", "shortfall_penalty"] == pytest.approx(
+        CFG.shortfall_penalty_factor * 1e-6)
+
+
+def test_the_lower_cap_basis_caps_at_rho_times_the_low_end():
+    """track_cap_basis = "lower": max_promoted_plays = rho * max(low, 0) on
+    eligible rows (a track with few plays has a low end near or below 1);
+    "point": rho * supply_forecast."""
+    enrolled, aggs = _market_with_a_radio_only_track()
+    for basis, column in (("lower", "supply_forecast_low"), ("point", "supply_forecast")):
+        s = run_market(enrolled, aggs, cfg=Config(track_cap_basis=basis)).scores
+        ok = s[s["eligible"]]
+        want = CFG.track_boost_cap * np.maximum(ok[column].to_numpy(float), 0.0)
+        np.testing.assert_allclose(ok["max_promoted_plays"].to_numpy(float), want, rtol=1e-12)
+        assert (s.loc[~s["eligible"], "max_promoted_plays"] == 0).all()
+    low = run_market(enrolled, aggs, cfg=Config(track_cap_basis="lower")).scores
+    assert (low.loc[low["eligible"], "supply_forecast_low"] < 1).any()  # the clip at 0, not at 1, shows
+
+
+def test_an_unknown_allocation_method_is_refused():
+    with pytest.raises(ValueError, match="unknown allocation method"):
+        market_scoring.score_market("SE", frame([enroll_row("a")], ENROLLMENTS),
+                                    frame(daily("a", plays=30, skips=5), DAILY_AGGREGATES),
+                                    frame(totals_for(daily("a", plays=30, skips=5), WINDOW), SURFACE_TOTALS),
+                                    WINDOW, AS_OF, CFG, method="simplex")
+
+
+def test_score_market_reconciles_the_plan_and_updates_the_gain_from_the_state():
+    """The wiring of delivery into score_market: the plan and state passed in
+    reach `reconcile` and `serving_gain` (each tested on its own in
+    test_delivery.py) with this market, the logs day as_of and the plan's
+    snapshot id; the gain lands in the capacity rows and divides the boost."""
+    from pipelines.scoring import delivery
+
+    enrolled = [enroll_row("a"), enroll_row("b")]
+    aggs = daily("a", days=WINDOW[:-1], plays=30, skips=5, saves=3) + daily("b", plays=30, skips=6, saves=2)
+    aggs += [agg_row("a", AS_OF, s, plays=34, skips=5, saves=3, promoted=4) for s in PROMOTION_SURFACES]
+    plan = pd.DataFrame({"track_id": ["a", "a", "b"], "market": "SE", "surface": ["radio", "mixes", "radio"],
+                         "campaign_id": ["c-a", "c-a", "c-b"], "planned_promoted_plays": [10.0, 3.0, 0.0],
+                         "boost_probability": [0.5, 0.1, 0.0], "supply_forecast": [20.0, 30.0, 30.0]})
+    state = pd.DataFrame({"market": "SE", "surface": list(PROMOTION_SURFACES), "gain_realised": [100.0, 50.0, 9.0],
+                          "gain_requested": [50.0, 50.0, 30.0], "gain_requested_organic": [40.0, 45.0, 20.0],
+                          "delivery_miss_days": [1, 0, 2]})
+    ag = frame(aggs, DAILY_AGGREGATES)
+    r = market_scoring.score_market("SE", frame(enrolled, ENROLLMENTS), ag, frame(totals_for(aggs, WINDOW),
+                                    SURFACE_TOTALS), WINDOW, AS_OF, CFG, "exact", plan=plan, state=state,
+                                    plan_snapshot_id="snap-prev")
+    want, sums = delivery.reconcile("SE", plan, ag, signals.daynum(AS_OF), "snap-prev")
+    pd.testing.assert_frame_equal(r.reconciliation, want)
+    got = r.reconciliation.set_index(["track_id", "surface"])
+    assert got.loc[("a", "radio"), "realised_promoted_plays"] == 4
+    assert got.loc[("a", "radio"), "planned_promoted_plays"] == 10.0
+    assert set(r.reconciliation["market"]) == {"SE"} and set(r.reconciliation["plan_snapshot_id"]) == {"snap-prev"}
+    gain = delivery.serving_gain(state, sums, CFG)
+    for column in ("serving_gain", "gain_realised", "gain_requested", "delivery_miss_days"):
+        np.testing.assert_allclose(r.capacity[column].to_numpy(float), np.asarray(gain[column], float))
+    assert r.capacity["gain_realised"].iloc[0] > 100.0 * 0.5 ** (1 / CFG.gain_half_life_days)  # the state counted
+    np.testing.assert_allclose(
+        r.scores["boost_probability"].to_numpy(float),
+        delivery.boost_probability(r.scores["planned_promoted_plays"].to_numpy(float).reshape(3, -1),
+                                   r.scores["supply_forecast"].to_numpy(float).reshape(3, -1),
+                                   np.asarray(gain["serving_gain"])).ravel())
