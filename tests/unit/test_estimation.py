@@ -103,6 +103,77 @@ def test_prior_fit_properties(seed, n, p, k):
         (mean, strength), rel=1e-9)
 
 
+def _moment_root(r, m, lo, hi):
+    """An oracle for fit_beta_prior written apart from it: rho = 1/(k+1) is the
+    root of  S(rho) = E[S](rho)  in [1/(hi+1), 1/(lo+1)], where, with
+    Sigma = diag(rho + (1-rho)/m) (Var(r_i) / p(1-p)), the mean is the
+    inverse-variance weighted p = u.r, deviations d = (I - 1 u^T) r, S =
+    d^T Om d / p(1-p) with Om = diag(Sigma^-2) normalised, and E[S] is the
+    trace tr(Om (I - 1 u^T) Sigma (I - 1 u^T)^T), here as matrices (the code
+    sums terms). Found with brentq; a bound when no root lies inside."""
+    from scipy.optimize import brentq
+
+    m = np.maximum(m, 1.0)
+
+    def parts(rho):
+        sigma = rho + (1 - rho) / m
+        u = (1 / sigma) / (1 / sigma).sum()
+        om = sigma ** -2.0 / (sigma ** -2.0).sum()
+        p = float(u @ r)
+        proj = np.eye(len(r)) - np.outer(np.ones(len(r)), u)
+        d = proj @ r
+        expected = np.trace(np.diag(om) @ proj @ np.diag(sigma) @ proj.T)
+        return p, float(d @ (om * d)) / (p * (1 - p)) - expected
+
+    a, b = 1 / (hi + 1), 1 / (lo + 1)
+    fa, fb = parts(a)[1], parts(b)[1]
+    if fa <= 0:   # no spread beyond the noise even at the largest strength
+        rho = a
+    elif fb >= 0:
+        rho = b
+    else:
+        rho = brentq(lambda x: parts(x)[1], a, b, xtol=1e-14, rtol=1e-12)
+    return parts(rho)[0], 1 / rho - 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_prior_fit_solves_its_moment_equation_on_small_pools(seed):
+    """On pools of 3-8 rows with effective trials between 1 and 60 (where the
+    1/N corrections of the expectation matter), fit_beta_prior returns the
+    root of its moment equation found by an independent oracle (matrix form,
+    brentq): catches a wrong term, sign or weight in the expectation, the mean
+    or the variance model."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 9))
+    m = rng.uniform(1.0, 60.0, n)
+    m[0] = rng.uniform(1.0, 2.0)   # a row of about one effective play
+    q = rng.beta(0.3 * 40, 0.7 * 40, n)
+    succ = rng.binomial(np.ceil(m).astype(int), q) * (m / np.ceil(m))
+    mean, strength = estimation.fit_beta_prior(succ, m, m, 2.0, 5000.0, 0.5, min_trials=0.5)
+    want_mean, want_k = _moment_root(succ / m, m, 2.0, 5000.0)
+    assert mean == pytest.approx(want_mean, rel=1e-7)
+    assert strength == pytest.approx(want_k, rel=1e-6)
+
+
+def test_prior_fit_leaves_out_rows_without_enough_trials_and_reaches_its_bounds():
+    """Rows below min_trials or without effective trials are left out (the
+    fit equals the fit without them); three rows are enough to fit; a pool
+    spread far beyond its noise is clipped at the lowest strength, and one
+    with no spread at the highest."""
+    succ, trials = np.array([1.0, 30.0, 60.0, 90.0]), np.array([100.0, 100.0, 100.0, 100.0])
+    three = estimation.fit_beta_prior(succ[1:], trials[1:], trials[1:], 2.0, 5000.0, 0.5)
+    assert three[1] < 5000.0                   # three rows are fitted, not given the default strength
+    few = estimation.fit_beta_prior(np.r_[0.0, succ[1:]], np.r_[3.0, trials[1:]], np.r_[3.0, trials[1:]],
+                                    2.0, 5000.0, 0.5, min_trials=5.0)
+    assert few == pytest.approx(three, rel=1e-12)
+    no_eff = estimation.fit_beta_prior(succ, trials, np.r_[0.0, trials[1:]], 2.0, 5000.0, 0.5)
+    assert no_eff == pytest.approx(three, rel=1e-12)
+    spread = estimation.fit_beta_prior(np.array([1.0, 99.0, 2.0, 98.0]), trials, trials, 3.0, 5000.0, 0.5)
+    assert spread[1] == 3.0
+    flat = estimation.fit_beta_prior(np.full(4, 30.0), trials, trials, 3.0, 5000.0, 0.5)
+    assert flat == (pytest.approx(0.3), 5000.0)
+
+
 # ------------------------------------------------------------------ guardrail ---
 BASE, POOL, K = 0.30, 0.31, TRUE_K
 PRIOR = {"mu_skip": np.full(3, BASE), "m_skip": np.full(3, POOL), "k_skip": np.full(3, K)}
