@@ -1,5 +1,6 @@
 """Scoring math of docs/design.md §4: estimators, pacing and one market's scores."""
 import datetime as dt
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,7 @@ def test_pacing_multiplier_values_and_clipping():
     assert campaigns.pacing_multiplier(5000.0, 100.0, 10, 5, 0.5, 2.0) == 0.5   # far ahead: clipped
     assert campaigns.pacing_multiplier(0.0, 0.0, 10, 5, 0.5, 2.0) == 1.0        # nothing to pace
     assert campaigns.pacing_multiplier(0.0, 100.0, 10, 0, 0.5, 2.0) == 1.0      # flight over
+    assert type(campaigns.pacing_multiplier(300.0, 100.0, 10, 5, 0.1, 5.0)) is float   # scalars in, a float out
 
 
 # ------------------------------------------------------------ frames ---
@@ -581,7 +583,7 @@ def test_campaign_floors_group_live_rows_by_surface_then_campaign():
     assert camp["first_row"].tolist() == [0, 1, 0, 3]
     assert camp["flight_start"].tolist() == [0, 5, 0, 1] and camp["flight_end"].tolist() == [30, 20, 30, 40]
     assert camp["max_boost"].tolist() == [5.0, 0.0, 1.0, 8.0]
-    assert camp["eligible_tracks"].tolist() == [2, 0, 1, 1]
+    assert camp["eligible_tracks"].tolist() == [2, 0, 1, 1] and camp["eligible_tracks"].dtype == np.int64
     assert camp["delivered_to_date"].tolist() == [20.0, 10.0, 10.0, 10.0]
     # pacing by hand (floor_fraction 0.2): base 1.0 over a 31-day flight, 20 delivered, 21 days left;
     # no base; ahead of pace (clipped to pacing_min); base 1.6 over 40 days, 10 delivered, 31 days left
@@ -774,3 +776,73 @@ def test_score_market_reconciles_the_plan_and_updates_the_gain_from_the_state():
         delivery.boost_probability(r.scores["planned_promoted_plays"].to_numpy(float).reshape(3, -1),
                                    r.scores["supply_forecast"].to_numpy(float).reshape(3, -1),
                                    np.asarray(gain["serving_gain"])).ravel())
+
+
+def test_a_campaign_starting_or_ending_on_the_score_date_is_the_live_one_chosen():
+    """choose_enrollments prefers the campaign live on the score date over a
+    later flight, also when that flight starts or ends on the score date."""
+    rows = [enroll_row("s", campaign_id="c-live", start_date=SCORE_DATE, end_date=dt.date(2024, 6, 30)),
+            enroll_row("s", campaign_id="c-later", start_date=dt.date(2024, 7, 1), end_date=dt.date(2024, 7, 31)),
+            enroll_row("e", campaign_id="c-live", start_date=dt.date(2024, 5, 1), end_date=SCORE_DATE),
+            enroll_row("e", campaign_id="c-later", start_date=dt.date(2024, 7, 1), end_date=dt.date(2024, 7, 31))]
+    chosen = campaigns.choose_enrollments(frame(rows, ENROLLMENTS), SCORE_DATE)
+    assert dict(zip(chosen["track_id"], chosen["campaign_id"])) == {"s": "c-live", "e": "c-live"}
+
+
+def _signals_frame(promoted_skips):
+    d0 = signals.daynum(AS_OF) - 5
+    rows = [  # (day, track, surface, plays, skips, saves, promoted)
+        (d0, "a", "radio", 10, 1, 1, 2),        # not an observed day, and before a's flight start
+        (d0 + 2, "a", "radio", 20, 2, 2, 4),    # a's flight start
+        (d0 + 5, "a", "radio", 30, 3, 3, 6),    # as_of
+        (d0 + 6, "a", "radio", 40, 4, 4, 8),    # after as_of
+        (d0 + 3, "z", "mixes", 50, 5, 5, 5),    # a track not in the market
+        (d0 + 3, "b", "tv", 60, 6, 6, 6),       # not a promotion surface
+        (d0 + 4, "b", "autoplay", 70, 7, 7, 7),
+    ]
+    f = pd.DataFrame(rows, columns=["day", "track_id", "surface", "plays", "skips", "saves", "promoted_plays"])
+    f["dt"] = f.pop("day").to_numpy().astype("datetime64[D]")
+    if promoted_skips is not None:
+        f["promoted_skips"] = pd.array(promoted_skips, dtype="Int64")
+    return f, d0
+
+
+@pytest.mark.parametrize("layout", ["format 2, one row unknown", "format 1 (no promoted_skips)"])
+def test_track_signals_by_hand(layout):
+    """Every sum of track_signals on seven hand-made rows: only known tracks on
+    promotion surfaces, only observed days in the window sums, promoted plays
+    delivered from the flight start through as_of (both ends included), the
+    promoted-vs-organic sums only over rows that know their promoted skips."""
+    known_skips = layout.startswith("format 2")
+    agg, d0 = _signals_frame([1, 2, None, 3, 5, 6, 1] if known_skips else None)
+    as_of = d0 + 5
+    weight = signals.decay_weights(np.arange(d0, d0 + 7), as_of, 2.0)
+    w = dict(zip(range(d0, d0 + 7), weight))
+    sig, delivered = signals.track_signals(np.array(["a", "b"], dtype=object), np.array([d0 + 2, d0]), agg,
+                                           np.arange(d0 + 1, as_of + 1), partial(signals.decay_weights,
+                                           as_of_num=as_of, half_life_days=2.0), as_of)
+    a_radio, b_autoplay = (0, 0), (1, 1)
+    want = {"plays": {a_radio: 50, b_autoplay: 70}, "skips": {a_radio: 5, b_autoplay: 7},
+            "saves": {a_radio: 5, b_autoplay: 7}, "promoted_plays": {a_radio: 10, b_autoplay: 7},
+            "w_plays": {a_radio: 20 * w[d0 + 2] + 30 * w[d0 + 5], b_autoplay: 70 * w[d0 + 4]},
+            "w_organic": {a_radio: 16 * w[d0 + 2] + 24 * w[d0 + 5], b_autoplay: 63 * w[d0 + 4]},
+            "w2_plays": {a_radio: 20 * w[d0 + 2] ** 2 + 30 * w[d0 + 5] ** 2, b_autoplay: 70 * w[d0 + 4] ** 2}}
+    if known_skips:   # a's as_of row does not know its promoted skips: left out of those sums
+        want.update({
+            "promoted_skips": {a_radio: 2, b_autoplay: 1},
+            "w_promoted_plays": {a_radio: 4 * w[d0 + 2], b_autoplay: 7 * w[d0 + 4]},
+            "w_promoted_skips": {a_radio: 2 * w[d0 + 2], b_autoplay: 1 * w[d0 + 4]},
+            "w2_promoted_plays": {a_radio: 4 * w[d0 + 2] ** 2, b_autoplay: 7 * w[d0 + 4] ** 2},
+            "w_known_plays": {a_radio: 20 * w[d0 + 2], b_autoplay: 70 * w[d0 + 4]},
+            "w_known_skips": {a_radio: 2 * w[d0 + 2], b_autoplay: 7 * w[d0 + 4]},
+            "w2_known_plays": {a_radio: 20 * w[d0 + 2] ** 2, b_autoplay: 70 * w[d0 + 4] ** 2}})
+    else:
+        want.update(dict.fromkeys(("promoted_skips", "w_promoted_plays", "w_promoted_skips", "w2_promoted_plays",
+                                   "w_known_plays", "w_known_skips", "w2_known_plays"), {}))
+    for name, cells in want.items():
+        expected = np.zeros((3, 2))
+        for cell, value in cells.items():
+            expected[cell] = value
+        assert sig[name].shape == (3, 2), name
+        np.testing.assert_allclose(sig[name], expected, rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(delivered, [[10.0, 0.0], [0.0, 7.0], [0.0, 0.0]])
