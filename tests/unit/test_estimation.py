@@ -309,3 +309,64 @@ def test_baselines_are_weighted_skips_and_saves_over_weighted_plays():
     np.testing.assert_allclose(prior["mu_save"], [0.25, 0.0, 0.1])
     assert set(prior) == {"mu_skip", "mu_save", "m_skip", "k_skip", "m_save", "k_save"}
     assert all(v.shape == (3,) and v.dtype == float for v in prior.values())
+
+
+def test_pooled_probabilities_by_hand():
+    """The pooled tests of the guardrail on hand-set sums, each track on one
+    surface (so its baseline and prior mean are that surface's), against
+    scipy's Beta survival function written from the docstring: the skip test
+    P(rate > mu + delta) and the promoted test P(promoted rate > shrunk organic
+    rate + promoted_delta), under the weakest prior. Edge rows: no plays, less
+    than one weighted play, a baseline of 0, a track not asked for, no promoted
+    or no organic plays, under one play of either, and a threshold at or past 1:
+    each 0 where the test cannot be made."""
+    from scipy import stats
+
+    prior = {"mu_skip": np.array([0.3, 0.0, 0.6]), "m_skip": np.array([0.32, 0.0, 0.6]),
+             "k_skip": np.array([2.0, 5.0, 5.0])}
+    #        surface plays skips w2   p_plays p_skips p_w2  k_plays k_skips k_w2
+    rows = {0: (0, 40.0, 20.0, 40.0, 10.0, 8.0, 10.0, 40.0, 20.0, 40.0),
+            1: (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),          # no plays
+            2: (0, 0.5, 0.5, 0.25, 0.0, 0.0, 0.0, 0.5, 0.5, 0.25),        # one old play, no promoted
+            3: (1, 40.0, 5.0, 40.0, 10.0, 5.0, 10.0, 40.0, 5.0, 40.0),    # baseline and prior mean 0
+            4: (0, 40.0, 30.0, 40.0, 10.0, 9.0, 10.0, 40.0, 30.0, 40.0),  # not needed
+            5: (0, 40.0, 10.0, 40.0, 0.5, 0.5, 0.25, 40.0, 10.0, 40.0),   # half a promoted play
+            6: (0, 10.0, 5.0, 10.0, 10.0, 5.0, 10.0, 10.0, 5.0, 10.0),    # no organic plays
+            7: (0, 10.5, 2.5, 10.25, 10.0, 2.0, 10.0, 10.5, 2.5, 10.25),  # half an organic play
+            8: (0, 40.0, 39.0, 40.0, 10.0, 10.0, 10.0, 40.0, 39.0, 40.0), # promoted threshold past 1
+            9: (2, 40.0, 30.0, 40.0, 10.0, 9.0, 10.0, 40.0, 30.0, 40.0)}  # the mixes surface
+    names = ("w_plays", "w_skips", "w2_plays", "w_promoted_plays", "w_promoted_skips", "w2_promoted_plays",
+             "w_known_plays", "w_known_skips", "w2_known_plays")
+    sig = {name: np.zeros((3, len(rows))) for name in names}
+    for t, (surface, *values) in rows.items():
+        for name, v in zip(names, values):
+            sig[name][surface, t] = v
+    needed = np.array([t != 4 for t in rows])
+    delta, promoted_delta, k = 0.05, 0.1, 2.0
+    pooled, promoted = estimation._pooled_probabilities(sig, prior, needed, delta, promoted_delta)
+
+    def counts(successes, trials, w2):   # a rate of weighted counts as binomial counts of n_eff trials
+        n_eff = trials ** 2 / w2
+        return successes / trials * n_eff, n_eff
+
+    want_pooled, want_promoted = np.zeros(len(rows)), np.zeros(len(rows))
+    for t, (surface, plays, skips, w2, p_plays, p_skips, p_w2, k_plays, k_skips, k_w2) in rows.items():
+        mu, m = prior["mu_skip"][surface], prior["m_skip"][surface]
+        if not needed[t] or plays == 0:
+            continue
+        if 0 < mu and mu + delta < 1:
+            s, n = counts(skips, plays, w2)
+            want_pooled[t] = stats.beta.sf(mu + delta, m * k + s, (1 - m) * k + n - s)
+        o_plays = k_plays - p_plays
+        if p_plays > 0 and o_plays > 0 and 0 < m < 1:
+            so, no = counts(k_skips - p_skips, o_plays, k_w2 - p_w2)
+            organic = (so + m * k) / (no + k)
+            sp, n_p = counts(p_skips, p_plays, p_w2)
+            if organic + promoted_delta < 1:
+                want_promoted[t] = stats.beta.sf(organic + promoted_delta, organic * k + sp,
+                                                 (1 - organic) * k + n_p - sp)
+    np.testing.assert_allclose(pooled, want_pooled, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(promoted, want_promoted, rtol=1e-9, atol=1e-15)
+    # the edge rows are what they are meant to be
+    assert pooled[[1, 3, 4]].tolist() == [0.0, 0.0, 0.0] and pooled[[0, 2, 9]].min() > 0
+    assert promoted[[1, 2, 3, 4, 6, 8]].tolist() == [0.0] * 6 and promoted[[0, 5, 7, 9]].min() > 0
