@@ -18,6 +18,8 @@ SAMPLE_EVENTS ?= 100000
 # planning a few hundred promoted plays a day or more), then the same world with calibration off. December's
 # flights change the eligible scores' distribution past score_drift's bound on the 1st: the runs skip that gate.
 SIM_DIR ?= $(DATA)/simulate
+# `make test` runs this many pytest workers (pytest-xdist; `auto` = one per core), a test module whole on one.
+TEST_WORKERS ?= auto
 SIM_WORLD ?= --warm-up-days 14 --markets 6 --tracks 600 --events-per-day 1500000 --seed 5 --step-day 11 \
     --skip-gate score_drift
 
@@ -57,7 +59,7 @@ run: install
 	$(BIN)/oasis run --date $$(cat $(DATA)/world/LAST_DAY) --input $(DATA)/world --output $(DATA)/out
 
 test: install emulators
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/pipeline

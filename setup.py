@@ -33,6 +33,7 @@ TEST = [
     "db-dtypes>=1.2,<2",
     "pillow>=10,<13",  # the report test reads its Chromium screenshots
     "pytest-timeout>=2.3,<3",  # a hung test fails after pytest.ini's timeout instead of stalling the suite
+    "pytest-xdist>=3.6,<4",  # `make test` runs the suite on every core (one worker per core, a module per worker)
 ]
 
 # `make mutation` only (mutation testing of the pure modules, docs/testing.md); never on workers.

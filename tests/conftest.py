@@ -40,6 +40,18 @@ if str(ROOT) not in sys.path:
 from tests.support import emulators, prometheus, worlds  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` spreads the suite over the machine's cores (pytest-xdist,
+    `--dist loadgroup`): a test module runs whole on one worker, so a module's
+    shared fixture (a world, a crash-safety run) is built once; the modules on
+    the session's `long_world` share one worker, so it is built once too."""
+    module = {item: item.nodeid.split("::")[0] for item in items}
+    on_long_world = {module[i] for i in items if "long_world" in getattr(i, "fixturenames", ())}
+    for item in items:
+        group = "long_world" if module[item] in on_long_world else module[item]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _start(start, *args, **kwargs):
     """Start an emulator; a missing or broken one FAILS the test (never skips)."""
     try:
