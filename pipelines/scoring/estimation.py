@@ -102,16 +102,13 @@ def prob_above(successes, trials, prior_mean, strength, threshold) -> np.ndarray
     The Beta survival function is `special.betaincc`, the function
     `stats.beta.sf` calls after its generic argument checks and masking (a
     fixed cost per call, here paid several times per market). a, b > 0 here,
-    so only the support's ends need care: 1 at or below a threshold of 0, and
-    0 at or above 1, as `stats.beta.sf` gives."""
-    a = prior_mean * strength + np.asarray(successes, dtype=float)
-    b = (1 - prior_mean) * strength + np.asarray(trials, dtype=float) - np.asarray(successes, dtype=float)
-    a = np.maximum(a, 1e-9)
-    b = np.maximum(b, 1e-9)
-    threshold = np.asarray(threshold, dtype=float)
-    x = np.minimum(threshold, 1.0)
-    sf = np.where(x <= 0.0, 1.0, special.betaincc(a, b, np.maximum(x, 0.0)))
-    return np.where(threshold >= 1.0, 0.0, sf)
+    and betaincc is exactly 1 at 0 and 0 at 1, so a threshold outside [0, 1]
+    only needs clipping: 1 at or below 0, and 0 at or above 1, as
+    `stats.beta.sf` gives."""
+    successes = np.asarray(successes, dtype=float)
+    a = np.maximum(prior_mean * strength + successes, 1e-9)
+    b = np.maximum((1 - prior_mean) * strength + np.asarray(trials, dtype=float) - successes, 1e-9)
+    return special.betaincc(a, b, np.clip(np.asarray(threshold, dtype=float), 0.0, 1.0))
 
 
 def priors(tot: dict, sig: dict, cfg: Config) -> dict:

@@ -370,3 +370,81 @@ def test_pooled_probabilities_by_hand():
     # the edge rows are what they are meant to be
     assert pooled[[1, 3, 4]].tolist() == [0.0, 0.0, 0.0] and pooled[[0, 2, 9]].min() > 0
     assert promoted[[1, 2, 3, 4, 6, 8]].tolist() == [0.0] * 6 and promoted[[0, 5, 7, 9]].min() > 0
+
+
+# (surface, plays, skips, promoted plays, promoted skips); unit weights, so n_eff = plays
+_GUARD_ROWS = {0: (0, 40.0, 30.0, 10.0, 9.0),   # disliked by both tests
+               1: (1, 40.0, 5.0, 0.0, 0.0),     # on a surface whose baseline is 0
+               2: (0, 60.0, 24.0, 0.0, 0.0),    # between the tests: the surface's prior is the stronger
+               3: (0, 40.0, 12.0, 10.0, 5.0),   # not evaluated
+               4: (2, 60.0, 21.0, 20.0, 11.0)}   # promoted skips above organic ones
+_GUARD_PRIOR = {"mu_skip": np.array([0.3, 0.0, 0.3]), "m_skip": np.array([0.45, 0.0, 0.3]),
+                "k_skip": np.array([60.0, 5.0, 8.0])}
+
+
+def _guard_sig():
+    n = len(_GUARD_ROWS)
+    sig = {k: np.zeros((3, n)) for k in ("w_plays", "w_skips", "w2_plays", "n_eff", "w_promoted_plays",
+                                          "w_promoted_skips", "w2_promoted_plays", "w_known_plays",
+                                          "w_known_skips", "w2_known_plays")}
+    for t, (s, plays, skips, p_plays, p_skips) in _GUARD_ROWS.items():
+        for k, v in (("w_plays", plays), ("w_skips", skips), ("w2_plays", plays), ("n_eff", plays),
+                     ("w_promoted_plays", p_plays), ("w_promoted_skips", p_skips), ("w2_promoted_plays", p_plays),
+                     ("w_known_plays", plays), ("w_known_skips", skips), ("w2_known_plays", plays)):
+            sig[k][s, t] = v
+    return sig
+
+
+def test_guardrail_probability_is_the_larger_of_the_surface_and_the_pooled_test():
+    """On the evaluated rows, `probability` is max(P under the surface's own
+    prior, P under the pooled, weakest prior), each from scipy's Beta survival
+    function; 0 where the surface's baseline is 0; NaN (both probabilities)
+    where the row is not evaluated; a row disliked by both tests is reported
+    for listeners_dislike only."""
+    from scipy import stats
+
+    cfg = Config()
+    sig, evaluated = _guard_sig(), np.ones((3, len(_GUARD_ROWS)), bool)
+    evaluated[:, 3] = False
+    g = estimation.guardrail(sig, _GUARD_PRIOR, evaluated, np.zeros_like(evaluated), cfg)
+    k_min, delta = 5.0, cfg.guardrail_delta
+    for t, (s, plays, skips, _, _) in _GUARD_ROWS.items():
+        mu, m, k = (_GUARD_PRIOR[c][s] for c in ("mu_skip", "m_skip", "k_skip"))
+        want = 0.0 if mu == 0 else max(stats.beta.sf(mu + delta, m * k + skips, (1 - m) * k + plays - skips),
+                                       stats.beta.sf(mu + delta, m * k_min + skips, (1 - m) * k_min + plays - skips))
+        if t == 3:
+            assert np.isnan(g["probability"][s, t]) and np.isnan(g["promoted_probability"][s, t])
+        else:
+            assert g["probability"][s, t] == pytest.approx(want, rel=1e-9, abs=1e-15), t
+    assert g["probability"][1, 1] == 0.0
+    surface_prior = stats.beta.sf(0.35, 0.45 * 60 + 24, 0.55 * 60 + 36)
+    assert g["probability"][0, 2] == pytest.approx(surface_prior) and surface_prior > stats.beta.sf(
+        0.35, 0.45 * 5 + 24, 0.55 * 5 + 36)      # the surface's test is the larger one here
+    assert g["disliked"][0, 0] and not g["promoted_disliked"][0, 0] and g["pulled_back"][0, 0]
+    assert g["promoted_disliked"][2, 4] and not g["disliked"][2, 4]
+    assert g["promoted_probability"][2, 4] != g["probability"][2, 4]
+
+
+@pytest.mark.parametrize("test", ["skip", "promoted"])
+def test_guardrail_pulls_back_strictly_above_the_confidence_and_keeps_state_in_the_band(test):
+    """A probability equal to guardrail_confidence does not pull back (nor keep
+    pulled back); a row pulled back before stays so while the test with the
+    lowered delta is above the confidence, for the promoted test as for the
+    skip test."""
+    t, s = (2, 0) if test == "skip" else (4, 2)
+    which, key = (0, "disliked") if test == "skip" else (1, "promoted_disliked")
+    sig, rows = _guard_sig(), np.zeros((3, len(_GUARD_ROWS)), bool)
+    rows[s, t] = True
+    none = np.zeros_like(rows)
+    base = Config()
+    margin = base.guardrail_delta - base.guardrail_reinstate_delta
+    pull = estimation._probabilities(sig, _GUARD_PRIOR, rows, 0.0, base)[which][s, t]
+    stay = estimation._probabilities(sig, _GUARD_PRIOR, rows, margin, base)[which][s, t]
+    assert 0.5 <= pull < stay <= 1.0
+    at_pull = Config(guardrail_confidence=float(pull))
+    assert not estimation.guardrail(sig, _GUARD_PRIOR, rows, none, at_pull)[key][s, t]
+    at_stay = Config(guardrail_confidence=float(stay))
+    assert not estimation.guardrail(sig, _GUARD_PRIOR, rows, rows, at_stay)[key][s, t]
+    between = Config(guardrail_confidence=float((pull + stay) / 2))
+    assert not estimation.guardrail(sig, _GUARD_PRIOR, rows, none, between)[key][s, t]
+    assert estimation.guardrail(sig, _GUARD_PRIOR, rows, rows, between)[key][s, t]
