@@ -86,6 +86,9 @@ def test_effective_trials_of_decay_weighted_counts():
     assert n_eff == pytest.approx(daily * W28.sum() ** 2 / (W28 ** 2).sum())
     assert (daily * W28).sum() < n_eff < 28 * daily
     assert signals.effective_trials(np.array([0.0]), np.array([0.0]))[0] == 0.0
+    assert signals.effective_trials(np.array([0.5]), np.array([0.25]))[0] == 1.0   # one play weighing 0.5
+    s, n = estimation.effective_counts(np.array([0.25, 0.0]), np.array([0.5, 0.0]), np.array([1.0, 0.0]))
+    assert s.tolist() == [0.5, 0.0] and n.tolist() == [1.0, 0.0]   # the rate of half-weighted plays; none
 
 
 @settings(max_examples=30, deadline=None)

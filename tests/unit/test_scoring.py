@@ -519,6 +519,10 @@ def test_daynums_of_dates_datetimes_and_strings():
     with_null = signals.daynums(pd.Series([days[2], None], dtype=object))
     assert with_null[0] == want[2] and with_null[1] == np.datetime64("NaT").astype(np.int64)
     assert signals.daynums(pd.Series([], dtype=object)).tolist() == []
+    for values in (pd.Series(days, dtype=object), pd.Series(pd.to_datetime(days)), [d.isoformat() for d in days],
+                   pd.Series([], dtype=object), np.array(days, dtype=object)):
+        assert signals.daynums(values).dtype == np.int64   # day numbers index and compare as integers
+    assert signals.daynums(np.array(days, dtype=object)).tolist() == want
 
 
 def test_enrolled_on_reads_lists_and_arrays():
@@ -698,6 +702,10 @@ def test_score_market_returns_every_column_of_its_tables():
     assert len(r.prices) and set(r.prices["market"]) == {"SE"}
     assert set(r.prices["surface"]) == set(PROMOTION_SURFACES)
     assert (r.capacity["surface"].tolist() == list(PROMOTION_SURFACES)) and set(r.capacity["market"]) == {"SE"}
+    # score = planned / max promoted plays where a row may get plays (also below one play), else 0
+    x, upper = r.scores["planned_promoted_plays"].to_numpy(float), r.scores["max_promoted_plays"].to_numpy(float)
+    assert ((upper > 0) & (upper <= 1) & (x > 0)).any()
+    np.testing.assert_allclose(r.scores["score"], np.where(upper > 0, x / np.where(upper > 0, upper, 1), 0.0))
     # dates come back as dates (the enrollments' flight)
     assert set(r.scores["flight_end"]) == set(r.delivery["flight_end"]) == {dt.date(2024, 5, 31)}
     assert set(r.delivery["flight_start"]) == {dt.date(2024, 5, 1)}
