@@ -59,7 +59,7 @@ run: install
 	$(BIN)/oasis run --date $$(cat $(DATA)/world/LAST_DAY) --input $(DATA)/world --output $(DATA)/out
 
 test: install emulators
-	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/pipeline

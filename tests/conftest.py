@@ -26,6 +26,8 @@ All variables are set with monkeypatch and restored after each test.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import sys
 import uuid
 from dataclasses import dataclass
@@ -38,18 +40,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support import emulators, prometheus, worlds  # noqa: E402
-
-
-def pytest_collection_modifyitems(config, items):
-    """`make test` spreads the suite over the machine's cores (pytest-xdist,
-    `--dist loadgroup`): a test module runs whole on one worker, so a module's
-    shared fixture (a world, a crash-safety run) is built once; the modules on
-    the session's `long_world` share one worker, so it is built once too."""
-    module = {item: item.nodeid.split("::")[0] for item in items}
-    on_long_world = {module[i] for i in items if "long_world" in getattr(i, "fixturenames", ())}
-    for item in items:
-        group = "long_world" if module[item] in on_long_world else module[item]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _start(start, *args, **kwargs):
@@ -173,7 +163,20 @@ class LongWorld:
 
 
 @pytest.fixture(scope="session")
-def long_world(tmp_path_factory) -> LongWorld:
-    """Built and run once per session for every module that needs window or
-    look-back boundaries, or just a published snapshot of a realistic month."""
-    return LongWorld(*worlds.make_long_world(str(tmp_path_factory.mktemp("long-world"))))
+def long_world(tmp_path_factory, request) -> LongWorld:
+    """Built and run once per test run for every module that needs window or
+    look-back boundaries, or just a published snapshot of a realistic month
+    (read only). Under pytest-xdist the workers share it: the first to need it
+    builds it in the run's common temporary folder under a file lock, the
+    others wait and read it."""
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):   # an xdist worker: its basetemp is popen-gwN/ in the run's folder
+        root = root.parent
+    built = root / "long-world.json"
+    with open(root / "long-world.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            folder = root / "long-world"
+            folder.mkdir()
+            built.write_text(json.dumps(worlds.make_long_world(str(folder))))
+        return LongWorld(*json.loads(built.read_text()))
