@@ -491,3 +491,70 @@ def test_random_problem_reproducible_and_validated():
     assert check_feasible(loose, solve(loose).x, solve(loose).shortfall) == []
     with pytest.raises(ValueError, match="binding instances need"):
         random_problem(np.random.default_rng(1), 20, 3, 3, 3)
+
+
+# ----------------------------------------------------------------------------- binding_families, by hand
+
+def _families_problem():
+    # tracks: 0 (+1, artist 0, licensor 0, campaign 0), 1 (-1, artist 0, licensor 1, campaign 0),
+    # 2 (0.5, artist 1, licensor 1, campaign 1), 3 (0.0, artist 1, licensor 1, campaign 1, ub 0);
+    # campaign 2 has a floor and no track
+    return Problem(value=[1.0, -1.0, 0.5, 0.0], upper=[2.0, 2.0, 1.0, 0.0], artist=[0, 0, 1, 1],
+                   licensor=[0, 1, 1, 1], campaign=[0, 0, 1, 1], floors=[2.5, 1.0, 0.0], capacity=4.0,
+                   artist_cap=2.5, licensor_cap=1.5, penalty=10.0)
+
+
+def _sol(p, x, u, capacity=0.0, artist=(0.0, 0.0), licensor=(0.0, 0.0), floor=(0.0, 0.0, 0.0),
+         track=(0.0, 0.0, 0.0, 0.0)):
+    x, u = np.array(x, float), np.array(u, float)
+    return problem.Solution(x=x, shortfall=u, objective=objective(p, x, u), capacity_price=capacity,
+                            artist_price=np.array(artist), licensor_price=np.array(licensor),
+                            floor_price=np.array(floor), track_price=np.array(track), method="hand")
+
+
+NONE = dict.fromkeys(("capacity", "artist", "licensor", "track", "floor_met", "floor_short", "floor_bought"), False)
+
+
+@pytest.mark.parametrize("case, x, u, prices, want", [
+    # campaign 0 gets its 2.5 from plays on its two tracks, campaign 1 is short
+    ("plays meet floor 0 on two tracks (counts 2 < 2.5), floor 1 short", [2.0, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0],
+     {}, dict(NONE, floor_met=True, floor_short=True)),
+    ("priced floor met with plays on the negative-value track", [2.0, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0],
+     dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, floor_short=True, floor_bought=True)),
+    ("priced floor met without the negative-value track", [2.5, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0],
+     dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, artist=False)),
+    ("a zero-value track with plays is not negative", [2.5, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0],
+     dict(floor=(0.0, 0.3, 0.0)), dict(NONE, floor_met=True, floor_short=True)),
+    ("under one play on the negative track still counts", [2.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.0],
+     dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, floor_short=True, floor_bought=True)),
+    ("capacity exactly at K(1 - rel) and priced; artist 0 at its cap, priced; licensor 1 at its cap, priced",
+     [2.0, 0.5, 1.0, 0.0], [0.0, 0.0, 0.0], dict(capacity=0.2, artist=(0.1, 0.0), licensor=(0.0, 0.1)),
+     "capacity+"),
+    ("prices exactly at the tolerance do not count", [2.0, 0.5, 1.0, 0.0], [0.0, 0.0, 0.0],
+     dict(capacity=1e-9, artist=(1e-9, 0.0), licensor=(0.0, 1e-9), track=(0.0, 0.0, 1e-9, 0.0)),
+     dict(NONE, floor_met=True)),
+    ("tight but unpriced, priced but slack", [1.0, 0.0, 1.0, 0.0], [1.5, 0.0, 0.0],
+     dict(artist=(0.0, 0.2), licensor=(0.2, 0.0), track=(0.2, 0.0, 0.0, 0.0)),
+     dict(NONE, floor_met=True, floor_short=True)),
+    ("a priced track at its upper bound; a priced track of upper bound 0 is not one", [0.0, 0.0, 1.0, 0.0],
+     [2.5, 0.0, 0.0], dict(track=(0.0, 0.0, 0.5, 0.5)), dict(NONE, track=True, floor_met=True, floor_short=True)),
+])
+def test_binding_families_by_hand(case, x, u, prices, want):
+    p = _families_problem()
+    if want == "capacity+":
+        p.capacity = 3.5 / (1 - 1e-7)     # x sums to exactly K (1 - rel)
+        want = dict(NONE, capacity=True, artist=True, licensor=True, floor_met=True)
+    assert binding_families(p, _sol(p, x, u, **prices)) == want, case
+
+
+@pytest.mark.parametrize("u, met", [(1e-7 * 2.5, True), (1e-7, True), (1.5e-7, False)])
+def test_a_floor_is_met_within_rel_times_the_larger_of_1_and_the_floor(u, met):
+    """met: shortfall <= rel * max(1, F); F = 2.5 on campaign 0 (u = rel * F exactly, and under it)
+    or F = 1 on campaign 1 (u = 1.5 rel is over rel * max(1, 1))."""
+    p = _families_problem()
+    if u == 1.5e-7:
+        x, shortfall, floor = [2.5, 0.0, 1.0 - 1.5e-7, 0.0], [0.0, u, 0.0], (0.0, 0.3, 0.0)
+    else:
+        x, shortfall, floor = [2.0, 0.5 - u, 1.0, 0.0], [u, 0.0, 0.0], (0.3, 0.0, 0.0)
+    assert binding_families(p, _sol(p, x, shortfall, floor=floor))["floor_bought"] is (met and u != 1.5e-7)
+    assert binding_families(p, _sol(p, x, shortfall, floor=floor))["floor_short"] is False
