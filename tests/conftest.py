@@ -42,6 +42,20 @@ if str(ROOT) not in sys.path:
 from tests.support import emulators, prometheus, worlds  # noqa: E402
 
 
+# The modules whose shared worlds take minutes, slowest first: collected first, so that under
+# pytest-xdist (`make test`: --dist loadfile) they start at once on different workers and the
+# many short modules fill in behind them, instead of one of them starting last.
+SLOWEST_MODULES = ("test_simulate.py", "test_docs_commands.py", "test_crash_safety.py", "test_backtest.py",
+                   "test_yardstick_and_estimation.py", "test_long_window.py", "test_rollback_crash.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        return SLOWEST_MODULES.index(name) if name in SLOWEST_MODULES else len(SLOWEST_MODULES)
+    items.sort(key=rank)   # stable: the order within a module and among the others is kept
+
+
 def _start(start, *args, **kwargs):
     """Start an emulator; a missing or broken one FAILS the test (never skips)."""
     try:
