@@ -124,7 +124,8 @@ def test_rebuild_from_the_published_columns_gives_back_the_problem_and_plan():
     # rows in another order, and a second (market, surface) the rebuild must keep apart
     other = scores.assign(surface="mixes", planned_promoted_plays=0.0)
     (rb, rb_mixes) = sorted(yardstick.rebuild(pd.concat([other, scores.iloc[::-1]]),
-                                              pd.concat([delivery, delivery.assign(surface="mixes")]),
+                                              pd.concat([delivery, delivery.assign(surface="mixes",
+                                                                                   floor=delivery["floor"] + 1.0)]),
                                               pd.concat([capacity, capacity.assign(surface="mixes")])),
                             key=lambda r: r.surface != "radio")
     assert (rb.market, rb.surface, rb_mixes.surface) == ("XX", "radio", "mixes")
@@ -136,6 +137,8 @@ def test_rebuild_from_the_published_columns_gives_back_the_problem_and_plan():
     np.testing.assert_array_equal(q.licensor, pd.factorize(p.licensor, sort=True)[0])
     np.testing.assert_array_equal(q.campaign, p.campaign)
     np.testing.assert_array_equal(q.floors, p.floors)
+    np.testing.assert_array_equal(rb_mixes.problem.floors[:-1], p.floors[:-1] + 1.0)   # each surface its own floors
+    assert list(rb.rows.columns) == list(scores.columns)
     assert (q.capacity, q.artist_cap, q.licensor_cap, q.penalty) == (p.capacity, p.artist_cap, p.licensor_cap,
                                                                      p.penalty)
     np.testing.assert_array_equal(rb.x, solve(p, "exact").x)
