@@ -424,6 +424,29 @@ def test_check_feasible_reports_violations():
     assert check_feasible(p, np.zeros(2), np.zeros(2))[0].startswith("x has length 2")
 
 
+def test_check_feasible_messages_in_full():
+    """The whole list, word for word: each family's message, non-finite values,
+    a wrong shortfall length, plans given as a row (flattened), and at most five
+    violations per family followed by a count of the rest."""
+    p = make([1, 1, 1], [1, 1, 1], artist=[0, 0, 1], licensor=[0, 1, 1], campaign=[0, 0, 1],
+             floors=[0.0, 2.0], capacity=2.0, artist_cap=1.0, licensor_cap=1.5)
+    assert check_feasible(p, np.array([1.0, 1.0, 1.2]), np.array([0.0, 0.0])) == [
+        "track upper bound: x[2] = 1.2 > ub = 1", "capacity: sum x = 3.2 > K = 2",
+        "artist cap: artist 0: sum x = 2 > 1", "artist cap: artist 1: sum x = 1.2 > 1",
+        "licensor cap: licensor 1: sum x = 2.2 > 1.5", "campaign floor: campaign 1: sum x + u = 1.2 < F = 2"]
+    assert check_feasible(p, np.array([[0.5, 0.5, 1.0]]), np.array([[0.0, 1.0]])) == []
+    assert check_feasible(p, np.array([np.nan, 0.5, 1.0]), np.array([np.inf, 1.0])) == [
+        "x contains NaN or infinite entries", "shortfall contains NaN or infinite entries"]
+    assert check_feasible(p, np.zeros(3), np.zeros(3)) == ["shortfall has length 3, expected 2"]
+    assert check_feasible(p, np.zeros(3), np.array([-0.5, 0.0])) == [
+        "shortfall lower bound: u[0] = -0.5 < 0", "campaign floor: campaign 0: sum x + u = -0.5 < F = 0",
+        "campaign floor: campaign 1: sum x + u = 0 < F = 2"]
+    q = make([1] * 7, [1] * 7, capacity=10.0, artist_cap=10, licensor_cap=10)
+    assert check_feasible(q, -np.ones(7), np.zeros(1)) == [
+        *(f"track lower bound: x[{i}] = -1 < 0" for i in range(5)), "track lower bound: ... and 2 more",
+        "campaign floor: campaign 0: sum x + u = -7 < F = 0"]
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(upper=np.array([1.0, -1.0])), "upper must be >= 0"),
     (dict(upper=np.array([1.0])), "upper has length 1"),
