@@ -201,3 +201,8 @@ def test_auto_picks_by_size(monkeypatch):
     s = solve(p, method="auto")
     assert s.method == "dual"
     assert s.objective == pytest.approx(solve_exact(p).objective, rel=1e-7)
+    # eligible is upper > 0, also where every bound is under one play (the same LP in smaller units)
+    k = 1.0 / p.upper.max()
+    small = Problem(p.value, p.upper * k, p.artist, p.licensor, p.campaign, p.floors * k, p.capacity * k,
+                    p.artist_cap * k, p.licensor_cap * k, p.penalty)
+    assert 0 < small.upper[small.upper > 0].max() <= 1 and solve(small, method="auto").method == "dual"
