@@ -699,7 +699,7 @@ def test_score_market_returns_every_column_of_its_tables():
         want = [f.name for f in table.arrow() if f.name not in ("score_date", "snapshot_id")]
         assert sorted(got.columns) == sorted(want), table
     assert sorted(r.reconciliation.columns) == sorted(RECONCILIATION_COLUMNS)
-    assert len(r.prices) and set(r.prices["market"]) == {"SE"}
+    assert len(r.prices) and set(r.prices["market"]) == {"SE"} and set(r.delivery["market"]) == {"SE"}
     assert set(r.prices["surface"]) == set(PROMOTION_SURFACES)
     assert (r.capacity["surface"].tolist() == list(PROMOTION_SURFACES)) and set(r.capacity["market"]) == {"SE"}
     # score = planned / max promoted plays where a row may get plays (also below one play), else 0
