@@ -108,6 +108,84 @@ EQUIVALENT: dict[str, str] = {
     "jobs.gates.drift.x_score_drift__mutmut_18": "fill_null(None) leaves nulls, which filter drops, as False",
     "jobs.gates.drift.x_score_drift__mutmut_26": "astype(None) is float64, as astype(float)",
     "jobs.gates.drift.x_score_drift__mutmut_27": "to_numpy(zero_copy_only=None): falsy like False",
+    # pipelines/scoring/market.py
+    **{f"pipelines.scoring.market.x_score_market__mutmut_{i}": "the observed days' numbers without an explicit "
+       "dtype: daynum gives Python ints, which numpy makes int64; an empty list makes an empty float array, "
+       "whose intersection with the window is empty either way" for i in (14, 16)},
+    **{f"pipelines.scoring.market.x_score_market__mutmut_{i}": "the surface names without dtype=object: a "
+       "string array, whose repeated column pandas holds as the same Python strings" for i in (261, 263)},
+    **{f"pipelines.scoring.market.x_score_market__mutmut_{i}": "score's clip loosened (no lower bound, no or a "
+       "higher upper bound): the plan is in [0, max_promoted_plays] by the LP's bounds, which clean_plan clips "
+       "it into, so x / upper is already in [0, 1]" for i in (320, 321, 337)},
+    "pipelines.scoring.market.x__allocate__mutmut_64": "the floor-less group's floor 1 instead of 0: that group "
+        "holds only rows that are not live on the surface, whose upper bound is 0, so the plan is the same and "
+        "the group's shortfall is dropped ([:hi - lo])",
+    **{f"pipelines.scoring.market.x__allocate__mutmut_{i}": "bincount without or with a longer minlength, then "
+       "cut to the surface's campaigns: every campaign of the surface has a row there (its offsets come from "
+       "the live rows), so the counts reach its last campaign anyway" for i in (81, 85, 86)},
+    **{f"pipelines.scoring.market.x__allocate__mutmut_{i}": "the prices' surface names without dtype=object: "
+       "a string array, whose repeated column pandas holds as the same Python strings" for i in (179, 181)},
+    **{f"pipelines.scoring.market.x_first_reason__mutmut_{i}": "the reasons array without dtype=object: "
+       "strings and None make an object array anyway" for i in (3, 5)},
+    # pipelines/scoring/estimation.py
+    "pipelines.scoring.estimation.x_fit_beta_prior__mutmut_2": "31 iterations instead of 30: the fit stops when "
+        "rho moves by under 1e-8 of itself, well before either",
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "inputs without an explicit float: ints "
+       "and floats give the same values (true division)" for i in (5, 7)},
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "the rates' clip into [0, 1] loosened: "
+       "successes are never negative nor above trials, so s / n is in [0, 1] already" for i in (22, 23, 29)},
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "a pooled rate of exactly 0 or 1 let into "
+       "the loop: every rate is then 0 (or 1), so the weighted mean p is too and the loop returns (pooled, hi) "
+       "at once, as the early return does" for i in (38, 39, 40)},
+    "pipelines.scoring.estimation.x_fit_beta_prior__mutmut_46": "rho's lower clip at 1/(hi+2) instead of "
+        "1/(hi+1): the strength is clipped to hi at the end either way; the mean weighted at the two rhos "
+        "differs by under 1e-9 relative (rho near 2e-4 either way)",
+    "pipelines.scoring.estimation.x_fit_beta_prior__mutmut_75": "u = 2 / V instead of 1 / V: u is normalised "
+        "to sum 1 on the next line",
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "the loop's guard on p: p is a mean of the "
+       "rates with positive weights, strictly inside (0, 1) once the pooled rate is (some rate above 0, some "
+       "below 1), so the guard never fires" for i in (84, 85, 86, 87)},
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "one of the two clips of the strength "
+       "dropped: rho is clipped to [1/(hi+1), 1/(lo+1)] in the loop, which maps to [lo, hi], and the "
+       "strength is clipped to [lo, hi] at the end, so either clip alone bounds it" for i in (139, 158)},
+    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "the loop never stops early (or stops on "
+       "< instead of <=): at the fixed point further steps move rho by under 1e-8 of itself"
+       for i in (147, 149, 150)},
+    **{f"pipelines.scoring.estimation.x_priors__mutmut_{i}": "the per-surface arrays without an explicit float, "
+       "or keyed by the second row's keys: the values are floats and every row has the same keys"
+       for i in (82, 84, 85)},
+    "pipelines.scoring.estimation.x__probabilities__mutmut_14": "the pooled tests asked of every track instead "
+        "of those with an evaluated row: only the evaluated rows' values are read",
+    **{f"pipelines.scoring.estimation.x__probabilities__mutmut_{i}": "the surface test let through where "
+       "mu + delta >= 1: prob_above of a threshold at or above 1 is 0, which is what the mask gives"
+       for i in (54, 55, 56)},
+    **{f"pipelines.scoring.estimation.x__pooled_probabilities__mutmut_{i}": "the placeholders of a track "
+       "without plays (safe divisor 2, mu or m of 1, or 0 / 0 = NaN for plays >= 0): such a track fails "
+       "`mu > 0 & mu < 1` (or `m < 1`; NaN compares false) and gets 0 as before" for i in (48, 50, 58, 61, 68, 71)},
+    "pipelines.scoring.estimation.x__pooled_probabilities__mutmut_85": "mu <= 1 instead of mu < 1: mu = 1 "
+        "fails mu + delta < 1 for any delta >= 0",
+    # pipelines/scoring/campaigns.py, signals.py
+    **{f"pipelines.scoring.campaigns.x_delivery_frame__mutmut_{i}": "the surface names without dtype=object: "
+       "a string array, whose column pandas holds as the same Python strings" for i in (13, 15)},
+    "pipelines.scoring.campaigns.x_enrolled_on__mutmut_17": "unknown surfaces filled with -2 instead of -1: only "
+        "`surface >= 0` is read",
+    **{f"pipelines.scoring.campaigns.x_pacing_multiplier__mutmut_{i}": "inputs without an explicit float: ints "
+       "and floats give the same values (true division, float results)" for i in (3, 5, 7, 9, 12, 14, 16, 18)},
+    **{f"pipelines.scoring.campaigns.x_pacing_multiplier__mutmut_{i}": "the placeholder (2 instead of 1) where "
+       "the multiplier is not defined: those rows get 1.0 from the final np.where" for i in (32, 43)},
+    **{f"pipelines.scoring.campaigns.x_campaign_floors__mutmut_{i}": "one more campaign slot (or one with no "
+       "track): keys, their quotient and remainder by the slot count, and so every output, are the same"
+       for i in (7, 8)},
+    **{f"pipelines.scoring.campaigns.x_campaign_floors__mutmut_{i}": "an array without its explicit dtype: "
+       "np.zeros gives floats whose nonzero positions are those of the booleans; np.full with an int fill "
+       "gives int64" for i in (16, 18, 27, 30, 40, 43)},
+    "pipelines.scoring.campaigns.x_campaign_floors__mutmut_33": "missing (surface, campaign) keys marked -2 "
+        "instead of -1: only `local >= 0` is read",
+    "pipelines.scoring.campaigns.x_campaign_floors__mutmut_110": "offsets from keys / n instead of keys // n: "
+        "keys / n >= s exactly when keys // n >= s for whole s, so searchsorted finds the same positions",
+    **{f"pipelines.scoring.signals.x_dates__mutmut_{i}": "day numbers without an explicit int64: they are "
+       "int64 arrays already (daynums, the flights' day numbers)" for i in (4, 6)},
+    "pipelines.scoring.signals.x_surface_daily__mutmut_42": "astype(None) is float64, as astype(float)",
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

@@ -171,8 +171,15 @@ def test_prior_fit_leaves_out_rows_without_enough_trials_and_reaches_its_bounds(
     assert few == pytest.approx(three, rel=1e-12)
     no_eff = estimation.fit_beta_prior(succ, trials, np.r_[0.0, trials[1:]], 2.0, 5000.0, 0.5)
     assert no_eff == pytest.approx(three, rel=1e-12)
-    spread = estimation.fit_beta_prior(np.array([1.0, 99.0, 2.0, 98.0]), trials, trials, 3.0, 5000.0, 0.5)
+    n_eff = np.array([100.0, 20.0, 50.0, 10.0])
+    spread = estimation.fit_beta_prior(np.array([1.0, 99.0, 2.0, 98.0]), trials, n_eff, 3.0, 5000.0, 0.5)
     assert spread[1] == 3.0
+    assert spread[0] == pytest.approx(_moment_root(np.array([0.01, 0.99, 0.02, 0.98]), n_eff, 3.0, 5000.0)[0],
+                                      rel=1e-9)   # the mean weighted at the lowest strength
+    assert abs(spread[0] - 0.5) > 0.01          # which the weights move off the plain mean
+    # one effective play each: no spread is measurable beyond the noise (the expectation's slope A is 0)
+    assert estimation.fit_beta_prior(np.array([0.0, 1.0, 1.0]), np.ones(3), np.ones(3), 3.0, 5000.0, 0.5) == (
+        pytest.approx(2 / 3), 5000.0)
     flat = estimation.fit_beta_prior(np.full(4, 30.0), trials, trials, 3.0, 5000.0, 0.5)
     assert flat == (pytest.approx(0.3), 5000.0)
 
@@ -376,7 +383,7 @@ def test_pooled_probabilities_by_hand():
 
 
 # (surface, plays, skips, promoted plays, promoted skips); unit weights, so n_eff = plays
-_GUARD_ROWS = {0: (0, 40.0, 30.0, 10.0, 9.0),   # disliked by both tests
+_GUARD_ROWS = {0: (0, 40.0, 30.0, 10.0, 10.0),  # disliked by both tests
                1: (1, 40.0, 5.0, 0.0, 0.0),     # on a surface whose baseline is 0
                2: (0, 60.0, 24.0, 0.0, 0.0),    # between the tests: the surface's prior is the stronger
                3: (0, 40.0, 12.0, 10.0, 5.0),   # not evaluated
@@ -423,7 +430,9 @@ def test_guardrail_probability_is_the_larger_of_the_surface_and_the_pooled_test(
     surface_prior = stats.beta.sf(0.35, 0.45 * 60 + 24, 0.55 * 60 + 36)
     assert g["probability"][0, 2] == pytest.approx(surface_prior) and surface_prior > stats.beta.sf(
         0.35, 0.45 * 5 + 24, 0.55 * 5 + 36)      # the surface's test is the larger one here
+    assert g["promoted_probability"][0, 0] > cfg.guardrail_confidence   # the promoted test would pull it back too
     assert g["disliked"][0, 0] and not g["promoted_disliked"][0, 0] and g["pulled_back"][0, 0]
+    assert g["promoted_probability"][2, 4] > cfg.guardrail_confidence
     assert g["promoted_disliked"][2, 4] and not g["disliked"][2, 4]
     assert g["promoted_probability"][2, 4] != g["probability"][2, 4]
 
