@@ -206,3 +206,28 @@ def test_auto_picks_by_size(monkeypatch):
     small = Problem(p.value, p.upper * k, p.artist, p.licensor, p.campaign, p.floors * k, p.capacity * k,
                     p.artist_cap * k, p.licensor_cap * k, p.penalty)
     assert 0 < small.upper[small.upper > 0].max() <= 1 and solve(small, method="auto").method == "dual"
+
+
+# Work the dual method did on these instances when this test was written (passes, iterations, polish
+# rounds, tracks in the last restricted LP), polished and not. A change that slows its convergence (a
+# price jump, a step or a polish rule made worse) still ends at the optimum, which the tests above
+# check; this one counts the work. The counts are deterministic; the budget is 25% over them.
+WORK = {(400, 0): ((665, 270, 2, 11), (2127, 873)), (400, 1): ((582, 239, 1, 14), (582, 239)),
+        (400, 2): ((691, 278, 1, 17), (691, 278)), (3000, 0): ((378, 152, 1, 23), (812, 320)),
+        (3000, 1): ((275, 111, 1, 22), (275, 111)), (3000, 2): ((400, 162, 1, 20), (459, 183))}
+SHAPES = {400: (400, 40, 12, 10), 3000: (3000, 300, 40, 60)}
+
+
+@pytest.mark.parametrize("size, seed", sorted(WORK))
+def test_the_dual_method_converges_within_its_measured_work(size, seed):
+    p = random_problem(np.random.default_rng(seed), *SHAPES[size])
+    (passes, iterations, rounds, free), (raw_passes, raw_iterations) = WORK[(size, seed)]
+    s = solve_dual(p, polish=True)
+    assert set(s.info) == {"passes", "iterations", "certified_gap", "polished", "polish_rounds", "polish_free"}
+    assert s.info["polished"] is True and 1 <= s.info["polish_rounds"] <= rounds
+    assert 0 < s.info["passes"] <= 1.25 * passes and 0 < s.info["iterations"] <= 1.25 * iterations
+    assert 0 < s.info["polish_free"] <= 1.25 * free
+    assert s.info["passes"] >= s.info["iterations"]   # at least one evaluation of x(y) per iteration
+    raw = solve_dual(p, polish=False)
+    assert raw.info["polished"] is False and raw.info["certified_gap"] >= 0
+    assert raw.info["passes"] <= 1.25 * raw_passes and raw.info["iterations"] <= 1.25 * raw_iterations
