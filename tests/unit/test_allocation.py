@@ -520,9 +520,9 @@ def test_random_problem_reproducible_and_validated():
 
 def _families_problem():
     # tracks: 0 (+1, artist 0, licensor 0, campaign 0), 1 (-1, artist 0, licensor 1, campaign 0),
-    # 2 (0.5, artist 1, licensor 1, campaign 1), 3 (0.0, artist 1, licensor 1, campaign 1, ub 0);
+    # 2 (0.0, artist 1, licensor 1, campaign 1), 3 (0.0, artist 1, licensor 1, campaign 1, ub 0);
     # campaign 2 has a floor and no track
-    return Problem(value=[1.0, -1.0, 0.5, 0.0], upper=[2.0, 2.0, 1.0, 0.0], artist=[0, 0, 1, 1],
+    return Problem(value=[1.0, -1.0, 0.0, 0.0], upper=[2.0, 2.0, 1.0, 0.0], artist=[0, 0, 1, 1],
                    licensor=[0, 1, 1, 1], campaign=[0, 0, 1, 1], floors=[2.5, 1.0, 0.0], capacity=4.0,
                    artist_cap=2.5, licensor_cap=1.5, penalty=10.0)
 
@@ -546,8 +546,8 @@ NONE = dict.fromkeys(("capacity", "artist", "licensor", "track", "floor_met", "f
      dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, floor_short=True, floor_bought=True)),
     ("priced floor met without the negative-value track", [2.5, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0],
      dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, artist=False)),
-    ("a zero-value track with plays is not negative", [2.5, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0],
-     dict(floor=(0.0, 0.3, 0.0)), dict(NONE, floor_met=True, floor_short=True)),
+    ("a zero-value track with plays is not negative", [2.5, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0],
+     dict(floor=(0.0, 0.3, 0.0)), dict(NONE, floor_met=True)),
     ("under one play on the negative track still counts", [2.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.0],
      dict(floor=(0.3, 0.0, 0.0)), dict(NONE, floor_met=True, floor_short=True, floor_bought=True)),
     ("capacity exactly at K(1 - rel) and priced; artist 0 at its cap, priced; licensor 1 at its cap, priced",
@@ -581,3 +581,32 @@ def test_a_floor_is_met_within_rel_times_the_larger_of_1_and_the_floor(u, met):
         x, shortfall, floor = [2.0, 0.5 - u, 1.0, 0.0], [u, 0.0, 0.0], (0.3, 0.0, 0.0)
     assert binding_families(p, _sol(p, x, shortfall, floor=floor))["floor_bought"] is (met and u != 1.5e-7)
     assert binding_families(p, _sol(p, x, shortfall, floor=floor))["floor_short"] is False
+
+
+def test_check_feasible_at_its_tolerance():
+    """A violation must exceed tol * max(1, |bound|): exactly at it (bounds of 0, where the arithmetic
+    is exact) is feasible; 1.5 tol over a bound of 0, or 5e-6 over a bound of 10 (tol * 10 = 1e-5), is
+    judged against the right slack; five violations are listed without a count, six with one."""
+    tol = 1e-6
+    p = make([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], artist=[0, 1, 2], licensor=[0, 1, 2], campaign=[0, 0, 0],
+             floors=[0.0], capacity=0.0, artist_cap=0.0, licensor_cap=0.0)
+    assert check_feasible(p, np.array([tol, -tol, tol]), np.array([-tol]), tol=tol) == []
+    assert check_feasible(p, np.array([1.5 * tol, 0.0, 0.0]), np.array([0.0]), tol=tol) == [
+        "track upper bound: x[0] = 1.5e-06 > ub = 0", "capacity: sum x = 1.5e-06 > K = 0",
+        "artist cap: artist 0: sum x = 1.5e-06 > 0", "licensor cap: licensor 0: sum x = 1.5e-06 > 0"]
+    ten = make([1.0], [10.0], capacity=100.0, artist_cap=100.0, licensor_cap=100.0)
+    assert check_feasible(ten, np.array([10.0 + 5e-6]), np.zeros(1), tol=tol) == []
+    for n, more in ((5, []), (6, ["track lower bound: ... and 1 more"])):
+        q = make([1.0] * n, [1.0] * n, capacity=10.0, artist_cap=10.0, licensor_cap=10.0)
+        got = [m for m in check_feasible(q, -np.ones(n), np.full(1, float(n))) if m.startswith("track lower")]
+        assert got == [f"track lower bound: x[{i}] = -1 < 0" for i in range(5)] + more
+
+
+def test_trivial_solution_prices():
+    """No track can get plays: x = 0, u = F, a positive floor priced at the penalty, each track priced
+    at the positive part of its value plus its campaign's floor price."""
+    p = make([-1.0, 0.5, -20.0], [0.0, 0.0, 0.0], campaign=[0, 0, 1], floors=[2.0, 0.0], penalty=3.0)
+    s = problem.trivial_solution(p, "exact")
+    assert s.x.tolist() == [0.0, 0.0, 0.0] and s.shortfall.tolist() == [2.0, 0.0]
+    assert s.floor_price.tolist() == [3.0, 0.0] and s.track_price.tolist() == [2.0, 3.5, 0.0]
+    assert s.objective == -6.0 and s.capacity_price == 0.0
