@@ -162,8 +162,11 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.scoring.estimation.x__pooled_probabilities__mutmut_{i}": "the placeholders of a track "
        "without plays (safe divisor 2, mu or m of 1, or 0 / 0 = NaN for plays >= 0): such a track fails "
        "`mu > 0 & mu < 1` (or `m < 1`; NaN compares false) and gets 0 as before" for i in (48, 50, 58, 61, 68, 71)},
-    "pipelines.scoring.estimation.x__pooled_probabilities__mutmut_85": "mu <= 1 instead of mu < 1: mu = 1 "
-        "fails mu + delta < 1 for any delta >= 0",
+    **{f"pipelines.scoring.estimation.x__pooled_probabilities__mutmut_{i}": "the skip test let through where "
+       "mu >= 1 or mu + delta >= 1: such a mu fails mu + delta < 1, and where only that bound moves, "
+       "prob_above of a threshold at or above 1 is 0, which is what the mask gives" for i in (85, 86, 87, 88, 89)},
+    **{f"pipelines.scoring.estimation.x__pooled_probabilities__mutmut_{i}": "the promoted test let through "
+       "where its threshold is at or above 1: prob_above gives 0 there, as the mask does" for i in (172, 173)},
     # pipelines/scoring/campaigns.py, signals.py
     **{f"pipelines.scoring.campaigns.x_delivery_frame__mutmut_{i}": "the surface names without dtype=object: "
        "a string array, whose column pandas holds as the same Python strings" for i in (13, 15)},
@@ -185,7 +188,18 @@ EQUIVALENT: dict[str, str] = {
         "keys / n >= s exactly when keys // n >= s for whole s, so searchsorted finds the same positions",
     **{f"pipelines.scoring.signals.x_dates__mutmut_{i}": "day numbers without an explicit int64: they are "
        "int64 arrays already (daynums, the flights' day numbers)" for i in (4, 6)},
-    "pipelines.scoring.signals.x_surface_daily__mutmut_42": "astype(None) is float64, as astype(float)",
+    **{f"pipelines.scoring.signals.x_{f}__mutmut_{i}": "astype(None) is float64, as astype(float)"
+       for f, i in (("surface_daily", 42), ("daily_matrix", 63), ("daily_matrix", 67), ("track_signals", 72),
+                    ("_window_signals", 89))},
+    **{f"pipelines.scoring.signals.x_track_signals__mutmut_{i}": "rows left out marked -2 instead of -1: only "
+       "`cell >= 0` is read (and the delivered sums take known rows only)" for i in (36, 58)},
+    **{f"pipelines.scoring.signals.x_track_signals__mutmut_{i}": "flight starts in a float array: the day "
+       "numbers compare the same" for i in (62, 64)},
+    **{f"pipelines.scoring.signals.x__window_signals__mutmut_{i}": "promoted_skips to float without "
+       "na_value=nan: pandas turns missing values into NaN for a float dtype by itself" for i in (29, 31)},
+    "pipelines.scoring.signals.x_daily_matrix__mutmut_55": "day <= T instead of day < T: a row past the window "
+        "has day == T, and its clipped day's number (the window's last) is not its own, so it is left out "
+        "either way",
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

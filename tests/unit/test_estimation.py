@@ -460,3 +460,18 @@ def test_guardrail_pulls_back_strictly_above_the_confidence_and_keeps_state_in_t
     between = Config(guardrail_confidence=float((pull + stay) / 2))
     assert not estimation.guardrail(sig, _GUARD_PRIOR, rows, none, between)[key][s, t]
     assert estimation.guardrail(sig, _GUARD_PRIOR, rows, rows, between)[key][s, t]
+
+
+def test_no_promoted_test_when_the_pool_skips_everything():
+    """A prior mean of 1 (every enrolled play skipped): the promoted test is not made (0), whatever the
+    track's own counts."""
+    prior = {"mu_skip": np.array([0.3, 0.3, 0.3]), "m_skip": np.array([1.0, 0.3, 0.3]),
+             "k_skip": np.array([2.0, 2.0, 2.0])}
+    sig = {k: np.zeros((3, 1)) for k in ("w_plays", "w_skips", "w2_plays", "w_promoted_plays", "w_promoted_skips",
+                                          "w2_promoted_plays", "w_known_plays", "w_known_skips", "w2_known_plays")}
+    for k, v in (("w_plays", 20.0), ("w_skips", 15.0), ("w2_plays", 20.0), ("w_promoted_plays", 10.0),
+                 ("w_promoted_skips", 10.0), ("w2_promoted_plays", 10.0), ("w_known_plays", 20.0),
+                 ("w_known_skips", 15.0), ("w2_known_plays", 20.0)):
+        sig[k][0, 0] = v
+    pooled, promoted = estimation._pooled_probabilities(sig, prior, np.array([True]), 0.05, 0.05)
+    assert promoted.tolist() == [0.0] and pooled[0] > 0
