@@ -154,6 +154,12 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.scoring.estimation.x_priors__mutmut_{i}": "the per-surface arrays without an explicit float, "
        "or keyed by the second row's keys: the values are floats and every row has the same keys"
        for i in (82, 84, 85)},
+    **{f"pipelines.scoring.estimation.x_effective_counts__mutmut_{i}": "inputs without an explicit float: the "
+       "weighted counts are float arrays already" for i in (3, 5, 7, 9, 28, 30)},
+    **{f"pipelines.scoring.estimation.x_effective_counts__mutmut_{i}": "the output's shape broadcast with None "
+       "or one argument only: successes and trials always have the same shape" for i in (20, 21, 22, 23)},
+    **{f"pipelines.scoring.estimation.x_prob_above__mutmut_{i}": "inputs without an explicit float: ints and "
+       "floats give the same Beta parameters and threshold" for i in (3, 5, 25, 27, 42, 44)},
     "pipelines.scoring.estimation.x__probabilities__mutmut_14": "the pooled tests asked of every track instead "
         "of those with an evaluated row: only the evaluated rows' values are read",
     **{f"pipelines.scoring.estimation.x__probabilities__mutmut_{i}": "the surface test let through where "
