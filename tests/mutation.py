@@ -16,6 +16,7 @@ told apart from the original) are reported but not counted against the score.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -203,6 +204,13 @@ EQUIVALENT: dict[str, str] = {
        "numbers compare the same" for i in (62, 64)},
     **{f"pipelines.scoring.signals.x__window_signals__mutmut_{i}": "promoted_skips to float without "
        "na_value=nan: pandas turns missing values into NaN for a float dtype by itself" for i in (29, 31)},
+    **{f"pipelines.scoring.signals.x_effective_trials__mutmut_{i}": "inputs without an explicit float, or the "
+       "output's shape broadcast with None or one argument only: the weighted sums are float arrays of the "
+       "same shape" for i in (3, 5, 7, 9, 21, 22, 23, 24)},
+    **{f"pipelines.scoring.signals.x_daynums__mutmut_{i}": "a slower path to the same day numbers: a Series "
+       "read through np.asarray, object dates not tried as Arrow date32 first (the pandas path gives the same "
+       "days), or ISO strings and datetime64 values parsed by numpy rather than pd.to_datetime"
+       for i in (2, 13, 25, 26)},
     "pipelines.scoring.signals.x_daily_matrix__mutmut_55": "day <= T instead of day < T: a row past the window "
         "has day == T, and its clipped day's number (the window's last) is not its own, so it is left out "
         "either way",
@@ -233,15 +241,16 @@ def prepare(group: str) -> Path:
     return work
 
 
-def forget_survivors(work: Path) -> int:
-    """Mark the group's surviving mutants as not yet tested (mutmut keeps verdicts
-    across runs), so new tests get their chance to kill them. Returns how many."""
+def forget_survivors(work: Path, only: tuple[str, ...] = ()) -> int:
+    """Mark the group's surviving mutants (those matching `only`, fnmatch patterns,
+    if given) as not yet tested (mutmut keeps verdicts across runs), so new tests
+    get their chance to kill them. Returns how many."""
     n = 0
     for meta in (work / "mutants").rglob("*.py.meta"):
         doc = json.loads(meta.read_text())
         codes = doc.get("exit_code_by_key", {})
         for key, code in codes.items():
-            if code == 0:
+            if code == 0 and (not only or any(fnmatch.fnmatchcase(key, pattern) for pattern in only)):
                 codes[key] = None
                 n += 1
         meta.write_text(json.dumps(doc))
@@ -255,7 +264,7 @@ def run_group(group: str, jobs: int, retest: bool = False, only: tuple[str, ...]
     if retest:
         # tests changed: map tests to functions again, then test the survivors again
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
-        print(f"== {group}: {forget_survivors(work)} survivors to test again", flush=True)
+        print(f"== {group}: {forget_survivors(work, only)} survivors to test again", flush=True)
     env = {**os.environ, "PYTHONPATH": ""}
     print(f"== {group}: mutmut run ({', '.join(GROUPS[group][0])})", flush=True)
     subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *only], cwd=work, env=env,
