@@ -44,7 +44,7 @@ GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
                    ["tests/unit/test_allocation.py", "tests/unit/test_allocation_dual.py",
                     "tests/unit/test_lp_certificate.py", "tests/unit/test_prices.py"], None),
     "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"],
-              ["tests/unit/test_gate_checks.py", "tests/unit/test_drift_gate.py"], None),
+              ["tests/unit/test_gate_checks.py", "tests/unit/test_drift_gate.py", "tests/unit/test_holdout.py"], None),
 }
 TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "gates": 0.80}
 

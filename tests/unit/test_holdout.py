@@ -101,3 +101,13 @@ def test_the_holdout_gate_reads_the_runs_counters():
     assert "promoted plays of holdout listeners: 2026-10-02: 3" in bad.detail
     assert "exposures whose arm disagrees with the assignment: 2026-10-01: 1" in bad.detail
     assert checks.holdout(None).passed and "not checked" in checks.holdout(None).detail
+    # word for word, with the gate's name and threshold
+    none = checks.holdout(None)
+    assert (none.name, none.passed, none.detail, none.measured, none.threshold) == (
+        "holdout", True, "not checked: no run counters given", None, 0)
+    assert (ok.name, ok.detail, ok.threshold) == (
+        "holdout", "no holdout listener promoted; flags and arms agree with the assignment", 0)
+    assert bad.detail == ("exposures whose arm disagrees with the assignment: 2026-10-01: 1; "
+                          "promoted plays of holdout listeners: 2026-10-02: 3")
+    two = checks.holdout({"holdout_promoted/2026-10-01": 1, "holdout_promoted/2026-10-02": 2, "rows/x": 5})
+    assert two.detail == "promoted plays of holdout listeners: 2026-10-01: 1, 2026-10-02: 2" and two.measured == 3
