@@ -210,7 +210,7 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.scoring.signals.x_daynums__mutmut_{i}": "a slower path to the same day numbers: a Series "
        "read through np.asarray, object dates not tried as Arrow date32 first (the pandas path gives the same "
        "days), or ISO strings and datetime64 values parsed by numpy rather than pd.to_datetime"
-       for i in (2, 13, 25, 26)},
+       for i in (2, 13, 25, 26, 27)},
     "pipelines.scoring.signals.x_daily_matrix__mutmut_55": "day <= T instead of day < T: a row past the window "
         "has day == T, and its clipped day's number (the window's last) is not its own, so it is left out "
         "either way",
