@@ -97,18 +97,17 @@ EQUIVALENT: dict[str, str] = {
     **{f"jobs.gates.checks.x_expected_enrollment_keys__mutmut_{i}": "reads every column or another batch size: "
        "conform_batch keeps the contract's columns, and batching does not change the distinct pairs"
        for i in (5, 8, 9, 10)},
-    # jobs/gates/drift.py
-    **{f"jobs.gates.drift.x_load_previous__mutmut_{i}": "reads every column of promotion_scores instead of two: "
-       "the same eligible and score values" for i in (18, 21)},
-    "jobs.gates.drift.x_load_previous__mutmut_38": "to_numpy(zero_copy_only=None): falsy like False",
-    "jobs.gates.drift.x_load_previous__mutmut_42": "fill_null(None) leaves nulls, which filter drops, as False",
-    "jobs.gates.drift.x_load_previous__mutmut_48": "fill_null(True): read_table_files casts to the contract, "
-        "whose eligible is not nullable, so a previous file with a null eligible is unreadable (not compared) "
-        "and no null reaches fill_null",
-    "jobs.gates.drift.x_load_previous__mutmut_52": "astype(None) is float64, as astype(float)",
-    "jobs.gates.drift.x_score_drift__mutmut_18": "fill_null(None) leaves nulls, which filter drops, as False",
-    "jobs.gates.drift.x_score_drift__mutmut_26": "astype(None) is float64, as astype(float)",
-    "jobs.gates.drift.x_score_drift__mutmut_27": "to_numpy(zero_copy_only=None): falsy like False",
+    # jobs/gates/drift.py (as rewritten to compare like with like)
+    **{f"jobs.gates.drift.x_load_previous__mutmut_{i}": "reads every column of promotion_scores instead of the "
+       "keys, eligible and score: the same eligible rows and scores are selected after" for i in (22, 25)},
+    "jobs.gates.drift.x_load_previous__mutmut_46": "fill_null(None) leaves nulls, which filter drops, as False",
+    "jobs.gates.drift.x_load_previous__mutmut_52": "fill_null(True): read_table_files casts to the contract, "
+        "whose eligible is not nullable, so no null reaches fill_null",
+    "jobs.gates.drift.x_comparable_rows__mutmut_5": "fill_null(None) leaves nulls, which filter drops, as False",
+    **{f"jobs.gates.drift.x_comparable_rows__mutmut_{i}": "astype(None) is float64, as astype(float)"
+       for i in (47, 54)},
+    **{f"jobs.gates.drift.x_comparable_rows__mutmut_{i}": "to_numpy(zero_copy_only=None): falsy like False"
+       for i in (48, 55)},
     # pipelines/scoring/market.py
     **{f"pipelines.scoring.market.x_score_market__mutmut_{i}": "the observed days' numbers without an explicit "
        "dtype: daynum gives Python ints, which numpy makes int64; an empty list makes an empty float array, "

@@ -76,3 +76,23 @@ def test_rows_not_eligible_before_are_left_out_and_few_comparable_rows_are_not_c
     assert r.passed and r.measured is None
     assert r.basis["compared"] == drift.PSI_MIN_ROWS - 1 and r.basis["not_eligible_before"] == N - r.basis["compared"]
     assert f"fewer than {drift.PSI_MIN_ROWS}" in r.detail
+
+
+def test_the_gate_names_its_basis_and_compares_from_psi_min_rows_on():
+    """The result word for word: name, threshold and basis (what was compared
+    with what); exactly PSI_MIN_ROWS comparable rows are compared."""
+    rng = np.random.default_rng(2)
+    s = bimodal(rng)
+    r = gate(scores("c", s), scores("c", s))
+    assert (r.name, r.passed, r.measured, r.threshold) == ("score_drift", True, 0.0, Config().gate_max_score_psi)
+    assert r.basis == {"previous": "score_date=2026-10-31/x", "previous_score_date": "2026-10-31",
+                       "rows": "eligible in both, same track, market, surface and campaign", "eligible_now": N,
+                       "eligible_before": N, "compared": N, "campaign_changed": 0, "not_eligible_before": 0,
+                       "days_apart": 1}
+    eligible_before = np.zeros(N, bool)
+    eligible_before[: drift.PSI_MIN_ROWS] = True
+    r = gate(scores("c", s, eligible_before), scores("c", s))
+    assert r.basis["compared"] == drift.PSI_MIN_ROWS and r.measured == 0.0 and r.detail.startswith("PSI 0.0000")
+    none = drift.score_drift(scores("c", s), None, "no previous snapshot to compare with", Config())
+    assert (none.name, none.passed, none.measured, none.threshold, none.detail) == (
+        "score_drift", True, None, Config().gate_max_score_psi, "not compared: no previous snapshot to compare with")
