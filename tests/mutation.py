@@ -87,6 +87,15 @@ EQUIVALENT: dict[str, str] = {
         (55, "key separator 'XX\\x1fXX' instead of '\\x1f': ids never contain the separator, so the same "
              "keys collide"),
     )},
+    # pipelines/allocation/verify.py
+    **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
+       "capacity row's columns are read by name" for i in (2, 8)},
+    **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "campaign codes without an explicit int64: "
+       "Python ints make an int64 array" for i in (44, 46)},
+    **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "float columns read with to_numpy(None): float64 "
+       "either way" for i in (74, 77, 99, 109, 128)},
+    **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "factorize codes as float64 (astype(None)): "
+       "Problem reads whole-number codes back as int64" for i in (80, 89)},
     # jobs/gates/checks.py
     "jobs.gates.checks.x_capacity_within__mutmut_54": "used.reindex(None): the assignment to c aligns on the "
         "(market, surface) index anyway, and fillna covers the cells without rows",
