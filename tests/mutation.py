@@ -60,6 +60,13 @@ EQUIVALENT: dict[str, str] = {
         (6, "the day's start without tzinfo: pa.scalar(..., timestamp[us, UTC]) reads a naive datetime as UTC"),
         (9, "the day's start without tzinfo: pa.scalar(..., timestamp[us, UTC]) reads a naive datetime as UTC"),
     )},
+    **{f"pipelines.contract.x__outside_day__mutmut_{i}": "the day's start without tzinfo, or a bound scalar "
+       "without the column's type: pa.scalar reads a naive datetime as UTC and infers timestamp[us, UTC], "
+       "the contract's event_ts type" for i in (5, 8, 28, 30, 36, 38)},
+    **{f"pipelines.contract.x_check_engagement__mutmut_{i}": "a bound scalar without the column's type: "
+       "inferred timestamp[us, UTC], the contract's event_ts type" for i in (118, 120)},
+    **{f"pipelines.contract.x_conform_batch__mutmut_{i}": "a missing optional column's nulls without its type: "
+       "pa.Table.from_arrays with the contract's schema casts the null array to it" for i in (16, 18)},
     **{f"pipelines.contract.x_check_enrollments__mutmut_{i}": why for i, why in (
         (15, "to_numpy(zero_copy_only=None): falsy like False"),
         (17, "list_parent_indices has no nulls, so a zero-copy view succeeds"),

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract import (InputFileError, check_batch, check_engagement, check_enrollments, check_exposures,
-                                conform_batch, latest_enrollments, split_good_bad)
+from pipelines.contract import (MAX_PLAY_MS, InputFileError, check_batch, check_engagement, check_enrollments,
+                                check_exposures, conform_batch, latest_enrollments, split_good_bad)
 from schemas import DEAD_LETTERS, ENGAGEMENT, ENROLLMENTS, EXPOSURES
 
 UTC = dt.timezone.utc
@@ -65,6 +65,8 @@ ENGAGEMENT_CASES = [
     (dict(surface="tv"), "unknown_surface"),
     (dict(surface="Radio"), "unknown_surface"),
     (dict(ms_played=-1), "negative_ms_played"),
+    (dict(ms_played=MAX_PLAY_MS + 1, duration_ms=MAX_PLAY_MS), "ms_played_over_a_day"),
+    (dict(duration_ms=MAX_PLAY_MS + 1), "duration_ms_over_a_day"),
     (dict(duration_ms=0), "nonpositive_duration_ms"),
     (dict(duration_ms=-5), "nonpositive_duration_ms"),
     (dict(event_ts=dt.datetime(2024, 5, 8, 12, 0, tzinfo=UTC)), "event_ts_outside_partition"),
@@ -398,3 +400,20 @@ def test_keys_that_only_the_separator_keeps_apart_stay_apart():
     out = latest_enrollments(enrollments(rows))
     assert sorted(zip(out.column("campaign_id").to_pylist(), out.column("track_id").to_pylist())) == [
         ("a", "bUSc"), ("aUSb", "c")]
+
+
+def test_exposure_window_edges_and_the_batch_dispatch():
+    """An exposure's event_ts is inside [day - slack, day + 1 day + slack): the
+    first instant in, the last out; check_batch gives each source its own rules."""
+    lo = dt.datetime.combine(DAY, dt.time(), tzinfo=UTC) - dt.timedelta(hours=SLACK)
+    hi = lo + dt.timedelta(days=1, hours=2 * SLACK)
+    second = dt.timedelta(seconds=1)
+    schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in EXPOSURES.arrow()])
+    t = pa.Table.from_pylist([exposure(event_ts=ts) for ts in (lo - second, lo, hi - second, hi)], schema=schema)
+    outside = "event_ts_outside_partition"
+    assert check_exposures(t, DAY, SLACK).to_pylist() == [outside, None, None, outside]
+    bad_events = events([event(), event(ms_played=-1), event(event_ts=hi)])
+    assert check_batch("engagement", bad_events, DAY, SLACK).to_pylist() == [None, "negative_ms_played", outside]
+    bad_enrollments = enrollments([enrollment(), enrollment(track_id=None)])
+    assert check_batch("enrollments", bad_enrollments, DAY, SLACK).to_pylist() == \
+        check_enrollments(bad_enrollments).to_pylist() == [None, "null_track_id"]
