@@ -100,6 +100,8 @@ EQUIVALENT: dict[str, str] = {
     **{f"jobs.gates.checks.x_expected_enrollment_keys__mutmut_{i}": "reads every column or another batch size: "
        "conform_batch keeps the contract's columns, and batching does not change the distinct pairs"
        for i in (5, 8, 9, 10)},
+    **{f"jobs.gates.checks.x_holdout__mutmut_{i}": "rpartition('/') instead of partition('/'): a run counter "
+       "is named kind/day with one '/', so both split it the same" for i in (20, 32)},
     # jobs/gates/drift.py (as rewritten to compare like with like)
     **{f"jobs.gates.drift.x_load_previous__mutmut_{i}": "reads every column of promotion_scores instead of the "
        "keys, eligible and score: the same eligible rows and scores are selected after" for i in (22, 25)},
