@@ -610,3 +610,28 @@ def test_trivial_solution_prices():
     assert s.x.tolist() == [0.0, 0.0, 0.0] and s.shortfall.tolist() == [2.0, 0.0]
     assert s.floor_price.tolist() == [3.0, 0.0] and s.track_price.tolist() == [2.0, 3.5, 0.0]
     assert s.objective == -6.0 and s.capacity_price == 0.0
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(upper=np.array([1.0, -1.0])), "Problem.upper must be >= 0 (ub_t = rho*E_t)"),
+    (dict(floors=np.array([-1.0])), "Problem.floors must be >= 0"),
+    (dict(licensor=np.array([0.5, 1.0])), "Problem.licensor must hold integer codes"),
+    (dict(campaign=np.array([0, 1])), "Problem.campaign code 1 has no floor (floors has length 1)"),
+    (dict(upper=np.array([1.0])), "Problem.upper has length 1, expected 2 (length of value)"),
+    (dict(floors=np.array([np.inf])), "Problem.floors contains NaN or infinite entries"),
+    (dict(licensor_cap=-1.0), "Problem.licensor_cap must be finite and >= 0, got -1.0"),
+])
+def test_problem_validation_messages_in_full(change, message):
+    base = dict(value=[1.0, 2.0], upper=[1.0, 1.0], artist=[0, 1], licensor=[0, 0], campaign=[0, 0],
+                floors=[0.0], capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
+    with pytest.raises(ValueError) as e:
+        Problem(**(base | change))
+    assert str(e.value) == message
+
+
+def test_problem_fields_given_as_rows_are_flattened():
+    """Arrays given as one row (shape (1, n)) read as the n-vector they hold."""
+    p = Problem(value=[[1.0, 2.0]], upper=[[1.0, 1.0]], artist=[[0, 1]], licensor=[[0, 0]], campaign=[[0, 0]],
+                floors=[[0.0]], capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
+    assert p.n == 2 and p.value.shape == p.upper.shape == p.artist.shape == (2,) and p.floors.shape == (1,)
+    assert p.value.dtype == p.upper.dtype == np.float64 and p.licensor.dtype == np.int64
