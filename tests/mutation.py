@@ -88,6 +88,17 @@ EQUIVALENT: dict[str, str] = {
         (55, "key separator 'XX\\x1fXX' instead of '\\x1f': ids never contain the separator, so the same "
              "keys collide"),
     )},
+    # pipelines/allocation/problem.py
+    **{f"pipelines.allocation.problem.x_check_feasible__mutmut_{i}": "the plan read without an explicit "
+       "float64 (ints compare the same), or reshaped with -2 (numpy reads any negative size as the unknown "
+       "one)" for i in (5, 7, 9, 13, 15, 17)},
+    **{f"pipelines.allocation.problem.x_check_feasible__mutmut_{i}": "a lower bound's slack at rhs 1 instead of "
+       "0: tol * max(1, |rhs|) is tol for both" for i in (62, 91)},
+    "pipelines.allocation.problem.x_trivial_solution__mutmut_17": "the track prices computed also when there "
+        "is no track: the same empty array",
+    **{f"pipelines.allocation.problem.x_binding_families__mutmut_{i}": "a group total without minlength, or a "
+       "mask as float64 via astype(None): codes run 0..max, so the length is n_artists (n_licensors) anyway"
+       for i in (10, 17, 30)},
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},

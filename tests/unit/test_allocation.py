@@ -559,6 +559,9 @@ NONE = dict.fromkeys(("capacity", "artist", "licensor", "track", "floor_met", "f
     ("tight but unpriced, priced but slack", [1.0, 0.0, 1.0, 0.0], [1.5, 0.0, 0.0],
      dict(artist=(0.0, 0.2), licensor=(0.2, 0.0), track=(0.2, 0.0, 0.0, 0.0)),
      dict(NONE, floor_met=True, floor_short=True)),
+    ("nothing met: a slack capacity priced, a zero floor without tracks, a priced track of upper bound 0",
+     [0.0, 0.0, 0.0, 0.0], [2.5, 1.0, 0.0], dict(capacity=0.2, track=(0.0, 0.0, 0.0, 0.5)),
+     dict(NONE, floor_short=True)),
     ("a priced track at its upper bound; a priced track of upper bound 0 is not one", [0.0, 0.0, 1.0, 0.0],
      [2.5, 0.0, 0.0], dict(track=(0.0, 0.0, 0.5, 0.5)), dict(NONE, track=True, floor_met=True, floor_short=True)),
 ])
