@@ -99,6 +99,13 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.allocation.problem.x_binding_families__mutmut_{i}": "a group total without minlength, or a "
        "mask as float64 via astype(None): codes run 0..max, so the length is n_artists (n_licensors) anyway"
        for i in (10, 17, 30)},
+    # pipelines/allocation/exact.py
+    **{f"pipelines.allocation.exact.x_highs_lp__mutmut_{i}": "row indices from np.zeros without int64: scipy's "
+       "sparse constructor takes whole-number float indices as ints" for i in (43, 45)},
+    "pipelines.allocation.exact.x_highs_lp__mutmut_86": "method='HIGHS': scipy's linprog lower-cases the name",
+    **{f"pipelines.allocation.exact.x_highs_lp__mutmut_{i}": "the failure test with and/or swapped: linprog's "
+       "success is status == 0 and then x is set, so every combination fails and passes the same results"
+       for i in (91, 92)},
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},
