@@ -99,6 +99,17 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.allocation.problem.x_binding_families__mutmut_{i}": "a group total without minlength, or a "
        "mask as float64 via astype(None): codes run 0..max, so the length is n_artists (n_licensors) anyway"
        for i in (10, 17, 30)},
+    **{f"pipelines.allocation.problem.x__codes__mutmut_{i}": why for i, why in (
+        (3, "`a.size or` instead of `a.size and`: an integer array passes the whole-number test it then gets, "
+            "and an empty one has nothing to fail it"),
+        (25, "reshape(-2): numpy reads any negative size as the unknown one"),
+    )},
+    **{f"pipelines.allocation.problem.xǁProblemǁ__post_init____mutmut_{i}": "reshape(-2): numpy reads any "
+       "negative size as the unknown one" for i in (8, 16, 45)},
+    **{f"pipelines.allocation.problem.x_objective__mutmut_{i}": "the plan or shortfall without an explicit "
+       "float64: ints give the same dot product and sum" for i in (3, 5, 8, 10)},
+    **{f"pipelines.allocation.problem.x_reduced_cost__mutmut_{i}": "the branch for a problem without tracks: "
+       "both callers return before it (trivial_solution for n == 0)" for i in (2, 3)},
     # pipelines/allocation/exact.py
     **{f"pipelines.allocation.exact.x_highs_lp__mutmut_{i}": "row indices from np.zeros without int64: scipy's "
        "sparse constructor takes whole-number float indices as ints" for i in (43, 45)},

@@ -619,6 +619,7 @@ def test_trivial_solution_prices():
     (dict(upper=np.array([1.0, -1.0])), "Problem.upper must be >= 0 (ub_t = rho*E_t)"),
     (dict(floors=np.array([-1.0])), "Problem.floors must be >= 0"),
     (dict(licensor=np.array([0.5, 1.0])), "Problem.licensor must hold integer codes"),
+    (dict(campaign=np.array([0.0, 0.5])), "Problem.campaign must hold integer codes"),
     (dict(campaign=np.array([0, 1])), "Problem.campaign code 1 has no floor (floors has length 1)"),
     (dict(upper=np.array([1.0])), "Problem.upper has length 1, expected 2 (length of value)"),
     (dict(floors=np.array([np.inf])), "Problem.floors contains NaN or infinite entries"),
@@ -638,3 +639,8 @@ def test_problem_fields_given_as_rows_are_flattened():
                 floors=[[0.0]], capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
     assert p.n == 2 and p.value.shape == p.upper.shape == p.artist.shape == (2,) and p.floors.shape == (1,)
     assert p.value.dtype == p.upper.dtype == np.float64 and p.licensor.dtype == np.int64
+    # whole-number codes given as floats are codes; values and bounds given as ints are floats
+    q = Problem(value=[1, 2], upper=[1, 1], artist=[0.0, 1.0], licensor=[1.0, 1.0], campaign=[0.0, 0.0],
+                floors=[0], capacity=1, artist_cap=1, licensor_cap=1, penalty=1)
+    assert q.artist.tolist() == [0, 1] and q.licensor.tolist() == [1, 1] and q.artist.dtype == np.int64
+    assert q.value.dtype == q.upper.dtype == q.floors.dtype == np.float64
