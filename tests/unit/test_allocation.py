@@ -447,6 +447,11 @@ def test_check_feasible_messages_in_full():
         "campaign floor: campaign 0: sum x + u = -7 < F = 0"]
 
 
+# a valid two-track problem the validation tests break one field of
+VALID = dict(value=[1.0, 2.0], upper=[1.0, 1.0], artist=[0, 1], licensor=[0, 0], campaign=[0, 0], floors=[0.0],
+             capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(upper=np.array([1.0, -1.0])), "upper must be >= 0"),
     (dict(upper=np.array([1.0])), "upper has length 1"),
@@ -459,11 +464,8 @@ def test_check_feasible_messages_in_full():
     (dict(penalty=float("inf")), "penalty must be finite"),
 ])
 def test_problem_validation(change, match):
-    base = dict(value=[1.0, 2.0], upper=[1.0, 1.0], artist=[0, 1], licensor=[0, 0], campaign=[0, 0],
-                floors=[0.0], capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
-    base.update(change)
     with pytest.raises(ValueError, match=match):
-        Problem(**base)
+        Problem(**(VALID | change))
 
 
 def test_unknown_method():
@@ -626,10 +628,8 @@ def test_trivial_solution_prices():
     (dict(licensor_cap=-1.0), "Problem.licensor_cap must be finite and >= 0, got -1.0"),
 ])
 def test_problem_validation_messages_in_full(change, message):
-    base = dict(value=[1.0, 2.0], upper=[1.0, 1.0], artist=[0, 1], licensor=[0, 0], campaign=[0, 0],
-                floors=[0.0], capacity=1.0, artist_cap=1.0, licensor_cap=1.0, penalty=1.0)
     with pytest.raises(ValueError) as e:
-        Problem(**(base | change))
+        Problem(**(VALID | change))
     assert str(e.value) == message
 
 

@@ -321,6 +321,21 @@ def test_baselines_are_weighted_skips_and_saves_over_weighted_plays():
     assert all(v.shape == (3,) and v.dtype == float for v in prior.values())
 
 
+SUM_NAMES = ("w_plays", "w_skips", "w2_plays", "w_promoted_plays", "w_promoted_skips", "w2_promoted_plays",
+             "w_known_plays", "w_known_skips", "w2_known_plays")
+
+
+def _hand_sums(rows: dict) -> dict:
+    """Window signals of hand-set sums: rows {track: (surface, *values in SUM_NAMES order)}, each track
+    on one surface; n_eff derived from the weighted plays as the pipeline does."""
+    sig = {name: np.zeros((3, len(rows))) for name in SUM_NAMES}
+    for t, (surface, *values) in rows.items():
+        for name, v in zip(SUM_NAMES, values):
+            sig[name][surface, t] = v
+    sig["n_eff"] = signals.effective_trials(sig["w_plays"], sig["w2_plays"])
+    return sig
+
+
 def test_pooled_probabilities_by_hand():
     """The pooled tests of the guardrail on hand-set sums, each track on one
     surface (so its baseline and prior mean are that surface's), against
@@ -345,12 +360,7 @@ def test_pooled_probabilities_by_hand():
             7: (0, 10.5, 2.5, 10.25, 10.0, 2.0, 10.0, 10.5, 2.5, 10.25),  # half an organic play
             8: (0, 40.0, 39.0, 40.0, 10.0, 10.0, 10.0, 40.0, 39.0, 40.0), # promoted threshold past 1
             9: (2, 40.0, 30.0, 40.0, 10.0, 9.0, 10.0, 40.0, 30.0, 40.0)}  # the mixes surface
-    names = ("w_plays", "w_skips", "w2_plays", "w_promoted_plays", "w_promoted_skips", "w2_promoted_plays",
-             "w_known_plays", "w_known_skips", "w2_known_plays")
-    sig = {name: np.zeros((3, len(rows))) for name in names}
-    for t, (surface, *values) in rows.items():
-        for name, v in zip(names, values):
-            sig[name][surface, t] = v
+    sig = _hand_sums(rows)
     needed = np.array([t != 4 for t in rows])
     delta, promoted_delta, k = 0.05, 0.1, 2.0
     pooled, promoted = estimation._pooled_probabilities(sig, prior, needed, delta, promoted_delta)
@@ -393,16 +403,8 @@ _GUARD_PRIOR = {"mu_skip": np.array([0.3, 0.0, 0.3]), "m_skip": np.array([0.45, 
 
 
 def _guard_sig():
-    n = len(_GUARD_ROWS)
-    sig = {k: np.zeros((3, n)) for k in ("w_plays", "w_skips", "w2_plays", "n_eff", "w_promoted_plays",
-                                          "w_promoted_skips", "w2_promoted_plays", "w_known_plays",
-                                          "w_known_skips", "w2_known_plays")}
-    for t, (s, plays, skips, p_plays, p_skips) in _GUARD_ROWS.items():
-        for k, v in (("w_plays", plays), ("w_skips", skips), ("w2_plays", plays), ("n_eff", plays),
-                     ("w_promoted_plays", p_plays), ("w_promoted_skips", p_skips), ("w2_promoted_plays", p_plays),
-                     ("w_known_plays", plays), ("w_known_skips", skips), ("w2_known_plays", plays)):
-            sig[k][s, t] = v
-    return sig
+    return _hand_sums({t: (s, plays, skips, plays, p_plays, p_skips, p_plays, plays, skips, plays)
+                       for t, (s, plays, skips, p_plays, p_skips) in _GUARD_ROWS.items()})
 
 
 def test_guardrail_probability_is_the_larger_of_the_surface_and_the_pooled_test():
@@ -467,11 +469,6 @@ def test_no_promoted_test_when_the_pool_skips_everything():
     track's own counts."""
     prior = {"mu_skip": np.array([0.3, 0.3, 0.3]), "m_skip": np.array([1.0, 0.3, 0.3]),
              "k_skip": np.array([2.0, 2.0, 2.0])}
-    sig = {k: np.zeros((3, 1)) for k in ("w_plays", "w_skips", "w2_plays", "w_promoted_plays", "w_promoted_skips",
-                                          "w2_promoted_plays", "w_known_plays", "w_known_skips", "w2_known_plays")}
-    for k, v in (("w_plays", 20.0), ("w_skips", 15.0), ("w2_plays", 20.0), ("w_promoted_plays", 10.0),
-                 ("w_promoted_skips", 10.0), ("w2_promoted_plays", 10.0), ("w_known_plays", 20.0),
-                 ("w_known_skips", 15.0), ("w2_known_plays", 20.0)):
-        sig[k][0, 0] = v
+    sig = _hand_sums({0: (0, 20.0, 15.0, 20.0, 10.0, 10.0, 10.0, 20.0, 15.0, 20.0)})
     pooled, promoted = estimation._pooled_probabilities(sig, prior, np.array([True]), 0.05, 0.05)
     assert promoted.tolist() == [0.0] and pooled[0] > 0

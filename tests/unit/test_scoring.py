@@ -200,11 +200,13 @@ def daily(track, surfaces=PROMOTION_SURFACES, days=WINDOW, **counts):
     return [agg_row(track, d, s, **counts) for d in days for s in surfaces]
 
 
-def run_market(enrolled_rows, agg_rows, cfg=CFG, total_rows=None, observed=WINDOW):
+def run_market(enrolled_rows, agg_rows, cfg=CFG, total_rows=None, observed=WINDOW, method="exact", **before):
+    """score_market of market SE for AS_OF; `before`: what it reads of the previous snapshot
+    (pulled_back_before, plan, state, plan_snapshot_id)."""
     enrolled = frame(enrolled_rows, ENROLLMENTS)
     aggregates = frame(agg_rows, DAILY_AGGREGATES)
     totals = frame(total_rows if total_rows is not None else totals_for(agg_rows, WINDOW), SURFACE_TOTALS)
-    return market_scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg, method="exact")
+    return market_scoring.score_market("SE", enrolled, aggregates, totals, observed, AS_OF, cfg, method, **before)
 
 
 # ----------------------------------------------------------- eligibility ---
@@ -666,9 +668,7 @@ def test_rows_pulled_back_yesterday_stay_pulled_back_inside_the_band():
     assert fresh["eligible"].all()
     assert (fresh["dislike_probability"] < CFG.guardrail_confidence).all()
     before = pd.DataFrame({"track_id": ["a", "a", "ghost", "c"], "surface": ["radio", "mixes", "radio", "tv"]})
-    scores = market_scoring.score_market(
-        "SE", frame(enrolled, ENROLLMENTS), frame(aggs, DAILY_AGGREGATES),
-        frame(totals_for(aggs, WINDOW), SURFACE_TOTALS), WINDOW, AS_OF, CFG, "exact", before).scores
+    scores = run_market(enrolled, aggs, pulled_back_before=before).scores
     held = scores.loc[~scores["eligible"], ["track_id", "surface"]].apply(tuple, axis=1)
     assert set(held) == {("a", "radio"), ("a", "mixes")}
     assert set(scores.loc[~scores["eligible"], "reason"]) == {"listeners_dislike"}
@@ -743,10 +743,7 @@ def test_the_lower_cap_basis_caps_at_rho_times_the_low_end():
 
 def test_an_unknown_allocation_method_is_refused():
     with pytest.raises(ValueError, match="unknown allocation method"):
-        market_scoring.score_market("SE", frame([enroll_row("a")], ENROLLMENTS),
-                                    frame(daily("a", plays=30, skips=5), DAILY_AGGREGATES),
-                                    frame(totals_for(daily("a", plays=30, skips=5), WINDOW), SURFACE_TOTALS),
-                                    WINDOW, AS_OF, CFG, method="simplex")
+        run_market([enroll_row("a")], daily("a", plays=30, skips=5), method="simplex")
 
 
 def test_score_market_reconciles_the_plan_and_updates_the_gain_from_the_state():
@@ -765,11 +762,8 @@ def test_score_market_reconciles_the_plan_and_updates_the_gain_from_the_state():
     state = pd.DataFrame({"market": "SE", "surface": list(PROMOTION_SURFACES), "gain_realised": [100.0, 50.0, 9.0],
                           "gain_requested": [50.0, 50.0, 30.0], "gain_requested_organic": [40.0, 45.0, 20.0],
                           "delivery_miss_days": [1, 0, 2]})
-    ag = frame(aggs, DAILY_AGGREGATES)
-    r = market_scoring.score_market("SE", frame(enrolled, ENROLLMENTS), ag, frame(totals_for(aggs, WINDOW),
-                                    SURFACE_TOTALS), WINDOW, AS_OF, CFG, "exact", plan=plan, state=state,
-                                    plan_snapshot_id="snap-prev")
-    want, sums = delivery.reconcile("SE", plan, ag, signals.daynum(AS_OF), "snap-prev")
+    r = run_market(enrolled, aggs, plan=plan, state=state, plan_snapshot_id="snap-prev")
+    want, sums = delivery.reconcile("SE", plan, frame(aggs, DAILY_AGGREGATES), signals.daynum(AS_OF), "snap-prev")
     pd.testing.assert_frame_equal(r.reconciliation, want)
     got = r.reconciliation.set_index(["track_id", "surface"])
     assert got.loc[("a", "radio"), "realised_promoted_plays"] == 4
