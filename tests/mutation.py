@@ -43,10 +43,14 @@ GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
                     "pipelines/allocation/verify.py"],
                    ["tests/unit/test_allocation.py", "tests/unit/test_allocation_dual.py",
                     "tests/unit/test_lp_certificate.py", "tests/unit/test_prices.py"], None),
+    "forecast": (["pipelines/scoring/forecast.py", "pipelines/scoring/negbin.py", "pipelines/scoring/supply.py",
+                  "pipelines/scoring/delivery.py", "pipelines/allocation/prices.py"],
+                 ["tests/unit/test_forecast.py", "tests/unit/test_delivery.py", "tests/unit/test_prices.py",
+                  "tests/unit/test_scoring.py", "tests/unit/test_estimation.py"], None),
     "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"],
               ["tests/unit/test_gate_checks.py", "tests/unit/test_drift_gate.py", "tests/unit/test_holdout.py"], None),
 }
-TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "gates": 0.80}
+TARGETS = {"contract": 0.85, "scoring": 0.85, "allocation": 0.85, "forecast": 0.85, "gates": 0.80}
 
 # Survivors that are equivalent to the original (no input tells them apart), each
 # with the reason; docs/testing.md lists them too ("Equivalent mutants").

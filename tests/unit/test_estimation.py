@@ -91,6 +91,22 @@ def test_effective_trials_of_decay_weighted_counts():
     assert s.tolist() == [0.5, 0.0] and n.tolist() == [1.0, 0.0]   # the rate of half-weighted plays; none
 
 
+def test_effective_counts_of_a_row_without_plays_are_zero_whatever_memory_held():
+    """Where no plays were weighed the rate is 0, not read from memory: numpy hands a
+    freed block of the same size to the next array, so a division that leaves those
+    rows unwritten (no `out`, or out=None) returns the NaN freed just before. Catches
+    exactly that."""
+    for n in (2, 4, 16, 64):
+        trials = np.zeros(n)
+        trials[::2] = 4.0
+        successes = trials / 4
+        junk = np.full(n, np.nan)
+        del junk
+        s, n_eff = estimation.effective_counts(successes, trials, np.ones(n))
+        assert s.tolist() == [0.25 if i % 2 == 0 else 0.0 for i in range(n)], n
+        assert n_eff.tolist() == [1.0] * n
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(3, 200), p=st.floats(0.02, 0.9), k=st.floats(5, 3000))
 def test_prior_fit_properties(seed, n, p, k):

@@ -330,6 +330,66 @@ def test_score_drift_fails_when_the_eligible_scores_move():
     assert none.passed and none.measured is None and "(see eligible_share)" in none.detail
 
 
+def test_drift_gates_compare_with_the_previous_snapshot_on_disk(tmp_path):
+    """drift_gates reads the previous snapshot once and hands it, with the score date,
+    to both gates: catches score_drift given no previous snapshot (it would say "not
+    compared") or not given the score date (no days_apart in its basis)."""
+    prev = _previous(tmp_path, eligible_scores_table(np.full(30, 0.05)))
+    now = eligible_scores_table(np.linspace(0.3, 0.9, 30))
+    res = {r.name: r for r in drift.drift_gates(tables(promotion_scores=now), prev, Config(),
+                                                 SCORE_DATE)}
+    assert list(res) == ["row_count", "score_drift"]
+    s = res["score_drift"]
+    assert not s.passed and s.measured == pytest.approx(
+        drift.population_stability_index(np.full(30, 0.05), np.linspace(0.3, 0.9, 30)))
+    assert s.basis["previous"] == PREV_NAME and s.basis["compared"] == 30
+    assert s.basis["days_apart"] == 1          # SCORE_DATE against the previous score date, a day before
+    assert res["row_count"].basis == {"previous": PREV_NAME, "previous_score_date": "2026-11-24"}
+
+
+def test_row_count_skips_only_the_tables_that_follow_eligibility_or_the_plan():
+    """prices and campaign_lift follow eligibility and delivery_reconciliation the
+    plan: a fall in them is not judged, whichever comes first in the snapshot. Catches
+    a skip of only the tables in both lists, a skip that stops at the first skipped
+    table (the tables after it not compared), and a basis under other names."""
+    few = pa.table({"x": [1]})
+    now = {"prices": few, "delivery_reconciliation": few, "campaign_lift": few, **tables()}
+    before = {"prices": 100, "delivery_reconciliation": 100, "campaign_lift": 100, "promotion_scores": 6,
+              "campaign_delivery": 1, "capacity": 3}
+    r = drift.row_count(now, prev_of(rows=before), "previous snapshot x", Config())
+    assert r.passed and r.measured == 0.0
+    assert r.detail == ("vs previous snapshot x: promotion_scores 6 -> 6, campaign_delivery 1 -> 1, "
+                        "capacity 3 -> 3; max drop allowed 50%")
+    assert r.basis == {"previous": PREV_NAME, "previous_score_date": "2026-11-24"}
+    # a counted table after the skipped ones that drops too far still fails
+    r = drift.row_count({**now, "capacity": capacity_table().slice(0, 1)}, prev_of(rows=before), "p", Config())
+    assert not r.passed and r.measured == pytest.approx(2 / 3) and r.detail.endswith("dropped too far: capacity")
+
+
+def test_score_drift_not_compared_still_names_its_threshold():
+    """A gate that did not compare publishes the threshold it would have used (the
+    report shows it beside the measurement): with nothing eligible, and with fewer
+    comparable rows than PSI_MIN_ROWS."""
+    cfg = Config(gate_max_score_psi=0.125)
+    cur = eligible_scores_table(np.full(30, 0.5))
+    none = drift.score_drift(scores_table(eligible=[False] * 6, reason=["x"] * 6), prev_of(table=cur), "p", cfg)
+    few = drift.score_drift(cur, prev_of(table=cur.slice(0, drift.PSI_MIN_ROWS - 1)), "p", cfg)
+    for r in (none, few):
+        assert r.passed and r.measured is None and r.threshold == 0.125, r
+
+
+def test_score_drift_compares_only_rows_with_a_finite_score_on_both_sides():
+    """comparable_rows drops a row whose score is not finite on either side (counted
+    out of "compared"); catches a test that keeps rows finite on one side only."""
+    before = np.full(30, 0.5)
+    before[:3] = np.nan
+    now = np.full(30, 0.5)
+    now[3:5] = np.inf
+    b, n, counts = drift.comparable_rows(eligible_scores_table(now), prev_of(table=eligible_scores_table(before)))
+    assert counts["compared"] == 25 and b.size == n.size == 25
+    assert np.isfinite(b).all() and np.isfinite(n).all()
+
+
 def test_an_unreadable_previous_snapshot_is_not_compared(tmp_path):
     folder, m = _previous(tmp_path, scores_table())
     for f in m.table_files("promotion_scores"):
