@@ -254,7 +254,9 @@ def _keep_by_priority(amount: np.ndarray, order: np.ndarray, codes: np.ndarray,
 
 def _repair(d: _Dual, x: np.ndarray, r: np.ndarray, p: float) -> np.ndarray:
     """Make x (in [0, ub]) exactly feasible for the caps, then add plays where they pay,
-    in the order of the reduced costs r (which include the floors' prices).
+    in the order of the reduced costs r (which include the floors' prices); tracks of equal
+    r in track order (a stable sort: numpy's default sort may order ties differently on
+    another machine, and the plan must not).
 
     Over-cap groups (artist, licensor, then the capacity) lose their excess from their
     lowest-r tracks. Then campaigns below their floor are topped up on their best tracks
