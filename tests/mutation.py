@@ -156,6 +156,16 @@ EQUIVALENT: dict[str, str] = {
     "pipelines.allocation.dual.x__initial_prices__mutmut_5": "zero-value tracks also in the greedy order: they sort after every positive "
         "one, so where the cut falls among them the price is 0, the default",
     "pipelines.allocation.dual.x__initial_prices__mutmut_14": "argsort kind 'STABLE': numpy reads the kind by its first letter, in any case",
+    "pipelines.allocation.exact.x_highs_lp__mutmut_24": "the shortfalls' upper bound None for inf: the float bounds "
+        "array stores NaN, which linprog reads as no bound (+inf), so HiGHS gets the same LP",
+    **{f"pipelines.allocation.exact.x_highs_lp__mutmut_{i}": "the matrix shape inferred from its entries: every "
+       "campaign's shortfall column has an entry in its campaign's row, and both callers have at least one campaign "
+       "(a problem with tracks has one, and the polish passes the whole problem's), so the last row and column "
+       "hold entries and the inferred shape is the given one" for i in (65, 67)},
+    "pipelines.allocation.exact.x_highs_lp__mutmut_83": "no method named: linprog's default is 'highs' in every "
+        "scipy that setup.py allows (>= 1.13; the default changed in 1.11)",
+    "pipelines.allocation.problem.x__codes__mutmut_5": "integer arrays also through the whole-number test "
+        "(issubdtype(None, integer) is False): an integer passes it (n mod 1 == 0), and an empty array skips it",
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},
