@@ -166,6 +166,15 @@ EQUIVALENT: dict[str, str] = {
         "scipy that setup.py allows (>= 1.13; the default changed in 1.11)",
     "pipelines.allocation.problem.x__codes__mutmut_5": "integer arrays also through the whole-number test "
         "(issubdtype(None, integer) is False): an integer passes it (n mod 1 == 0), and an empty array skips it",
+    # pipelines/scoring/supply.py
+    **{f"pipelines.scoring.supply.x_window_numbers__mutmut_{i}": "np.arange without dtype=int64: both callers pass Python ints "
+       "(daynum, cfg.window_days), from which numpy 2 builds int64 anyway" for i in (3, 6)},
+    **{f"pipelines.scoring.supply.x_forecast_supply__mutmut_{i}": "the point (or total) array's starting value None: both branches "
+       "of the method (decayed_mean and the model) assign it before it is read" for i in (61, 64)},
+    **{f"pipelines.scoring.supply.x_forecast_supply__mutmut_{i}": "release day numbers as int64 instead of float: they come from "
+       "daynums (int64; release_date is required, null rows are dead letters), and age is read only by "
+       "forecast.age_bucket, which converts to float first; day differences are exact either way"
+       for i in (154, 156)},
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},
