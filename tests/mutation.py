@@ -175,6 +175,45 @@ EQUIVALENT: dict[str, str] = {
        "daynums (int64; release_date is required, null rows are dead letters), and age is read only by "
        "forecast.age_bucket, which converts to float first; day differences are exact either way"
        for i in (154, 156)},
+    # pipelines/scoring/delivery.py (callers: score_market, on Arrow tables of the schemas' types as pandas)
+    "pipelines.scoring.delivery.x_reconcile__mutmut_3": "the empty-aggregates test `or True`: filtering an empty table gives the same "
+        "empty frame with the same columns and types",
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "to_numpy(None) on a string column: object either way"
+       for i in (12, 17, 106, 113, 139, 158)},
+    "pipelines.scoring.delivery.x__state_column__mutmut_13": "to_numpy(None) on a string column: object either way",
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "to_numpy(None) on a non-null int64 or a float64 column: the same array"
+       for i in (22, 28, 31, 79, 85, 144, 204)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "asarray without a dtype: np.bincount makes its weights float64"
+       for i in (181, 183)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "merge on=None or omitted: the two frames share only track_id and "
+       "surface (fixed column lists)" for i in (38, 42)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "merge sort None, default or True: the stable sort by (track_id, "
+       "surface) after it fixes the order, and keys are unique (one row per track and surface)"
+       for i in (40, 44, 51)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "the sort's kind changed: pandas ignores kind when sorting on more than "
+       "one column (a stable lexsort)" for i in (68, 70, 75, 76)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "reset_index(drop=None/False): only an unused index column is added; the "
+       "output picks its columns by name" for i in (66, 77)},
+    **{f"pipelines.scoring.delivery.x__planned_rows__mutmut_{i}": "reset_index(drop=None/False): only an unused index column is added; "
+       "the output picks its columns by name" for i in (35, 36)},
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "x >= TINY for x > TINY: after _planned_rows x is above TINY or 0 (a "
+       "missing plan filled), never exactly TINY" for i in (58, 136)},
+    "pipelines.scoring.delivery.x_reconcile__mutmut_62": "realised filled with 1 for 0: it is missing only on plan-only rows, which have "
+        "x above TINY and are kept either way",
+    **{f"pipelines.scoring.delivery.x_reconcile__mutmut_{i}": "the gain sums without the boosted mask: unboosted rows have b = 0 and "
+       "finite E and organic plays, so they add exactly 0" for i in (200, 202, 210, 212)},
+    **{f"pipelines.scoring.delivery.x__planned_rows__mutmut_{i}": "the empty plan's columns untyped or object: x, b and supply are read "
+       "with to_numpy(float) after, and the filter works the same" for i in (18, 20)},
+    **{f"pipelines.scoring.delivery.x__planned_rows__mutmut_{i}": "the empty plan's campaign_id typed float: to_numpy(object) after "
+       "the merge gives the same array of NaN" for i in (26, 27)},
+    "pipelines.scoring.delivery.x__planned_rows__mutmut_29": "to_numpy(None): only compared with > TINY, the same for any numeric type",
+    "pipelines.scoring.delivery.x__state_column__mutmut_17": "to_numpy(None): numeric values assigned into a float array, the same",
+    "pipelines.scoring.delivery.x__state_column__mutmut_22": "to_numeric without errors='coerce': capacity columns are double or int64 from "
+        "Arrow (missing as NaN or None, which convert without coerce); there is no non-numeric string to coerce",
+    **{f"pipelines.scoring.delivery.x_serving_gain__mutmut_{i}": "planned >= TINY for > TINY: a sum of plans each above TINY is 0 or "
+       "above TINY, never exactly TINY" for i in (87, 94)},
+    **{f"pipelines.scoring.delivery.x_serving_gain__mutmut_{i}": "what nan_to_num puts for a missing ratio: missing only where planned "
+       "<= TINY, surfaces that are never judged (judged & ... hides it)" for i in (102, 103)},
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},

@@ -47,7 +47,7 @@ from pipelines.config import Config
 from pipelines.scoring.signals import daynums
 from schemas import PROMOTION_SURFACES
 
-TINY = 1e-9   # planned promoted plays below this are nothing planned (an LP's rounding dust)
+TINY = 1e-9   # planned promoted plays at or below this are nothing planned (an LP's rounding dust)
 
 # What a run reads of the previous snapshot (older snapshots may lack some: they read as missing).
 PLAN_COLUMNS = ("track_id", "market", "surface", "campaign_id", "planned_promoted_plays", "boost_probability",
