@@ -214,6 +214,36 @@ EQUIVALENT: dict[str, str] = {
        "above TINY, never exactly TINY" for i in (87, 94)},
     **{f"pipelines.scoring.delivery.x_serving_gain__mutmut_{i}": "what nan_to_num puts for a missing ratio: missing only where planned "
        "<= TINY, surfaces that are never judged (judged & ... hides it)" for i in (102, 103)},
+    # pipelines/scoring/forecast.py
+    **{f"pipelines.scoring.forecast.x_decayed_mean__mutmut_{i}": "the plays without an explicit float: w * y promotes any real dtype to "
+       "float64 with the same values" for i in (3, 5)},
+    **{f"pipelines.scoring.forecast.{fn}__mutmut_{i}": "astype(None) is float64" for fn, i in (("x__design", 4), ("x_forecast_surface", 3))},
+    **{f"pipelines.scoring.forecast.{fn}__mutmut_{i}": "einsum subscripts in upper case: the same contraction" for fn, i in (
+       ("x__wls", 12), ("x__wls", 29), ("x_fit_surface", 219), ("x_fit_surface", 233), ("x_fit_surface", 251),
+       ("x_fit_surface", 261), ("x_forecast_surface", 28))},
+    **{f"pipelines.scoring.forecast.x__row_median__mutmut_{i}": "the axis dropped or None-d where the default is the last: its only "
+       "input is 2-D, whose last axis is 1" for i in (5, 18, 36)},
+    "pipelines.scoring.forecast.x__row_median__mutmut_52": "a row of k = 0 observed values: it is all NaN, so its median is NaN either way",
+    **{f"pipelines.scoring.forecast.x_fit_surface__mutmut_{i}": "the plays without an explicit float: y is read only by y > 0 and by "
+       "float where/log, the same values" for i in (6, 8)},
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_13": "the mask as a 0-d True: it broadcasts in m & (y > 0)",
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_38": "z on unobserved days changed: it meets only zero weights there, or is masked",
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_168": "the bisquare weight at |u| = 1 included: (1 - u^2)^2 is 0 there already",
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_297": "the weekday slice 2:9 for 2:8: beta has 8 columns",
+    # pipelines/allocation/prices.py
+    "pipelines.allocation.prices.x_lookup_prices__mutmut_10": "the price column read without float: it is float64 (price_rows, or the "
+        "table's non-null double), and .to_numpy(float) follows",
+    "pipelines.allocation.prices.x_lookup_prices__mutmut_13": "to_numpy(None) on the key column: object (strings) either way",
+    "pipelines.allocation.prices.x_lookup_prices__mutmut_16": "the mapped prices without float: mapping through a float64 Series gives "
+        "float64, also for empty input and after fillna",
+    **{f"pipelines.allocation.prices.{fn}__mutmut_{i}": "asarray without float: the only caller passes Problem's float64 fields, so it is "
+       "the same array" for fn, i in (("x_reduced_costs", 6), ("x_reduced_costs", 8), ("x_dual_bound", 41),
+       ("x_dual_bound", 43))},
+    **{f"pipelines.allocation.prices.x_price_columns__mutmut_{i}": "bincount without minlength: flatnonzero of it gives the same indices "
+       "(codes below n_artists / n_licensors; a shorter array only drops trailing zeros)" for i in (10, 17, 23, 29)},
+    **{f"pipelines.allocation.prices.x_price_columns__mutmut_{i}": "an empty-string array as <U1: concatenated with the other families' "
+       "object arrays it gives an object array holding ''" for i in (42, 44)},
+    **{f"pipelines.allocation.prices.x_price_columns__mutmut_{i}": "astype(None) is float64" for i in (97, 106, 110)},
     # pipelines/allocation/verify.py
     **{f"pipelines.allocation.verify.x_rebuild__mutmut_{i}": "itertuples with the index as a first field: the "
        "capacity row's columns are read by name" for i in (2, 8)},
