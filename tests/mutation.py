@@ -49,8 +49,10 @@ GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
                     "tests/unit/test_lp_certificate.py", "tests/unit/test_prices.py"], None),
     "forecast": (["pipelines/scoring/forecast.py", "pipelines/scoring/negbin.py", "pipelines/scoring/supply.py",
                   "pipelines/scoring/delivery.py", "pipelines/allocation/prices.py"],
-                 ["tests/unit/test_forecast.py", "tests/unit/test_delivery.py", "tests/unit/test_prices.py",
-                  "tests/unit/test_scoring.py", "tests/unit/test_estimation.py"], None),
+                 ["tests/unit/test_forecast.py", "tests/unit/test_forecast_parts.py", "tests/unit/test_supply.py",
+                  "tests/unit/test_negbin.py", "tests/unit/test_delivery.py", "tests/unit/test_delivery_parts.py",
+                  "tests/unit/test_prices.py", "tests/unit/test_prices_parts.py", "tests/unit/test_scoring.py",
+                  "tests/unit/test_estimation.py"], None),
     "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"],
               ["tests/unit/test_gate_checks.py", "tests/unit/test_drift_gate.py", "tests/unit/test_holdout.py"], None),
 }
