@@ -313,9 +313,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "the loop's guard on p: p is a mean of the "
        "rates with positive weights, strictly inside (0, 1) once the pooled rate is (some rate above 0, some "
        "below 1), so the guard never fires" for i in (84, 85, 86, 87)},
-    **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "one of the two clips of the strength "
-       "dropped: rho is clipped to [1/(hi+1), 1/(lo+1)] in the loop, which maps to [lo, hi], and the "
-       "strength is clipped to [lo, hi] at the end, so either clip alone bounds it" for i in (139, 158)},
+    "pipelines.scoring.estimation.x_fit_beta_prior__mutmut_158": "one of the two clips of the strength "
+        "dropped: rho is clipped to [1/(hi+1), 1/(lo+1)] in the loop, which maps to [lo, hi], and the "
+        "strength is clipped to [lo, hi] at the end, so either clip alone bounds it",
     **{f"pipelines.scoring.estimation.x_fit_beta_prior__mutmut_{i}": "the loop never stops early (or stops on "
        "< instead of <=): at the fixed point further steps move rho by under 1e-8 of itself"
        for i in (147, 149, 150)},
