@@ -17,7 +17,7 @@ from pipelines.scoring.delivery import (RECONCILIATION_COLUMNS, TINY, _state_col
                                         serving_gain)
 from pipelines.scoring.signals import daynum
 from schemas import CAPACITY, DELIVERY_RECONCILIATION, PROMOTION_SURFACES
-from tests.unit.test_delivery import DAY, SURFACES, aggregates, plan, state, sums
+from tests.unit.test_delivery import DAY, aggregates, plan, state, sums
 
 R, A, M = (PROMOTION_SURFACES.index(s) for s in ("radio", "autoplay", "mixes"))
 NUMPY_TYPE = {"string": np.dtype(object), "double": np.dtype(np.float64), "int64": np.dtype(np.int64)}
