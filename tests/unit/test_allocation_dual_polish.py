@@ -16,13 +16,9 @@ from pipelines.allocation.exact import solve_exact
 from pipelines.allocation.instances import random_problem
 from pipelines.allocation.problem import AllocationError, check_feasible, objective, scales
 from tests.unit.test_allocation import assert_certificate, make
+from tests.unit.test_allocation_dual_repair import setup
 
 EPS = 1e-7                  # _polish's reduced-cost tolerance (documented in its body)
-
-
-def setup(p):
-    """The _Dual of p over all its tracks, in the problem's own units (qs = vs = 1)."""
-    return dual._dual_setup(p, np.arange(p.n), 1.0, 1.0)
 
 
 def polish(p, y, delta, max_rounds=20):
