@@ -147,7 +147,12 @@ def nb_quantile(prob: float, mu: np.ndarray, alpha: np.ndarray, lower: bool, nea
     The quantile starts from the Cornish-Fisher guess (normal quantile
     corrected for the NB's skewness), which is within a step or two of it,
     and walks to it one step at a time with the exact CDF: a handful of CDF
-    evaluations per row instead of a bisection's dozen."""
+    evaluations per row instead of a bisection's dozen.
+
+    prob must lie strictly between 0 and 1: the 0- and 1-quantiles of a count
+    are 0 and infinity, not interval endpoints (the walk would never end)."""
+    if not 0.0 < prob < 1.0:
+        raise ValueError(f"nb_quantile: prob must lie strictly between 0 and 1, got {prob!r}")
     mu = np.asarray(mu, float)
     alpha = np.broadcast_to(np.asarray(alpha, float), mu.shape)
     r = 1.0 / alpha

@@ -513,6 +513,25 @@ def test_nb_quantile_docstring_example():
     assert negbin.nb_quantile(0.9, mu, 1e-6, False, nearest=False).tolist() == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("prob", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_nb_quantile_refuses_a_probability_outside_the_open_interval(prob):
+    """The 0- and 1-quantiles of a count are 0 and infinity, not interval endpoints: before
+    the check, prob = 1.0 walked up forever (a hang, for any mu > 0) and prob = 0.0 gave NaN
+    (inf - inf in the Cornish-Fisher start). Catches a bound written <= or dropped."""
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        negbin.nb_quantile(prob, np.array([5.0]), np.array([0.5]), True)
+
+
+def test_nb_quantile_accepts_probabilities_next_to_the_bounds():
+    """Just inside the bounds the quantile is finite and ordered: q(1e-12) = 0 for a mean of
+    5 (P(Y = 0) = (1/(1 + 0.5 * 5))^2 = 0.082 >= 1e-12); q(1 - 1e-9) = scipy's ppf. Catches a
+    check that also refuses the open interval's own points."""
+    mu, alpha = np.array([5.0]), np.array([0.5])
+    assert negbin.nb_quantile(1e-12, mu, alpha, True, nearest=False).tolist() == [0.0]
+    high = negbin.nb_quantile(1.0 - 1e-9, mu, alpha, False, nearest=False)
+    np.testing.assert_array_equal(high, _scipy_nb(mu, alpha).ppf(1.0 - 1e-9))
+
+
 @settings(max_examples=40, deadline=None)
 @given(mu=st.floats(0.001, 500.0), alpha=st.floats(1e-3, 5.0), prob=st.floats(0.01, 0.99),
        lower=st.booleans(), nearest=st.booleans())
