@@ -30,6 +30,10 @@ from jobs.simulate.truth import TruthParams
 from jobs.snapshots import store
 from pipelines.config import Config
 
+# the first test pays for the module's two simulations (about 15 daily runs: 155 s on an idle 2-core machine,
+# over 300 s when the machine is busy), so the module gets the same headroom as the other long-fixture modules
+pytestmark = pytest.mark.timeout(600)
+
 START = dt.date(2026, 11, 19)      # warm-up 11-05..11-18; November's flights end on day 12 (11-30)
 # the last run publishes December's first scores: its flights change the eligible scores' distribution by a PSI
 # of about 0.26 (score_drift's bound is 0.25), so the runs skip that gate, as an engineer would after checking
