@@ -144,10 +144,16 @@ def nb_quantile(prob: float, mu: np.ndarray, alpha: np.ndarray, lower: bool, nea
     (P(Y < low), P(Y > high)) closer to the nominal one, which centres the
     coverage on the level (measured: 80-83% for 80% on the planted worlds).
 
-    The quantile starts from the Cornish-Fisher guess (normal quantile
-    corrected for the NB's skewness), which is within a step or two of it,
-    and walks to it one step at a time with the exact CDF: a handful of CDF
-    evaluations per row instead of a bisection's dozen.
+    The quantile starts from scipy's inverse of the same CDF in k
+    (`special.nbdtrik`, continuous in k) rounded up, capped by Cantelli's
+    bound (P(Y >= mu + t) <= var / (var + t^2), so the quantile is at most
+    mu + sd sqrt(prob / (1 - prob))), and walks from there to the quantile one
+    step at a time with the exact CDF. Measured on 300,000 random rows (mu
+    1e-16 to 1e12, alpha 1e-12 to 1e4): the start is at most one step off for
+    every mu below 1e7 (the cap puts a mean that rounds to p = 1 one step
+    above 0); only a mean near 1e12 with alpha in the thousands is further
+    off. (A Cornish-Fisher start, used before, was hundreds of steps off for a
+    large alpha * mu, and 1e16 at the extremes.)
 
     prob must lie strictly between 0 and 1: the 0- and 1-quantiles of a count
     are 0 and infinity, not interval endpoints (the walk would never end)."""
@@ -157,11 +163,8 @@ def nb_quantile(prob: float, mu: np.ndarray, alpha: np.ndarray, lower: bool, nea
     alpha = np.broadcast_to(np.asarray(alpha, float), mu.shape)
     r = 1.0 / alpha
     p = 1.0 / (1.0 + alpha * mu)
-    var = mu + alpha * mu ** 2
-    sd = np.sqrt(var)
-    z = special.ndtri(prob)
-    skew = np.divide(1.0 + 2.0 * alpha * mu, sd, out=np.zeros_like(sd), where=sd > 0)
-    k = np.maximum(np.floor(mu + sd * (z + (z * z - 1.0) * skew / 6.0)), 0.0)
+    cap = np.ceil(mu + np.sqrt(mu + alpha * mu ** 2) * np.sqrt(prob / (1.0 - prob)))
+    k = np.clip(np.ceil(special.nbdtrik(prob, r, p)), 0.0, cap)
     cdf = _nb_cdf(k, r, p)
     rows = np.flatnonzero(cdf < prob)           # too low: walk up until CDF(k) >= prob
     while len(rows):

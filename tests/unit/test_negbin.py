@@ -532,6 +532,53 @@ def test_nb_quantile_accepts_probabilities_next_to_the_bounds():
     np.testing.assert_array_equal(high, _scipy_nb(mu, alpha).ppf(1.0 - 1e-9))
 
 
+def _counting_cdf(monkeypatch):
+    """Wrap negbin._nb_cdf (calling through) and count its calls: one for the start's CDF,
+    one for CDF(k - 1), and one more per step of either walk."""
+    calls = []
+    real = negbin._nb_cdf
+
+    def spy(k, r, p):
+        calls.append(np.size(k))
+        return real(k, r, p)
+    monkeypatch.setattr(negbin, "_nb_cdf", spy)
+    return calls
+
+
+def test_nb_quantile_starts_within_a_step_where_the_old_start_walked_hundreds(monkeypatch):
+    """The docstring's claim: the start (scipy's inverse CDF, capped by Cantelli's bound) is at
+    most one step off for every mean below 1e7, so at most 3 CDF evaluations (start, one step,
+    CDF(k - 1)); the rows include a geometric-like NB (mu = 2,000, alpha = 1), where the
+    Cornish-Fisher start was about 390 steps above the 0.9-quantile (2,000 ln 10 = 4,605), and
+    means so small that p rounds to 1, where scipy's inverse returns its search bound 1e100 and
+    an uncapped walk down would never end. The answers are scipy's ppf. Catches a start off by
+    more than a step (a dropped cap, a floor for the ceiling, another start)."""
+    calls = _counting_cdf(monkeypatch)
+    mu = np.array([2000.0, 2000.0, 1e-16, 1e-16, 0.3, 40.0, 9e6, 5.0])
+    alpha = np.array([1.0, 3.0, 2.0, 1e-8, 1e-3, 0.5, 0.01, 200.0])
+    for prob in (0.02, 0.1, 0.5, 0.9, 0.98):
+        calls.clear()
+        got = negbin.nb_quantile(prob, mu, alpha, prob < 0.5, nearest=False)
+        np.testing.assert_array_equal(got, _scipy_nb(mu, alpha).ppf(prob))
+        assert len(calls) <= 3, (prob, calls)
+
+
+def test_nb_quantile_walks_from_a_start_that_is_off(monkeypatch):
+    """The walks make the answer exact whatever the start: with scipy's inverse replaced by
+    one 5 steps too high and one 7 steps too low, the quantiles are still scipy's ppf, after
+    exactly 5 steps down (5 CDF(k - 1) evaluations after the first) and 7 steps up. Catches a
+    walk that stops early or steps the wrong way."""
+    mu, alpha = np.array([30.0]), np.array([0.2])
+    want = _scipy_nb(mu, alpha).ppf(0.9)
+    for shift, steps in ((5.0, 5), (-7.0, 7)):
+        monkeypatch.setattr(negbin.special, "nbdtrik",
+                            lambda prob, r, p, shift=shift: want + shift - 0.5)   # ceil: want + shift
+        calls = _counting_cdf(monkeypatch)
+        np.testing.assert_array_equal(negbin.nb_quantile(0.9, mu, alpha, False, nearest=False), want)
+        assert len(calls) == 2 + steps, (shift, calls)
+        monkeypatch.undo()
+
+
 @settings(max_examples=40, deadline=None)
 @given(mu=st.floats(0.001, 500.0), alpha=st.floats(1e-3, 5.0), prob=st.floats(0.01, 0.99),
        lower=st.booleans(), nearest=st.booleans())
