@@ -171,7 +171,8 @@ def _fista(d: _Dual, y: np.ndarray, gamma: float, max_iter: int, tol: float, sta
 
     Metric: step η·w_i on row i, w_i = 1/(number of tracks of row i with 0 < x_t < ub_t),
     refreshed at every restart, so that η ≈ γ/4 is safe locally (Gershgorin); η is found by
-    backtracking. Stops when every row's projected gradient (a slack or violation, in
+    backtracking, halved at most 60 times in an iteration (by 2^-60 ≈ 1e-18 the step is
+    rounding noise), after which the last trial point is taken. Stops when every row's projected gradient (a slack or violation, in
     units of K) is below tol, when its smallest value so far has not halved over _STALL
     iterations (kinks that this γ does not smooth, e.g. ties between tracks whose ub is
     large against K: the polish deals with them), or after max_iter iterations."""

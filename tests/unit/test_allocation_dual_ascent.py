@@ -198,6 +198,33 @@ def test_fista_backtracks_to_sufficient_decrease():
     assert stats == {"passes": len(log), "iterations": 1}
 
 
+def test_fista_backtracking_gives_up_after_60_halvings_and_takes_the_last_trial():
+    """The backtracking's cap (docstring): η is halved at most 60 times in an iteration
+    (2^-60 ≈ 1e-18: below that a step is rounding noise), then the last trial point is taken.
+    Reached here by an evaluation that adds 1 to g at every call (calls through to the real
+    d.at), as rounding noise larger than the step's decrease would: every trial fails the
+    sufficient-decrease test. One iteration from one_track_instance (∇g_0 = 1, w_0 = 1, no
+    momentum): the trials are y_0 = 3 - 2^-k, k = 0..59, and y_0 = 3 - 2^-59 = 3 in floating
+    point is returned. Catches a cap of 59 or 61 trials, and an endless loop."""
+    d, y0 = one_track_instance()
+    real = d.at
+    trials = []
+
+    def noisy_at(y, gamma):
+        g, grad, x, r = real(y, gamma)
+        trials.append(float(y[0]))
+        return g + len(trials), grad, x, r
+
+    d.at = noisy_at
+    stats = {}
+    y = dual._fista(d, y0, 1.0, 1, 0.0, stats)
+    # before the loop: _jump evaluates once per non-empty family (4), then g at the start (1)
+    loop = trials[5:]
+    assert loop == [3.0 - 2.0 ** -k for k in range(60)]
+    np.testing.assert_array_equal(y, y0)
+    assert stats == {"passes": len(trials), "iterations": 1}
+
+
 def test_fista_exact_halving_is_not_a_stall(monkeypatch):
     """Stall rule: stop when the best projected gradient has NOT halved over _STALL
     iterations. With _STALL = 1: at iteration 0 it is 1, after the step above (y_0 = 2.5,
