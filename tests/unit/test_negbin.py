@@ -563,20 +563,72 @@ def test_nb_quantile_starts_within_a_step_where_the_old_start_walked_hundreds(mo
         assert len(calls) <= 3, (prob, calls)
 
 
-def test_nb_quantile_walks_from_a_start_that_is_off(monkeypatch):
-    """The walks make the answer exact whatever the start: with scipy's inverse replaced by
-    one 5 steps too high and one 7 steps too low, the quantiles are still scipy's ppf, after
-    exactly 5 steps down (5 CDF(k - 1) evaluations after the first) and 7 steps up. Catches a
-    walk that stops early or steps the wrong way."""
-    mu, alpha = np.array([30.0]), np.array([0.2])
-    want = _scipy_nb(mu, alpha).ppf(0.9)
-    for shift, steps in ((5.0, 5), (-7.0, 7)):
-        monkeypatch.setattr(negbin.special, "nbdtrik",
-                            lambda prob, r, p, shift=shift: want + shift - 0.5)   # ceil: want + shift
-        calls = _counting_cdf(monkeypatch)
-        np.testing.assert_array_equal(negbin.nb_quantile(0.9, mu, alpha, False, nearest=False), want)
-        assert len(calls) == 2 + steps, (shift, calls)
-        monkeypatch.undo()
+def test_nb_quantile_start_is_the_quantile_over_the_forecasts_range(monkeypatch):
+    """The docstring's measured claim, on the forecast's own range (alpha >= MIN_ALPHA = 1e-3,
+    means from 0.05 to 1e6 plays; p < 1): the start is the quantile itself, so each call makes
+    exactly 2 CDF evaluations (CDF(k) and CDF(k - 1)) and no walk step, and the answers are
+    scipy's ppf. The rows include quantiles of 0 (small means at low levels) and, at the
+    0.9997-level, very overdispersed small means (mu 0.08, alpha 450: the 0.9997-quantile is
+    about 50, far above mu + sd when sd is taken from the wrong variance). Catches a start
+    clipped to 1 instead of 0, a Cantelli cap with the wrong variance, and a walk up at
+    CDF(k) = prob."""
+    rng = np.random.default_rng(11)
+    mu = np.concatenate([np.exp(rng.uniform(np.log(0.05), np.log(1e6), 400)), [0.084, 0.073, 0.009]])
+    alpha = np.concatenate([np.exp(rng.uniform(np.log(1e-3), np.log(20.0), 400)), [443.7, 477.5, 9072.0]])
+    calls = _counting_cdf(monkeypatch)
+    for prob in (0.02, 0.1, 0.5, 0.9, 0.98, 0.999, 0.9997):
+        calls.clear()
+        got = negbin.nb_quantile(prob, mu, alpha, prob < 0.5, nearest=False)
+        np.testing.assert_array_equal(got, _scipy_nb(mu, alpha).ppf(prob))
+        assert len(calls) == 2, (prob, calls)
+    assert (negbin.nb_quantile(0.1, mu, alpha, True, nearest=False) == 0).sum() > 10
+
+
+def test_nb_quantile_at_a_level_that_is_a_cdf_value_needs_no_step(monkeypatch):
+    """Where prob equals a CDF value exactly, the quantile is that k (smallest k with
+    P(Y <= k) >= prob, equality included): geometric (alpha = 1, mu = 1, so p = 1/2 and
+    P(Y <= k) = 1 - 2^-(k+1), exact in binary): prob = 0.875 -> 2, 1 - 2^-6 -> 5. scipy's
+    inverse gives exactly 2.0 and 5.0 at these two (at 0.9375 it gives 3 + 2e-15, whose
+    ceiling is one step above, so that level is not used here), so there is no walk step: 2
+    CDF evaluations each. Catches a walk up while CDF(k) <= prob (it would step to k + 1)."""
+    mu, alpha = np.array([1.0]), np.array([1.0])
+    assert negbin._nb_cdf(np.array([2.0, 5.0]), np.array([1.0, 1.0]), np.array([0.5, 0.5])).tolist() == [0.875, 0.984375]
+    calls = _counting_cdf(monkeypatch)
+    for prob, want in ((0.875, 2.0), (0.984375, 5.0)):
+        calls.clear()
+        assert negbin.nb_quantile(prob, mu, alpha, False, nearest=False).tolist() == [want]
+        assert len(calls) == 2, (prob, calls)
+
+
+@pytest.mark.parametrize("mu,alpha,prob,shift", [
+    (30.0, 0.2, 0.9, 5.0), (30.0, 0.2, 0.9, -7.0),
+    # quantile 0: P(Y = 0) = 7^-0.05 = 0.907 >= 0.5; start 2 (Cantelli's cap: ceil(0.3 + sqrt(2.1)) = 2)
+    (0.3, 20.0, 0.5, 2.0),
+    # geometric, prob = P(Y <= 2) exactly; start 5 (cap ceil(1 + sqrt(2) sqrt(7)) = 5): down past P(Y <= 3) to 2
+    (1.0, 1.0, 0.875, 3.0),
+])
+def test_nb_quantile_walks_from_a_start_that_is_off(monkeypatch, mu, alpha, prob, shift):
+    """The walks make the answer exact whatever the start: with scipy's inverse replaced by one
+    `shift` steps off, the quantile is still scipy's ppf, after exactly |shift| steps (one CDF
+    evaluation each, besides the start's CDF(k) and CDF(k - 1)). Catches a walk that stops
+    early (at k = 1 instead of 0, or before a CDF(k - 1) equal to prob) or steps the wrong way."""
+    m, a = np.array([mu]), np.array([alpha])
+    want = _scipy_nb(m, a).ppf(prob)
+    monkeypatch.setattr(negbin.special, "nbdtrik", lambda prob, r, p: want + shift - 0.5)   # ceil: want + shift
+    calls = _counting_cdf(monkeypatch)
+    np.testing.assert_array_equal(negbin.nb_quantile(prob, m, a, False, nearest=False), want)
+    assert len(calls) == 2 + abs(shift), calls
+
+
+def test_nb_quantile_moves_to_the_nearest_endpoint_by_default():
+    """nearest=True is the default (the signature is the contract; forecast_tracks passes it
+    explicitly). Poisson-like mu = 2: the 0.9-quantile is 4 (P(Y <= 3) = e^-2 (1 + 2 + 2 + 4/3)
+    = 0.857 < 0.9 <= P(Y <= 4) = 0.947); the high endpoint 3 leaves P(Y > 3) = 0.143, 0.043
+    from the nominal 0.1, closer than P(Y > 4) = 0.053 (0.047 away), so the nearest endpoint
+    is 3. A call without `nearest` gives 3, not the conservative 4."""
+    mu = np.array([2.0])
+    assert negbin.nb_quantile(0.9, mu, 1e-9, False, nearest=False).tolist() == [4.0]
+    assert negbin.nb_quantile(0.9, mu, 1e-9, False).tolist() == [3.0]
 
 
 @settings(max_examples=40, deadline=None)

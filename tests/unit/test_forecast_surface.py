@@ -1,0 +1,101 @@
+"""`fit_surface` (pipelines/scoring/forecast.py) against three more of its
+documented contracts: its loops stop once the coefficients stop moving, its
+covariance is that of the coefficients' linear map (with the regularisation
+that holds unidentified columns, at the shortest configured half-life), and
+each bisquare pass scales residuals by the MAD corrected for the parameters
+fitted (p = 8 from 14 observed days on)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.scoring import forecast as fc
+from tests.unit.test_forecast import HL, WEEK
+from tests.unit.test_forecast_parts import _noisy_groups, _planted
+
+
+def test_each_loop_stops_once_the_coefficients_stop_moving(monkeypatch):
+    """Both iterations stop as soon as a pass moves no coefficient by 1e-5
+    (log scale). On a noise-free planted series (trend and weekdays, 28
+    days) the first weighted fit is already exact: the L1 pass reweights every
+    day by the same 1/1e-4 (all residuals < 1e-4) and the bisquare pass gives
+    every day weight 1, so neither moves the coefficients and each loop ends
+    after one pass: 3 weighted solves in all, whatever the caps (a spy that
+    calls through counts them). Catches a stopping test that never fires (the
+    loop then runs to its cap: 12 or 52 solves)."""
+    T = 28
+    dow = (np.arange(T) + 2) % 7
+    f = WEEK / np.exp(np.log(WEEK).mean())
+    y = _planted(T, np.log(8e4), 0.01, f, dow)[None, :]
+    calls = []
+    wls = fc._wls
+
+    def spy(*args):
+        calls.append(1)
+        return wls(*args)
+
+    monkeypatch.setattr(fc, "_wls", spy)
+    for robust_iters in (10, 50):
+        calls.clear()
+        fit = fc.fit_surface(y, dow, HL, robust_iters=robust_iters)
+        assert len(calls) == 3, (robust_iters, len(calls))
+        np.testing.assert_allclose(fit.log_weekday[0], np.log(f), atol=1e-6)   # and the fit is the planted one
+        assert np.all(fit.robust == 1.0)
+
+
+@pytest.mark.parametrize("hl", [0.5, 2.0, HL])
+def test_covariance_is_that_of_the_coefficients_linear_map(hl):
+    """SurfaceFit.cov is the covariance of coef (in sigma^2 units) under
+    independent unit-variance log errors. With the bisquare made inert
+    (c = 1e12: every observed day keeps weight exactly 1) coef is a fixed
+    linear map L of the log totals, so raising one day's log total by 1 moves
+    coef by exactly that day's column of L; the oracle is L L'. Groups of 28
+    and 10 observed days (the latter with its weekday columns held at 0), at
+    half-lives down to the configured minimum 0.5 day, where the old days
+    weigh ~1e-9 and the regularisation of the weekday columns is part of the
+    map. Catches the regularisation subtracted instead of added in the
+    covariance (2% off at half-life 0.5)."""
+    T = 28
+    rng = np.random.default_rng(21)
+    dow = (np.arange(T) + 1) % 7
+    for n in (28, 10):
+        y0 = 1e4 * WEEK[dow] * np.exp(rng.normal(0, 0.05, T))
+        mask = np.arange(T) >= T - n
+        Y = np.tile(y0, (T + 1, 1))
+        Y[1:] *= np.exp(np.eye(T))                  # row t + 1: day t's log total + 1
+        fit = fc.fit_surface(Y, dow, hl, mask, bisquare_c=1e12)
+        assert np.all(fit.robust[:, mask] == 1.0) and np.all(fit.robust[:, ~mask] == 0.0)
+        L = (fit.coef[1:] - fit.coef[0]).T          # (8, T): d coef / d log total of each day
+        want = L @ L.T
+        np.testing.assert_allclose(fit.cov[0], want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+
+
+def test_a_bisquare_pass_scales_by_the_mad_with_p_by_observed_days():
+    """One bisquare pass, written out: with r the log residuals of the previous
+    pass's coefficients and K its kept days (weight > 0), the next weights are
+    (1 - u^2)^2 for |u| < 1, u = r / (c * scale), scale = max(1.4826 *
+    median_K |r| * sqrt(n / (n - p)), 1e-3), p = 8 from 14 observed days on
+    (weekdays identified), 2 from 4, else 1. Checked exactly for passes 2 -> 3
+    and 3 -> 4 (fit with robust_iters = k - 1 against robust_iters = k) on
+    groups of 13, 14, 15 and 28 observed days, small noise (sd 0.002) so that
+    the 14-day group keeps its days and its scale is off the floor, where p
+    matters (at n = 14, p = 8 vs 2 is a factor sqrt(2) on the scale). Catches the weekday
+    threshold of p off by one (n > 14), and any wrong constant of the step."""
+    ns, c = [13, 14, 15, 28], fc.BISQUARE_C
+    y, dow, mask = _noisy_groups(1, ns, sd=0.002)
+    X = fc._design(dow)
+    z = np.log(y)
+    n = mask.sum(axis=1)
+    p = np.array([2, 8, 8, 8])                              # 13 days: level + trend; 14 on: + 6 weekdays
+    for k in (3, 4):
+        prev = fc.fit_surface(y, dow, HL, mask, robust_iters=k - 1)
+        fit = fc.fit_surface(y, dow, HL, mask, robust_iters=k)
+        assert np.max(np.abs(fit.coef - prev.coef)) > 1e-5      # pass k ran (no early stop)
+        r = z - prev.coef @ X.T
+        keep = mask & (prev.robust > 0)
+        mad = np.array([np.median(np.abs(r[g][keep[g]])) for g in range(len(ns))])
+        scale = np.maximum(1.4826 * mad * np.sqrt(n / (n - p)), 1e-3)
+        assert scale[1] > 1.5e-3               # the 14-day group off the floor, even divided by sqrt(2)
+        u = r / (c * scale[:, None])
+        want = np.where(mask & (np.abs(u) < 1), (1 - u ** 2) ** 2, 0.0)
+        np.testing.assert_allclose(fit.robust, want, rtol=0, atol=1e-12)

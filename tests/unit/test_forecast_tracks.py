@@ -1,0 +1,271 @@
+"""`forecast.forecast_tracks` pass by pass, each against an oracle written
+here: the Poisson pass that feeds the overdispersion (scipy's optimum of the
+Poisson likelihood with the trend prior), the final NB fit and its interval
+(scipy's optimum of the penalised NB likelihood, the sandwich variance written
+out, scipy's NB quantiles), the empirical-Bayes trend prior (flat-prior NB fits
+by scipy, then DerSimonian-Laird), the first-play correction on the window's
+second day, and surfaces that do not share an overdispersion.
+
+The overdispersion alpha_g the function estimated is read with a spy that
+calls `negbin.alpha_by_group` through (its own estimator is tested in
+tests/unit/test_negbin.py); everything downstream of it is recomputed here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from pipelines.scoring import forecast as fc
+from pipelines.scoring import negbin
+from tests.unit.test_forecast import HL, PHI
+from tests.unit.test_forecast_parts import _ages_weights, _pattern, _wmean
+from tests.unit.test_negbin import _nearest_oracle, _oracle_fit
+
+
+# ------------------------------------------------------------------ helpers ---
+def _spy(monkeypatch, name):
+    """Wrap negbin.<name> with a spy that calls it through and records (args, result)."""
+    calls = []
+    real = getattr(negbin, name)
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((args, out))
+        return out
+
+    monkeypatch.setattr(fc.negbin, name, spy)
+    return calls
+
+
+def _poisson_map(y, w, off, x, tau):
+    """(a, b) per row maximising the weighted Poisson log-likelihood
+    sum w (y eta - e^eta), eta = a + b x + off, with the prior b ~ N(0, 1/tau),
+    by scipy's trust-region Newton on the objective written here."""
+    out = []
+    for i in range(y.shape[0]):
+        def f(t, i=i):
+            eta = t[0] + t[1] * x + off[i]
+            mu = np.exp(eta)
+            s = w[i] * (y[i] - mu)
+            h = w[i] * mu
+            val = np.sum(w[i] * (mu - y[i] * eta)) + 0.5 * tau * t[1] ** 2
+            grad = np.array([-s.sum(), -(s * x).sum() + tau * t[1]])
+            hess = np.array([[h.sum(), (h * x).sum()], [(h * x).sum(), (h * x * x).sum() + tau]])
+            return val, grad, hess
+        start = np.array([np.log((w[i] * y[i]).sum() / (w[i] * np.exp(off[i])).sum()), 0.0])
+        res = optimize.minimize(lambda t: f(t)[0], start, jac=lambda t: f(t)[1], hess=lambda t: f(t)[2],
+                                method="trust-exact", options={"gtol": 1e-11})
+        out.append(res.x)
+    return np.array(out).T
+
+
+def _info(a, b, w, off, x, alpha, power):
+    """sum w^power mu/(1 + alpha mu) (1, x; x, x^2) per row, (N, 2, 2)."""
+    mu = np.exp(a[:, None] + b[:, None] * x + off)
+    q = w ** power * mu / (1.0 + alpha[:, None] * mu)
+    F = np.stack([np.ones_like(x), x])
+    return np.einsum("nt,it,jt->nij", q, F, F)
+
+
+def _short_rows(seed, N=60, T=21, alpha=0.5):
+    """NB rows (planted alpha) on one surface with a weekday pattern, each
+    starting with a play 3 to 7 days before D: few observed days, so the
+    level and trend are uncertain next to alpha."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(T) - (T - 1.0)
+    dow = (np.arange(T) + seed) % 7
+    lw = _pattern(seed)[None, :]
+    a = np.log(rng.uniform(2.0, 20.0, N))
+    b = rng.normal(0.0, 0.15, N)
+    mu = np.exp(a[:, None] + b[:, None] * x + lw[0, dow])
+    y = rng.negative_binomial(1.0 / alpha, 1.0 / (1.0 + alpha * mu)).astype(float)
+    start = T - rng.integers(3, 8, N)
+    y[np.arange(T)[None, :] < start[:, None]] = 0.0
+    y[np.arange(N), start] = np.maximum(y[np.arange(N), start], 1.0)
+    return y, fc.observed_from_first_play(y), dow, lw, x
+
+
+# ------------------------------------------------------------ Poisson pass ---
+def test_overdispersion_is_estimated_from_a_poisson_fit_with_a_weak_trend_prior(monkeypatch):
+    """Pass A: the means handed to the overdispersion estimate are those of a
+    Poisson fit (not an NB one) of a + b x + weekday offset per row, with the
+    trend prior N(0, 0.1^2) of the code's comment, and its inverse
+    information is the Poisson one (sum w mu (1, x; x, x^2) + prior)^-1.
+    Oracle: scipy's optimum of the Poisson likelihood written here. The rows
+    are short and steep, so the prior's strength shows (a prior sd of 0.0995
+    moves some of their means by more than 1e-4). Catches an overdispersed
+    fit in place of the Poisson one, or a different prior strength."""
+    y, mask, dow, lw, x = _short_rows(seed=21, N=40, T=14)
+    calls = _spy(monkeypatch, "alpha_by_group")
+    N, T = y.shape
+    fc.forecast_tracks(y, mask, dow, 2, lw, np.zeros(N, int), HL, PHI, prior_sd=0.3, first_play_correction=False)
+    (args, _), = calls
+    y_in, w_in, mu_in, _, inv_in = args[:5]
+    w = _ages_weights(T, HL)[None, :] * mask
+    off = np.broadcast_to(lw[0, dow], (N, T))
+    np.testing.assert_array_equal(y_in, y)
+    np.testing.assert_allclose(w_in, w, rtol=1e-12)
+    tau = 1.0 / 0.1 ** 2
+    a, b = _poisson_map(y, w, off, x, tau)
+    eta = a[:, None] + b[:, None] * x + off
+    np.testing.assert_allclose(np.log(mu_in), eta, rtol=0, atol=2e-5)
+    # the prior's strength matters here: sd 0.0995 (tau 101) moves some mean by more than 1e-4
+    a2, b2 = _poisson_map(y, w, off, x, 101.0)
+    assert np.max(np.abs(a2[:, None] + b2[:, None] * x - a[:, None] - b[:, None] * x)[mask]) > 1e-4
+    info = _info(a, b, w, off, x, np.zeros(N), 1)
+    info[:, 1, 1] += tau
+    np.testing.assert_allclose(inv_in, np.linalg.inv(info), rtol=1e-4)
+
+
+# -------------------------------------------------------- final fit, interval ---
+def test_final_fit_is_the_nb_map_and_the_interval_its_mixed_nb_quantiles(monkeypatch):
+    """With a fixed trend prior N(0, prior_sd^2), given the overdispersion
+    alpha the function estimated (spied), each row's forecast is
+    exp(a + phi b + s[target]) at the maximum of the penalised NB likelihood
+    (scipy on the likelihood of tests/unit/test_negbin.py), and its default
+    interval the nearest-rule NB quantiles (scipy) at the mean with
+    alpha_eff = alpha + v (1 + alpha), v = c' I^-1 (J + P) I^-1 c the
+    sandwich variance of a + phi b (c = (1, phi)), written out here; with
+    nearest=False, scipy's ppf. The rows have 3 to 7 observed days, so v is
+    of the order of alpha (asserted) and the mixing term's factor (1 + alpha)
+    shows. Catches a prior precision other than 1/prior_sd^2, v (1 + alpha)
+    written v / (1 + alpha) or v (1 - alpha), and a default other than the
+    nearest rule."""
+    y, mask, dow, lw, x = _short_rows(seed=5)
+    N, T = y.shape
+    target, prior_sd = 4, 0.3
+    calls = _spy(monkeypatch, "alpha_by_group")
+    p, lo, hi = fc.forecast_tracks(y, mask, dow, target, lw, np.zeros(N, int), HL, PHI, prior_sd=prior_sd,
+                                   first_play_correction=False)
+    alpha = np.full(N, calls[0][1][0])
+    w = _ages_weights(T, HL)[None, :] * mask
+    off = np.broadcast_to(lw[0, dow], (N, T))
+    tau = np.full(N, 1.0 / prior_sd ** 2)
+    a, b = _oracle_fit(y, w, off, x, alpha, np.zeros(N), tau)
+    point = np.exp(a + PHI * b + lw[0, target])
+    np.testing.assert_allclose(p, point, rtol=2e-4)
+    P = np.diag([0.0, tau[0]])
+    Ii = np.linalg.inv(_info(a, b, w, off, x, alpha, 1) + P)
+    c = np.array([1.0, PHI])
+    v = np.einsum("i,nij,njk,nkl,l->n", c, Ii, _info(a, b, w, off, x, alpha, 2) + P, Ii, c)
+    assert np.median(v) > 0.5 * alpha[0]          # the parameter uncertainty is not negligible
+    ae = alpha + v * (1.0 + alpha)
+    np.testing.assert_array_equal(lo, _nearest_oracle(0.1, point, ae, True))
+    np.testing.assert_array_equal(hi, _nearest_oracle(0.9, point, ae, False))
+    _, clo, chi = fc.forecast_tracks(y, mask, dow, target, lw, np.zeros(N, int), HL, PHI, prior_sd=prior_sd,
+                                     first_play_correction=False, nearest=False)
+    from tests.unit.test_negbin import _scipy_nb
+    np.testing.assert_array_equal(clo, _scipy_nb(point, ae).ppf(0.1))
+    np.testing.assert_array_equal(chi, _scipy_nb(point, ae).ppf(0.9))
+    assert (clo != lo).any() or (chi != hi).any()
+
+
+# --------------------------------------------------- empirical-Bayes prior ---
+def test_empirical_bayes_prior_comes_from_flat_prior_fits_of_the_informative_rows(monkeypatch):
+    """prior_sd None: per age bucket, the trend prior is DerSimonian-Laird
+    over the rows' trends fitted with a flat prior (their sandwich variances
+    as weights), counting only rows whose trend is identified (variance < 1);
+    the final fit is the NB maximum with that prior. Two buckets (ages 10 and
+    300) of 8 busy rows each (28 days, planted trends around -5% and 0% a
+    day), and 25 rows per bucket observed on D only (a single day at x = 0:
+    no information on the trend, so it stays at its bucket's prior mean and
+    the forecast is y e^(phi b0)). Oracle: scipy's flat-prior NB fits,
+    negbin.trend_prior on them, scipy's penalised fits; alpha spied. Catches
+    a stage-B prior strong enough (sd 1) to bring the single-day rows into
+    the prior (their trend variance then drops below 1) and the prior read
+    off the wrong fits."""
+    rng = np.random.default_rng(8)
+    T, nb, ns = 28, 8, 25
+    x = np.arange(T) - (T - 1.0)
+    dow = np.arange(T) % 7
+    beta = np.r_[rng.normal(-0.05, 0.02, nb), rng.normal(0.0, 0.02, nb)]
+    c = rng.uniform(20.0, 150.0, 2 * nb)
+    alpha_true = 0.2
+    mu = c[:, None] * np.exp(beta[:, None] * x)
+    busy = rng.negative_binomial(1 / alpha_true, 1 / (1 + alpha_true * mu)).astype(float)
+    short = np.zeros((2 * ns, T))
+    short[:, -1] = rng.integers(1, 30, 2 * ns)
+    y = np.vstack([busy, short])
+    N = len(y)
+    mask = np.ones_like(y, bool)
+    mask[2 * nb:, :-1] = False
+    age = np.r_[np.full(nb, 10.0), np.full(nb, 300.0), np.full(ns, 10.0), np.full(ns, 300.0)]
+    bucket = fc.age_bucket(age, N)
+    lw = np.zeros((1, 7))
+    calls = _spy(monkeypatch, "alpha_by_group")
+    p, lo, hi = fc.forecast_tracks(y, mask, dow, 0, lw, np.zeros(N, int), HL, PHI, age=age,
+                                   first_play_correction=False)
+    alpha = np.full(N, calls[0][1][0])
+    w = _ages_weights(T, HL)[None, :] * mask
+    off = np.zeros((N, T))
+    # flat-prior fits of the busy rows (the single-day rows' trends are not identified: variance inf)
+    B = slice(0, 2 * nb)
+    ab, bb = _oracle_fit(y[B], w[B], off[B], x, alpha[B], np.zeros(2 * nb), np.zeros(2 * nb))
+    Ii = np.linalg.inv(_info(ab, bb, w[B], off[B], x, alpha[B], 1))
+    var_b = (Ii @ _info(ab, bb, w[B], off[B], x, alpha[B], 2) @ Ii)[:, 1, 1]
+    assert np.all(var_b < 1e-2)
+    b_all = np.r_[bb, np.zeros(2 * ns)]
+    var_all = np.r_[var_b, np.full(2 * ns, np.inf)]
+    b0_k, sd_k = negbin.trend_prior(b_all, var_all, bucket, len(fc.AGE_EDGES) + 2, fc.MIN_PRIOR_SD)
+    assert b0_k[1] < -0.02 < b0_k[3]             # the two buckets' priors differ
+    b0, tau = b0_k[bucket], 1.0 / sd_k[bucket] ** 2
+    a, b = _oracle_fit(y, w, off, x, alpha, b0, tau)
+    np.testing.assert_allclose(p, np.exp(a + PHI * b), rtol=2e-4)
+    # single-day rows: e^a = y, b = b0 (hand derivation above)
+    np.testing.assert_allclose(p[2 * nb:], y[2 * nb:, -1] * np.exp(PHI * b0[2 * nb:]), rtol=2e-4)
+
+
+# ------------------------------------------------------ first-play correction ---
+def test_a_history_starting_on_the_second_window_day_is_corrected():
+    """The first-play correction applies to every history that starts inside
+    the window, including one starting on its second day (index 1); one
+    starting on day 0 may have started before the window and is left alone.
+    Trend pinned (prior sd 1e-6), flat surface: the forecast is the decayed
+    mean of the observed days with the first day scaled by 1 - exp(-m), m the
+    uncorrected decayed mean (as in test_forecast_parts). Catches a
+    correction that skips index 1."""
+    rng = np.random.default_rng(4)
+    T = 14
+    y = rng.poisson(3.0, (4, T)).astype(float)
+    y[:, 0] = 0.0
+    y[0, 0] = 2.0                            # starts on day 0: not corrected
+    y[1:, 1] = [1.0, 2.0, 5.0]               # start on day 1: corrected
+    mask = fc.observed_from_first_play(y)
+    dow = np.arange(T) % 7
+    p, _, _ = fc.forecast_tracks(y, mask, dow, 0, np.zeros((1, 7)), np.zeros(4, int), HL, PHI, prior_sd=1e-6)
+    w = _ages_weights(T, HL)
+    want = []
+    for i in range(4):
+        yi, mi = y[i].copy(), mask[i]
+        first = int(np.argmax(mi))
+        if first > 0:
+            yi[first] *= 1 - np.exp(-_wmean(y[i][mi], w[mi]))
+        want.append(_wmean(yi[mi], w[mi]))
+    assert int(np.argmax(mask[1])) == 1
+    np.testing.assert_allclose(p, want, rtol=1e-6)
+
+
+# ------------------------------------------------------------- many surfaces ---
+def test_more_surfaces_than_weekdays_each_with_its_own_overdispersion():
+    """log_weekday is (G, 7) for any number of surfaces G: with 9 surfaces
+    (more than the 7 weekday columns) and a fixed trend prior, each
+    surface's rows get exactly the forecasts and intervals they get when
+    their surface is forecast alone (the overdispersion is per surface, the
+    rest per row). Catches the surface count read off the weekday axis."""
+    rng = np.random.default_rng(9)
+    G, per, T = 9, 6, 21
+    dow = np.arange(T) % 7
+    lw = np.stack([_pattern(20 + k) for k in range(G)])
+    group = np.repeat(np.arange(G), per)
+    alpha_g = rng.uniform(0.05, 1.0, G)
+    mu = rng.uniform(2.0, 40.0, G * per)[:, None] * np.exp(lw[group][:, dow])
+    al = alpha_g[group][:, None]
+    y = rng.negative_binomial(1 / al, 1 / (1 + al * mu)).astype(float)
+    mask = np.ones_like(y, bool)
+    p, lo, hi = fc.forecast_tracks(y, mask, dow, 3, lw, group, HL, PHI, prior_sd=0.05)
+    for k in range(G):
+        r = group == k
+        q, qlo, qhi = fc.forecast_tracks(y[r], mask[r], dow, 3, lw[[k]], np.zeros(per, int), HL, PHI, prior_sd=0.05)
+        np.testing.assert_allclose(p[r], q, rtol=1e-9)
+        np.testing.assert_array_equal(lo[r], qlo)
+        np.testing.assert_array_equal(hi[r], qhi)
