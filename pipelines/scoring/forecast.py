@@ -158,19 +158,23 @@ def fit_surface(totals: np.ndarray, dow: np.ndarray, half_life: float, mask: np.
             break
     p = np.where(n >= WEEKDAY_MIN_DAYS, 8, np.where(n >= TREND_MIN_DAYS, 2, 1))
 
-    def mad_scale(r):
-        mad = _row_median(np.where(m, np.abs(r), np.nan))
-        return np.maximum(np.nan_to_num(1.4826 * mad * np.sqrt(n / np.maximum(n - p, 1))), 1e-3)
+    def mad_scale(abs_r):
+        """abs_r: (G, T) |residuals|, NaN on the days left out."""
+        return np.maximum(np.nan_to_num(1.4826 * _row_median(abs_r) * np.sqrt(n / np.maximum(n - p, 1))), 1e-3)
 
     r = z - beta @ X.T
-    scale = mad_scale(r)
+    # the L1 start interpolates p of the days (|r| ~ 0 whatever their noise): its scale leaves out the
+    # p smallest |r| (counted in, they pulled the median to the floor when p is half the days)
+    abs_r = np.where(m, np.abs(r), np.nan)
+    rank = np.argsort(np.argsort(np.where(m, abs_r, np.inf), axis=1), axis=1)
+    scale = mad_scale(np.where(rank < np.minimum(p, n - 1)[:, None], np.nan, abs_r))
     rob = np.ones_like(y)
     for _ in range(robust_iters):                     # Tukey bisquare; the scale re-estimated from its fit
         u = r / (bisquare_c * scale[:, None])
         rob = np.where(np.abs(u) < 1, (1 - u ** 2) ** 2, 0.0)
         beta, before = _wls(X, w * rob, z, ridge), beta
         r = z - beta @ X.T
-        scale = mad_scale(np.where(rob > 0, r, np.nan))
+        scale = mad_scale(np.where(m & (rob > 0), np.abs(r), np.nan))
         if np.max(np.abs(beta - before)) < 1e-5:     # log scale: a 0.001% change
             break
     W = w * rob
