@@ -50,7 +50,8 @@ GROUPS: dict[str, tuple[list[str], list[str], str | None]] = {
     "forecast": (["pipelines/scoring/forecast.py", "pipelines/scoring/negbin.py", "pipelines/scoring/supply.py",
                   "pipelines/scoring/delivery.py", "pipelines/allocation/prices.py"],
                  ["tests/unit/test_forecast.py", "tests/unit/test_forecast_parts.py", "tests/unit/test_supply.py",
-                  "tests/unit/test_negbin.py", "tests/unit/test_delivery.py", "tests/unit/test_delivery_parts.py",
+                  "tests/unit/test_negbin.py", "tests/unit/test_negbin_fit.py", "tests/unit/test_forecast_surface.py",
+                  "tests/unit/test_forecast_tracks.py", "tests/unit/test_delivery.py", "tests/unit/test_delivery_parts.py",
                   "tests/unit/test_prices.py", "tests/unit/test_prices_parts.py", "tests/unit/test_scoring.py",
                   "tests/unit/test_estimation.py"], None),
     "gates": (["jobs/gates/checks.py", "jobs/gates/drift.py"],
@@ -232,6 +233,46 @@ EQUIVALENT: dict[str, str] = {
     "pipelines.scoring.forecast.x_fit_surface__mutmut_38": "z on unobserved days changed: it meets only zero weights there, or is masked",
     "pipelines.scoring.forecast.x_fit_surface__mutmut_168": "the bisquare weight at |u| = 1 included: (1 - u^2)^2 is 0 there already",
     "pipelines.scoring.forecast.x_fit_surface__mutmut_297": "the weekday slice 2:9 for 2:8: beta has 8 columns",
+    **{f"pipelines.scoring.forecast.x_forecast_tracks__mutmut_{i}": "the mask without dtype=bool: the only caller "
+       "(supply.forecast_supply) passes a bool mask, the same array" for i in (11, 13)},
+    **{f"pipelines.scoring.forecast.x_forecast_tracks__mutmut_{i}": "day_factor without float: the caller passes "
+       "SurfaceFit.day_factor, float64, the same array" for i in (24, 26)},
+    "pipelines.scoring.forecast.x_forecast_tracks__mutmut_66": "first = -2 for -1 where there is no correction: first is read only "
+        "as first >= 0 (here and in alpha_by_group), which -1 and -2 both fail",
+    **{f"pipelines.scoring.forecast.x_forecast_tracks__mutmut_{i}": "first > 0 or >= 1 for >= 0: first is -1 or the first observed "
+       "day's index where that is above 0 (first_idx > 0), so the same rows" for i in (83, 84)},
+    "pipelines.scoring.forecast.x_forecast_tracks__mutmut_78": "one more age bucket: age_bucket returns 0..len(AGE_EDGES)+1, so the "
+        "extra bucket has no row and its prior is never read",
+    "pipelines.scoring.forecast.x_forecast_tracks__mutmut_112": "bincount without minlength: np.unique's inverse takes every value "
+        "0..len(codes)-1, so bincount's length is len(codes) already",
+    "pipelines.scoring.forecast.x_forecast_tracks__mutmut_257": "einsum subscripts in upper case: the same contraction",
+    "pipelines.scoring.forecast.x_forecast_tracks__mutmut_305": "lower=None for False: nb_quantile reads it only as `if lower`",
+    **{f"pipelines.scoring.forecast.x_age_bucket__mutmut_{i}": "ages without float: the only caller (forecast_tracks, from "
+       "supply's float array) passes float64; isfinite and searchsorted give the same for any real dtype" for i in (10, 12)},
+    **{f"pipelines.scoring.forecast.x_age_bucket__mutmut_{i}": "the edges without float: searchsorted compares the int edges with "
+       "float ages as float64, the same order" for i in (27, 29)},
+    **{f"pipelines.scoring.forecast.x_seasonal_naive__mutmut_{i}": "plays without float: the only caller (forecast_supply) passes "
+       "float64 matrices (daily_matrix, surface_daily)" for i in (3, 5)},
+    # pipelines/scoring/negbin.py
+    **{f"pipelines.scoring.negbin.x_nb_quantile__mutmut_{i}": "means or dispersions without float: the only caller (forecast_tracks) "
+       "passes float64 arrays (the point forecasts and alpha_eff), the same arrays" for i in (10, 12, 19, 21)},
+    "pipelines.scoring.negbin.x_nb_quantile__mutmut_46": "the start's lower clip at 0 dropped: scipy's nbdtrik searches k in "
+        "[0, 1e100], so its ceiling is never below 0 (and NaN stays NaN either way)",
+    **{f"pipelines.scoring.negbin.x_nb_quantile__mutmut_{i}": "the walk down also at k = 0: there CDF(k - 1) = _nb_cdf(-1) = 0 "
+       "< prob (prob > 0 is checked on entry), so the row does not move" for i in (93, 111)},
+    **{f"pipelines.scoring.negbin.x_irls__mutmut_{i}": "the clip's output into a new array instead of eta: eta is a temporary "
+       "read only by this exp, the same values" for i in (64, 68)},
+    **{f"pipelines.scoring.negbin.x_irls__mutmut_{i}": "the 'every row still moving' shortcut dropped: todo is then "
+       "arange(n), and indexing with it picks the same rows in the same order (bit-identical outputs); only copies "
+       "are added" for i in (95, 98, 107)},
+    **{f"pipelines.scoring.negbin.x_irls__mutmut_{i}": "np.stack of 1-D arrays on axis +1 for -1: the same axis"
+       for i in (191, 198, 242, 248)},
+    **{f"pipelines.scoring.negbin.x_irls__mutmut_{i}": "the outer stack on axis 2 for -2 transposes each 2x2, and inv and J "
+       "are symmetric (the off-diagonal is the same array twice)" for i in (200, 250)},
+    "pipelines.scoring.negbin.x_alpha_by_group__mutmut_13": "obs = w >= 0 for w > 0: it adds only days with w = 0, whose weight "
+        "w mu^2/v^2 is 0 (mu is finite: irls clips it), so every sum is the same",
+    "pipelines.scoring.negbin.x_trend_prior__mutmut_42": "the random-effects weights doubled: exact in floating point, and they "
+        "enter only as the ratio sum(us b) / sum(us); at most 2/min_sd^2 = 2e6, no overflow",
     # pipelines/allocation/prices.py
     "pipelines.allocation.prices.x_lookup_prices__mutmut_10": "the price column read without float: it is float64 (price_rows, or the "
         "table's non-null double), and .to_numpy(float) follows",
@@ -392,6 +433,13 @@ ROUNDING: dict[str, str] = {
        "order, can round across K when K equals it to the last bit (18 of 20,000 random cases), which gives the "
        "next lower value, another valid price of the greedy plan; it is only the dual ascent's start"
        for i in (9, 11)},
+    "pipelines.allocation.prices.x_price_columns__mutmut_33": "a floor's slack as (T - u) - F for (T + u) - F, clipped at 0: "
+        "u = max(0, F - T) from clean_plan or trivial_solution with the same campaign totals T, so with u = 0 both are "
+        "T - F, and with u > 0 the exact value is 0; the original's rounding leaves 0 or 1 ulp of F (1.4% of 1e7 "
+        "random pairs), the mutant's always 0",
+    "pipelines.scoring.negbin.x_irls__mutmut_82": "the score's product with all 3 columns of powers for the first 2: only "
+        "columns 0 and 1 are read; the extra column changes BLAS's blocking, so sums round differently (at most "
+        "2.6e-9 relative over 1,230 output arrays, through the Newton steps)",
     "pipelines.allocation.dual.x__repair__mutmut_180": "the floor top-up over campaigns without a deficit too: their want is cut to "
         "a deficit of 0, so nothing is added in exact arithmetic; the cumulative sums of the cut round "
         "differently (9 of 3,000 random instances differed, by at most 8.9e-16)",

@@ -137,7 +137,10 @@ def _row_median(a: np.ndarray) -> np.ndarray:
 def fit_surface(totals: np.ndarray, dow: np.ndarray, half_life: float, mask: np.ndarray | None = None,
                 bisquare_c: float = BISQUARE_C, l1_iters: int = 30, robust_iters: int = 10) -> SurfaceFit:
     """Robust decayed log-linear level + trend + weekday fit of (G, T) totals;
-    dow: (T,) weekday of each window day; mask: (T,) or (G, T) observed days."""
+    dow: (T,) weekday of each window day; mask: (T,) or (G, T) observed days.
+    At most l1_iters reweighted passes toward the L1 start and robust_iters
+    bisquare passes, each loop ending early once no coefficient of any group
+    moves by 1e-5 (log scale)."""
     y = np.atleast_2d(np.asarray(totals, float))
     G, T = y.shape
     m = np.ones_like(y, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), y.shape)
@@ -194,7 +197,9 @@ def fit_surface(totals: np.ndarray, dow: np.ndarray, half_life: float, mask: np.
 
 def forecast_surface(fit: SurfaceFit, target_dow: int, damping: float, level: float = LEVEL):
     """(point, low, high), each (G,): S on D+1 (the median of the log-normal
-    predictive) and its central `level` interval; 0 for a group never observed."""
+    predictive) and its central `level` interval; 0 for a group never observed.
+    Each is exp of its log value clipped to [-30, 30] (e^-30 = 9.4e-14, no
+    plays; e^30 = 1.1e13, beyond any surface), so exp cannot overflow."""
     eff = (np.arange(6) == target_dow).astype(float) - float(target_dow == 6)
     c = np.concatenate([[1.0, damping], eff])
     eta = fit.coef @ c
@@ -233,7 +238,9 @@ def forecast_tracks(plays: np.ndarray, mask: np.ndarray, dow: np.ndarray, target
         on each surface share it): the first day's correction uses the unit's
         chance of no play at all. None: each row is its own unit.
     prior_sd: a fixed trend prior sd instead of the empirical-Bayes one.
-    Rows with no observed day get 0 and a [0, 0] interval."""
+    Rows with no observed day get 0 and a [0, 0] interval. The point is exp of
+    the log-mean clipped to [-30, 30] (e^-30 = 9.4e-14 plays, none; e^30 =
+    1.1e13, beyond any track), and the interval is taken around that point."""
     y_all = np.asarray(plays, float)
     N, T = y_all.shape
     mask = np.asarray(mask, bool)

@@ -127,3 +127,45 @@ def test_the_residual_sd_is_not_collapsed_where_the_l1_start_interpolates_most_d
     assert abs(np.median(fit.sigma) / 0.05 - 1) < 0.2, np.median(fit.sigma)
     assert np.mean(fit.sigma < 0.02) < 0.10
     assert np.median(((fit.robust == 0) & mask).sum(axis=1)) <= 1
+
+
+def test_the_loops_stop_at_their_documented_caps(monkeypatch):
+    """Docstring: at most l1_iters L1 passes and robust_iters bisquare passes (defaults 30 and
+    10). 40 noisy groups of 28 days, one with an outlier: the loops stop on the largest change
+    over all groups, which keeps moving here (asserted: the two passes before the last still
+    move a coefficient by more than 1e-5, so no early stop), so a spy that calls the weighted
+    solve through counts 1 (plain start) + 30 + 10 = 41 solves with the defaults, and 1 + 3 + 2
+    with caps of 3 and 2. Catches another default cap."""
+    y, dow, mask = _noisy_groups(3, [28] * 40)
+    calls = []
+    wls = fc._wls
+
+    def spy(*args):
+        out = wls(*args)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(fc, "_wls", spy)
+    fc.fit_surface(y, dow, HL, mask)
+    assert len(calls) == 41
+    assert np.max(np.abs(calls[30] - calls[29])) > 1e-5       # the L1 loop's 30th pass still moved
+    assert np.max(np.abs(calls[40] - calls[39])) > 1e-5       # the bisquare loop's 10th pass still moved
+    calls.clear()
+    fc.fit_surface(y, dow, HL, mask, l1_iters=3, robust_iters=2)
+    assert len(calls) == 6
+
+
+def test_forecasts_are_clipped_to_e_plus_minus_30():
+    """Docstring: point and interval are exp of log values clipped to [-30, 30]. Totals of
+    2e13 a day (log 30.6) give point = high = e^30 exactly and low <= e^30; totals of 1e-14
+    (log -32.2) give point = low = e^-30 exactly. Catches another clip (e^31, e^-31) or none."""
+    T = 28
+    dow = (np.arange(T) + 1) % 7
+    for total, edge in ((2e13, 30.0), (1e-14, -30.0)):
+        fit = fc.fit_surface(np.full((1, T), total), dow, HL)
+        point, low, high = fc.forecast_surface(fit, 3, 0.9)
+        assert point[0] == np.exp(edge)
+        if edge > 0:
+            assert high[0] == np.exp(30.0) and low[0] <= np.exp(30.0)
+        else:
+            assert low[0] == np.exp(-30.0) and high[0] >= np.exp(-30.0)

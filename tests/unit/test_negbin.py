@@ -606,12 +606,15 @@ def test_nb_quantile_at_a_level_that_is_a_cdf_value_needs_no_step(monkeypatch):
     (0.3, 20.0, 0.5, 2.0),
     # geometric, prob = P(Y <= 2) exactly; start 5 (cap ceil(1 + sqrt(2) sqrt(7)) = 5): down past P(Y <= 3) to 2
     (1.0, 1.0, 0.875, 3.0),
+    # the same from below: up from 0 past P(Y <= 1) = 0.75, stopping at P(Y <= 2) = 0.875 = prob
+    (1.0, 1.0, 0.875, -2.0),
 ])
 def test_nb_quantile_walks_from_a_start_that_is_off(monkeypatch, mu, alpha, prob, shift):
     """The walks make the answer exact whatever the start: with scipy's inverse replaced by one
     `shift` steps off, the quantile is still scipy's ppf, after exactly |shift| steps (one CDF
     evaluation each, besides the start's CDF(k) and CDF(k - 1)). Catches a walk that stops
-    early (at k = 1 instead of 0, or before a CDF(k - 1) equal to prob) or steps the wrong way."""
+    early (at k = 1 instead of 0, or before a CDF(k - 1) equal to prob), one that walks up past
+    a CDF(k) equal to prob, or steps the wrong way."""
     m, a = np.array([mu]), np.array([alpha])
     want = _scipy_nb(m, a).ppf(prob)
     monkeypatch.setattr(negbin.special, "nbdtrik", lambda prob, r, p: want + shift - 0.5)   # ceil: want + shift
