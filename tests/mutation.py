@@ -222,8 +222,8 @@ EQUIVALENT: dict[str, str] = {
        "float64 with the same values" for i in (3, 5)},
     **{f"pipelines.scoring.forecast.{fn}__mutmut_{i}": "astype(None) is float64" for fn, i in (("x__design", 4), ("x_forecast_surface", 3))},
     **{f"pipelines.scoring.forecast.{fn}__mutmut_{i}": "einsum subscripts in upper case: the same contraction" for fn, i in (
-       ("x__wls", 12), ("x__wls", 29), ("x_fit_surface", 219), ("x_fit_surface", 233), ("x_fit_surface", 251),
-       ("x_fit_surface", 261), ("x_forecast_surface", 28))},
+       ("x__wls", 12), ("x__wls", 29), ("x_fit_surface", 251), ("x_fit_surface", 265), ("x_fit_surface", 283),
+       ("x_fit_surface", 293), ("x_forecast_surface", 28))},
     **{f"pipelines.scoring.forecast.x__row_median__mutmut_{i}": "the axis dropped or None-d where the default is the last: its only "
        "input is 2-D, whose last axis is 1" for i in (5, 18, 36)},
     "pipelines.scoring.forecast.x__row_median__mutmut_52": "a row of k = 0 observed values: it is all NaN, so its median is NaN either way",
@@ -231,8 +231,10 @@ EQUIVALENT: dict[str, str] = {
        "float where/log, the same values" for i in (6, 8)},
     "pipelines.scoring.forecast.x_fit_surface__mutmut_13": "the mask as a 0-d True: it broadcasts in m & (y > 0)",
     "pipelines.scoring.forecast.x_fit_surface__mutmut_38": "z on unobserved days changed: it meets only zero weights there, or is masked",
-    "pipelines.scoring.forecast.x_fit_surface__mutmut_168": "the bisquare weight at |u| = 1 included: (1 - u^2)^2 is 0 there already",
-    "pipelines.scoring.forecast.x_fit_surface__mutmut_297": "the weekday slice 2:9 for 2:8: beta has 8 columns",
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_198": "the bisquare weight at |u| = 1 included: (1 - u^2)^2 is 0 there already",
+    "pipelines.scoring.forecast.x_fit_surface__mutmut_329": "the weekday slice 2:9 for 2:8: beta has 8 columns",
+    **{f"pipelines.scoring.forecast.x_fit_surface__mutmut_{i}": "argsort without axis: the default is the last axis, "
+       "and the residuals are (G, T), so axis 1" for i in (156, 160)},
     **{f"pipelines.scoring.forecast.x_forecast_tracks__mutmut_{i}": "the mask without dtype=bool: the only caller "
        "(supply.forecast_supply) passes a bool mask, the same array" for i in (11, 13)},
     **{f"pipelines.scoring.forecast.x_forecast_tracks__mutmut_{i}": "day_factor without float: the caller passes "

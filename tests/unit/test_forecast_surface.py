@@ -78,19 +78,19 @@ def test_a_bisquare_pass_scales_by_the_mad_with_p_by_observed_days():
     (weekdays identified), 2 from 4, else 1. The first pass starts from the L1
     fit, which interpolates p of the days (|r| ~ 0 whatever their noise): its
     median leaves out the p smallest |r|. Checked exactly for passes 0 -> 1
-    (robust_iters = 0 is the L1 start), 1 -> 2 and 2 -> 3, on groups of 13, 14,
-    15 and 28 observed days, small noise (sd 0.002) so that the 14-day group's
+    (robust_iters = 0 is the L1 start), 1 -> 2 and 2 -> 3, on groups of 2, 3,
+    13, 14, 15 and 28 observed days, small noise (sd 0.002) so that the 14-day group's
     scale is off the floor, where p matters (at n = 14, p = 8 vs 2 is a factor
     sqrt(2) on the scale). Catches the weekday threshold of p off by one
     (n > 14), the L1 start's interpolated days kept in its scale (at 14 days
-    they are 8 of 14: the median falls to ~1e-5, the floor), and any wrong
-    constant of the step."""
-    ns, c = [13, 14, 15, 28], fc.BISQUARE_C
+    they are 8 of 14: the median falls to ~1e-5, the floor) or a wrong count
+    of them left out (1 of a 2-day group), and any wrong constant of the step."""
+    ns, c = [2, 3, 13, 14, 15, 28], fc.BISQUARE_C
     y, dow, mask = _noisy_groups(1, ns, sd=0.002)
     X = fc._design(dow)
     z = np.log(y)
     n = mask.sum(axis=1)
-    p = np.array([2, 8, 8, 8])                              # 13 days: level + trend; 14 on: + 6 weekdays
+    p = np.array([1, 1, 2, 8, 8, 8])                        # < 4 days: level; 13: + trend; 14 on: + 6 weekdays
     for k in (1, 2, 3):
         prev = fc.fit_surface(y, dow, HL, mask, robust_iters=k - 1)
         fit = fc.fit_surface(y, dow, HL, mask, robust_iters=k)
@@ -101,7 +101,8 @@ def test_a_bisquare_pass_scales_by_the_mad_with_p_by_observed_days():
         drop = p if k == 1 else np.zeros(len(ns), int)
         mad = np.array([np.median(np.sort(np.abs(r[g][keep[g]]))[drop[g]:]) for g in range(len(ns))])
         scale = np.maximum(1.4826 * mad * np.sqrt(n / (n - p)), 1e-3)
-        assert scale[1] > 1.5e-3               # the 14-day group off the floor, even divided by sqrt(2)
+        assert scale[3] > 1.5e-3               # the 14-day group off the floor, even divided by sqrt(2)
+        assert np.all(scale[:2] > 1.5e-3)      # so are the 2- and 3-day groups (one day of each left out at k = 1)
         u = r / (c * scale[:, None])
         want = np.where(mask & (np.abs(u) < 1), (1 - u ** 2) ** 2, 0.0)
         np.testing.assert_allclose(fit.robust, want, rtol=0, atol=1e-12)
@@ -169,3 +170,29 @@ def test_forecasts_are_clipped_to_e_plus_minus_30():
             assert high[0] == np.exp(30.0) and low[0] <= np.exp(30.0)
         else:
             assert low[0] == np.exp(-30.0) and high[0] >= np.exp(-30.0)
+
+
+@pytest.mark.parametrize("loop", ["l1", "bisquare"])
+def test_a_loop_goes_on_when_the_largest_change_is_exactly_1e_5(monkeypatch, loop):
+    """The stopping rule at its edge (docstring: a loop ends once no coefficient moves by
+    1e-5): a change of exactly 1e-5 is a move, so the loop takes one more pass. The weighted
+    solve is replaced by one that returns zeros, except that one pass of the chosen loop sets
+    one coefficient to 1e-5 (a change of exactly 1e-5, representable against 0) and the next
+    pass repeats it (no change): solves are 1 (start) + 2 + 1 for the L1 loop, or 1 + 1 + 2 for
+    the bisquare loop. Catches `<= 1e-5` for `< 1e-5` in either loop."""
+    y, dow, mask = _noisy_groups(3, [28])
+    moved = {"l1": 1, "bisquare": 2}[loop]          # index of the solve that moves
+    calls = []
+
+    def solve(X, w, z, ridge):
+        beta = np.zeros((w.shape[0], X.shape[1]))
+        if len(calls) >= moved:
+            beta[0, 7] = 1e-5
+        calls.append(beta)
+        return beta
+
+    monkeypatch.setattr(fc, "_wls", solve)
+    fc.fit_surface(y, dow, HL, mask)
+    assert len(calls) == 4
+    steps = [float(np.max(np.abs(b - a))) for a, b in zip(calls, calls[1:])]
+    assert steps == ([1e-5, 0.0, 0.0] if loop == "l1" else [0.0, 1e-5, 0.0])
