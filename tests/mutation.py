@@ -427,7 +427,8 @@ EQUIVALENT: dict[str, str] = {
 }
 
 # Survivors that differ from the original only in floating-point rounding: the same result in exact
-# arithmetic, and a difference of the order of one rounding step where it shows at all (measured, below).
+# arithmetic (or, two of them, a holding ridge changed by one part in 1e8), and a difference of the
+# order of one rounding step where it shows at all (measured, below).
 # Not counted against the score, but reported on their own and listed in docs/testing.md.
 ROUNDING: dict[str, str] = {
     **{f"pipelines.allocation.dual.x__initial_prices__mutmut_{i}": "the greedy order's ties in value sorted by numpy's default kind: "
@@ -435,6 +436,10 @@ ROUNDING: dict[str, str] = {
        "order, can round across K when K equals it to the last bit (18 of 20,000 random cases), which gives the "
        "next lower value, another valid price of the greedy plan; it is only the dual ascent's start"
        for i in (9, 11)},
+    **{f"pipelines.scoring.forecast.x_fit_surface__mutmut_{i}": "the ridge that holds a column a group cannot identify "
+       "at 0 as 1e8 + 1 for 1e8: not equal in exact arithmetic, but a held coefficient (at most ~1e-6) moves by 1e-8 "
+       "of itself; over 1,200 fits (half-lives 0.5, 14, 365; 1-13 observed days) the outputs differed by at most "
+       "4e-12 relative (7e-11 on a robust weight)" for i in (61, 65)},
     "pipelines.allocation.prices.x_price_columns__mutmut_33": "a floor's slack as (T - u) - F for (T + u) - F, clipped at 0: "
         "u = max(0, F - T) from clean_plan or trivial_solution with the same campaign totals T, so with u = 0 both are "
         "T - F, and with u > 0 the exact value is 0; the original's rounding leaves 0 or 1 ulp of F (1.4% of 1e7 "

@@ -196,3 +196,22 @@ def test_a_loop_goes_on_when_the_largest_change_is_exactly_1e_5(monkeypatch, loo
     assert len(calls) == 4
     steps = [float(np.max(np.abs(b - a))) for a, b in zip(calls, calls[1:])]
     assert steps == ([1e-5, 0.0, 0.0] if loop == "l1" else [0.0, 1e-5, 0.0])
+
+
+@pytest.mark.parametrize("hl", [0.5, 14.0])
+def test_a_lone_observed_day_is_never_rejected(hl):
+    """A group observed on one day only has nothing for that day to stand out from, so the
+    bisquare must keep it (robust weight > 0), at any half-life. At half-life 0.5 a day 9-27
+    days back weighs 2^-18 .. 2^-54, below the level's 1e-9 ridge, so the fitted level stays
+    near 0 and the day's log residual is its whole log total (~9): its scale must come from
+    that residual (the start leaves out none of a single day) -- a scale at the 1e-3 floor would
+    put it 9,000 scales out and reject it. Catches the start leaving out every day of a
+    one-day group."""
+    T = 28
+    dow = (np.arange(T) + 1) % 7
+    days = np.array([0, 5, 9, 18, 27])
+    mask = np.zeros((len(days), T), bool)
+    mask[np.arange(len(days)), days] = True
+    y = np.full((len(days), T), 1e4)
+    fit = fc.fit_surface(y, dow, hl, mask)
+    assert np.all(fit.robust[mask] > 0), fit.robust[mask]
