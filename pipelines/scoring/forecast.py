@@ -238,7 +238,10 @@ def forecast_tracks(plays: np.ndarray, mask: np.ndarray, dow: np.ndarray, target
         on each surface share it): the first day's correction uses the unit's
         chance of no play at all. None: each row is its own unit.
     prior_sd: a fixed trend prior sd instead of the empirical-Bayes one.
-    Rows with no observed day get 0 and a [0, 0] interval. The point is exp of
+    The overdispersion is estimated per surface from its rows' observed days
+    (each row's corrected first day left out); a surface with no such day
+    (every row's only day is its first play) takes alpha 0.05, a mild
+    overdispersion. Rows with no observed day get 0 and a [0, 0] interval. The point is exp of
     the log-mean clipped to [-30, 30] (e^-30 = 9.4e-14 plays, none; e^30 =
     1.1e13, beyond any track), and the interval is taken around that point."""
     y_all = np.asarray(plays, float)

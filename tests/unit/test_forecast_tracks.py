@@ -188,6 +188,55 @@ def test_final_fit_is_the_nb_map_and_the_interval_its_mixed_nb_quantiles(monkeyp
     assert (clo != lo).any() or (chi != hi).any()
 
 
+def test_a_surface_with_no_day_to_estimate_from_takes_alpha_0_05(monkeypatch):
+    """Docstring: a surface whose rows have no day left for the overdispersion
+    (each row's only day is its first play, corrected and left out) takes
+    alpha 0.05. Surface 0: 60 NB rows with 3-7 observed days; surface 1: 6
+    rows first played on D (a single day, 1 to 40 plays). Oracle as in the
+    final-fit test: scipy's NB fits, the sandwich written out and scipy's
+    quantiles, with surface 0's estimated alpha and the literal 0.05 for
+    surface 1. The single day fixes each point whatever alpha (the mean is the
+    corrected count), so it is the intervals that show it: measured, the
+    upper ends for 2 to 40 plays are 4, 8, 15, 26, 65 with 0.05 and 5, 12,
+    24, 44, 118 with 1.05 (whose lower ends are all 0). Catches another fallback (the one start of the estimate, which is also
+    the value of a group with no usable day)."""
+    y0, m0, dow, lw0, x = _short_rows(seed=5)
+    N0, T = y0.shape
+    y1 = np.zeros((6, T))
+    y1[:, -1] = [1.0, 2.0, 4.0, 8.0, 15.0, 40.0]
+    y = np.vstack([y0, y1])
+    mask = np.vstack([m0, fc.observed_from_first_play(y1)])
+    assert mask[N0:].sum(axis=1).tolist() == [1] * 6
+    lw = np.vstack([lw0, lw0[:, ::-1]])
+    group = np.repeat([0, 1], [N0, 6])
+    target, prior_sd = 4, 0.3
+    calls = _spy(monkeypatch, "alpha_by_group")
+    p, lo, hi = fc.forecast_tracks(y, mask, dow, target, lw, group, HL, PHI, prior_sd=prior_sd)
+    alpha_g = calls[0][1]
+    assert alpha_g[1] == 0.05 and alpha_g[0] > 0.1
+    alpha = np.where(group == 1, 0.05, alpha_g[0])
+    N = len(y)
+    w = _ages_weights(T, HL)[None, :] * mask
+    off = lw[group][:, dow]
+    yc = y.copy()                                   # the first-play correction (each row its own unit)
+    for i in range(N):
+        first = int(np.argmax(mask[i]))
+        if first > 0:
+            level = (w[i] * y[i]).sum() / (w[i] * np.exp(off[i])).sum()     # the uncorrected decayed level
+            yc[i, first] *= 1 - np.exp(-level * np.exp(off[i, first]))
+    tau = np.full(N, 1.0 / prior_sd ** 2)
+    a, b = _oracle_fit(yc, w, off, x, alpha, np.zeros(N), tau)
+    point = np.exp(a + PHI * b + lw[group, target])
+    np.testing.assert_allclose(p, point, rtol=2e-4)
+    P = np.diag([0.0, tau[0]])
+    Ii = np.linalg.inv(_info(a, b, w, off, x, alpha, 1) + P)
+    c = np.array([1.0, PHI])
+    v = np.einsum("i,nij,njk,nkl,l->n", c, Ii, _info(a, b, w, off, x, alpha, 2) + P, Ii, c)
+    ae = alpha + v * (1.0 + alpha)
+    np.testing.assert_array_equal(lo, _nearest_oracle(0.1, point, ae, True))
+    np.testing.assert_array_equal(hi, _nearest_oracle(0.9, point, ae, False))
+
+
 # --------------------------------------------------- empirical-Bayes prior ---
 def test_empirical_bayes_prior_comes_from_flat_prior_fits_of_the_informative_rows(monkeypatch):
     """prior_sd None: per age bucket, the trend prior is DerSimonian-Laird
