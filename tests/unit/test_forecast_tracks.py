@@ -385,3 +385,27 @@ def test_the_point_is_clipped_to_e_plus_minus_30():
     assert point[0] == np.exp(30.0)
     assert point[1] == np.exp(-30.0)
     assert 40.0 < point[2] < 60.0
+
+
+# ------------------------------------------------------------------ coverage ---
+def test_the_80_percent_interval_covers_80_percent_of_planted_days():
+    """Planted truth: 30 worlds of 400 NB rows (means log-normal around 5 plays, no trend, flat
+    weekdays), 7 observed days (half-life 7), alpha 0.5 and 1; each row's D+1 is drawn from
+    the same model. The central 80% interval must hold it 78.5-83% of the time (12,000 draws: a
+    binomial SE of 0.4 points). Measured: 79.8% and 80.9% (below the low end 7.1% / 4.9%,
+    above the high end 13.1% / 14.3%: the upper tail is the heavier miss); with the
+    overdispersion taken from two passes of r^2/(1-h) it was 76.7% and 76.8%. Catches an
+    overdispersion that comes out low (intervals too narrow)."""
+    T, n = 7, 400
+    dow = np.arange(T + 1) % 7
+    for alpha_true in (0.5, 1.0):
+        inside = []
+        for seed in range(30):
+            rng = np.random.default_rng(seed)
+            mu = np.exp(rng.normal(np.log(5), 1.0, n))[:, None] * np.ones(T + 1)
+            y = rng.negative_binomial(1 / alpha_true, 1 / (1 + alpha_true * mu)).astype(float)
+            _, lo, hi = fc.forecast_tracks(y[:, :T], np.ones((n, T), bool), dow[:T], int(dow[T]), np.zeros((1, 7)),
+                                           np.zeros(n, int), 7.0, 1.0)
+            inside.append((y[:, T] >= lo) & (y[:, T] <= hi))
+        cover = np.mean(inside)
+        assert 0.785 <= cover <= 0.83, (alpha_true, cover)

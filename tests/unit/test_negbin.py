@@ -311,6 +311,27 @@ def test_alpha_by_group_solves_its_moment_equation_by_hand():
         assert negbin.alpha_by_group(*args, start, 1e-3, tol=1e-13)[0] == pytest.approx(root, abs=1e-11)
 
 
+def test_alpha_by_group_stops_a_group_once_alpha_moves_by_at_most_tol():
+    """Docstring: passes repeat until a group's alpha moves by at most tol, at most `iters`
+    (50) of them. The passes are read off the function itself (tol = -1: nothing ever stops,
+    so iters=k runs exactly k). With tol set to exactly the move of pass 3, it stops there
+    (a move equal to tol stops); a little below, it runs pass 4. A slow row (y = (5, 1),
+    mu = (28, 0.15): still moving 1.8e-5 a pass at 50) runs exactly 50 passes by default.
+    Catches a stop on a strict inequality, a group that never stops, and another cap."""
+    args = (np.array([[3.0, 0.0]]), np.ones((1, 2)), np.array([[1.0, 4.0]]), np.array([-1.0, 0.0]),
+            np.zeros((1, 2, 2)), np.array([-1]), np.array([0]), 1, 1.0, 1e-3)
+    a = [negbin.alpha_by_group(*args, iters=k, tol=-1.0)[0] for k in range(1, 6)]
+    move3 = abs(a[2] - a[1])
+    assert move3 > 0 and abs(a[3] - a[2]) > 0
+    assert negbin.alpha_by_group(*args, tol=move3)[0] == a[2]
+    assert negbin.alpha_by_group(*args, tol=np.nextafter(move3, 0))[0] == a[3]
+    slow = (np.array([[5.0, 1.0]]), np.ones((1, 2)), np.array([[28.0, 0.15]]), np.array([-1.0, 0.0]),
+            np.zeros((1, 2, 2)), np.array([-1]), np.array([0]), 1, 0.05, 1e-3)
+    a50, a51 = (negbin.alpha_by_group(*slow, iters=k, tol=-1.0)[0] for k in (50, 51))
+    assert abs(a51 - a50) > 1e-6
+    assert negbin.alpha_by_group(*slow, tol=-1.0)[0] == a50
+
+
 def test_alpha_by_group_days_left_out_groups_and_floors():
     """Per group, only observed days (w > 0) count, and each row's corrected first day is left
     out (`first` is its column, 0 included; -1 for none). A group with no usable day keeps
