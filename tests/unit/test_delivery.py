@@ -190,6 +190,15 @@ def test_boost_probability_divides_by_the_gain_and_caps_at_one():
     assert b.tolist() == [[0.5, 1.0, 0.0], [0.125, 0.25, 0.15]]
 
 
+def test_boost_probability_of_a_track_forecast_below_one_play():
+    """Only E * g = 0 gives 0: a sparse track (E = 0.8 plays, or 0.25 with g = 2) gets x / (E g)
+    like any other. Catches a guard on E * g > 1 (or >= 1) in place of > 0."""
+    x = np.array([[0.4, 0.2, 0.3, 0.0]])
+    supply = np.array([[0.8, 0.25, 1.0, 0.5]])
+    assert boost_probability(x, supply, np.array([1.0])).tolist() == [[0.5, 0.8, 0.3, 0.0]]
+    assert boost_probability(x, supply, np.array([2.0])).tolist() == [[0.25, 0.4, 0.15, 0.0]]
+
+
 # ------------------------------------------------------------ the gate ---
 def capacity(miss_days, ratios, planned=1000.0):
     n = len(miss_days)
