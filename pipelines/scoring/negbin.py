@@ -65,10 +65,14 @@ def irls(y, w, off, x, alpha, b0, tau, start=None, iters=12, tol=1e-4):
     det = np.maximum(iaa * ibb - iab ** 2, 1e-300)
     inv = np.stack([np.stack([ibb, -iab], -1), np.stack([-iab, iaa], -1)], -2) / det[:, None, None]
     mu = np.exp(np.clip(a[:, None] + b[:, None] * x + off, -30, 30))
-    q2 = w * w * mu / (1.0 + alpha[:, None] * mu)
-    j0, j1, j2 = q2.sum(1), (q2 * x).sum(1), (q2 * x * x).sum(1)
-    J = np.stack([np.stack([j0, j1], -1), np.stack([j1, j2], -1)], -2)
+    J = moment_matrix(w * w * mu / (1.0 + alpha[:, None] * mu), x)
     return a, b, inv, J, mu
+
+
+def moment_matrix(q, x):
+    """sum_t q_t (1, x_t; x_t, x_t^2) per row: (N, 2, 2) from q (N, T), x (T,)."""
+    m0, m1, m2 = q.sum(1), (q * x).sum(1), (q * x * x).sum(1)
+    return np.stack([np.stack([m0, m1], -1), np.stack([m1, m2], -1)], -2)
 
 
 def param_cov(inv, J, tau):
@@ -109,14 +113,8 @@ def alpha_by_group(y, w, mu, x, inv, first, group, n_groups, alpha0, min_alpha, 
         """x_t' Q x_t per row and day, (N, T), for (N, 2, 2) matrices Q."""
         return Q[:, 0, 0, None] + 2 * Q[:, 0, 1, None] * x + Q[:, 1, 1, None] * x * x
 
-    def sandwich(q):
-        """inv (sum_t q_t x_t x_t') inv per row."""
-        m = np.stack([q.sum(1), (q * x).sum(1), (q * x * x).sum(1)], -1)
-        M = np.stack([m[:, :2], m[:, 1:]], -2)
-        return inv @ M @ inv
-
     h = w * mu * quad(inv)
-    s0, s1 = quad(sandwich(w * w * mu)), quad(sandwich(w * w * mu * mu))
+    s0, s1 = (quad(inv @ moment_matrix(q, x) @ inv) for q in (w * w * mu, w * w * mu * mu))
     c = mu * (1.0 - 2.0 * h) + mu * mu * s0           # E r^2 = c + alpha d
     d = mu * mu * (1.0 - 2.0 * h + s1)
     r2 = (y - mu) ** 2
